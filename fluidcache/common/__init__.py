@@ -1,0 +1,1 @@
+"""Pieces every process shares: wire messages, errors, block ids, config, auth, HTTP helpers."""

@@ -1,0 +1,18 @@
+"""Block identity: a hash of source URI, source version, block size and block index.
+
+When the source changes, its version changes and so do the ids: a stale block can never be
+served for the new version.
+"""
+
+import xxhash
+
+
+def block_id(uri: str, version: str, index: int, block_size: int) -> str:
+    """The 32-hex-digit id of one block of one version of one source file."""
+    key = f"{uri}\0{version}\0{block_size}\0{index}".encode()
+    return xxhash.xxh3_128_hexdigest(key)
+
+
+def is_block_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a block id (safe to use as a file name)."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)

@@ -1,0 +1,126 @@
+"""HTTP plumbing shared by every process: auth and error middleware, msgpack bodies, RPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import msgpack
+from aiohttp import web
+
+from fluidcache.common import errors
+from fluidcache.common.protocol import HEALTH, MSGPACK, ErrorReply, Message
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: errors.FluidcacheError) -> web.Response:
+    """The wire form of ``err``: its status and a msgpack ``{code, message}`` body."""
+    return web.Response(
+        status=err.status,
+        body=ErrorReply(err.code, err.message).encode(),
+        content_type=MSGPACK,
+    )
+
+
+def make_middlewares(token: str) -> list[Any]:
+    """Bearer-token check (health excepted) and one place that maps exceptions to answers."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if request.path != HEALTH:
+                got = request.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(got, expected):
+                    raise errors.Unauthorized("missing or wrong cluster token")
+            return await handler(request)
+        except errors.FluidcacheError as e:
+            return error_response(e)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                return error_response(_http_error(e))
+            raise
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+            return error_response(errors.InvalidArgument(f"malformed request: {e}"))
+        except Exception as e:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(errors.FluidcacheError(f"internal error: {e}"))
+
+    return [guard]
+
+
+def _http_error(e: web.HTTPException) -> errors.FluidcacheError:
+    cls = {404: errors.NotFound, 405: errors.InvalidArgument, 401: errors.Unauthorized}.get(
+        e.status, errors.InvalidArgument
+    )
+    return cls(e.reason)
+
+
+async def read_message(request: web.Request, cls: type[M]) -> M:
+    """Decode the msgpack body of ``request`` as ``cls`` (InvalidArgument if it is not one)."""
+    body = await request.read()
+    try:
+        return cls.decode(body)  # type: ignore[attr-defined, no-any-return]
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        raise errors.InvalidArgument(f"malformed {cls.__name__}: {e}") from None
+
+
+def reply(message: Message) -> web.Response:
+    return web.Response(body=message.encode(), content_type=MSGPACK)
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def raise_for_error(resp: aiohttp.ClientResponse) -> None:
+    """Turn a non-2xx answer from a fluidcache server into its exception."""
+    if resp.status < 400:
+        return
+    body = await resp.read()
+    try:
+        err = ErrorReply.decode(body)
+        raise errors.from_wire(err.code, err.message)
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        raise errors.Unavailable(f"HTTP {resp.status} from {resp.url}: {body[:200]!r}") from None
+
+
+class RpcClient:
+    """Calls one fluidcache server: msgpack in, msgpack out, typed errors back.
+
+    Connection failures and timeouts raise :class:`errors.Unavailable`; the caller decides whether
+    to retry (every RPC here is idempotent).
+    """
+
+    def __init__(
+        self, base_url: str, token: str, session: aiohttp.ClientSession, timeout: float = 30.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK}
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def call(self, path: str, request: Message | None, reply_cls: type[M]) -> M:
+        body = request.encode() if request is not None else b""
+        url = self.base_url + path
+        try:
+            async with self.session.post(
+                url, data=body, headers=self.headers, timeout=self.timeout
+            ) as resp:
+                await raise_for_error(resp)
+                data = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise errors.Unavailable(f"{url}: {e.__class__.__name__}: {e}") from None
+        return reply_cls.decode(data)  # type: ignore[attr-defined, no-any-return]
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,290 @@
+"""Every message that crosses the wire, as typed dataclasses, and the routes that carry them.
+
+Control messages travel as msgpack bodies (``application/x-msgpack``); block data travels as raw
+bytes. Master, workers and clients all import this module and nothing else to talk to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+import msgpack
+
+from fluidcache.common.blockid import block_id
+
+MSGPACK = "application/x-msgpack"
+API = "/v1"
+
+# Master routes.
+NS_STAT = f"{API}/ns/stat"
+NS_LOOKUP = f"{API}/ns/lookup"
+NS_LIST = f"{API}/ns/list"
+BLOCK_LOCATIONS = f"{API}/blocks/locations"
+WORKERS = f"{API}/workers"
+WORKER_REGISTER = f"{API}/workers/register"
+WORKER_HEARTBEAT = f"{API}/workers/heartbeat"
+REPORT = f"{API}/report"
+HEALTH = f"{API}/health"
+
+# Worker routes.
+BLOCK = API + "/blocks/{block_id}"
+BLOCK_CACHE = API + "/blocks/{block_id}/cache"
+WORKER_STATS = f"{API}/stats"
+
+ROOT_INO = 1
+
+T = TypeVar("T")
+
+
+class Message:
+    """Mixin: msgpack encoding of a dataclass, nested messages included."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.to_wire())  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_wire(cls: type[T], data: Any) -> T:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+        hints = get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                kwargs[f.name] = _convert(hints[f.name], data[f.name])
+        return cls(**kwargs)
+
+    @classmethod
+    def decode(cls: type[T], body: bytes) -> T:
+        return cls.from_wire(msgpack.unpackb(body))  # type: ignore[attr-defined, no-any-return]
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    origin = get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, Message):
+        return tp.from_wire(value)
+    if origin is list and isinstance(value, list):
+        (item,) = get_args(tp)
+        return [_convert(item, v) for v in value]
+    if origin is dict and isinstance(value, Mapping):
+        _, item = get_args(tp)
+        return {k: _convert(item, v) for k, v in value.items()}
+    if origin in (types.UnionType, typing.Union) and value is not None:
+        for arg in get_args(tp):
+            if arg is not type(None):
+                return _convert(arg, value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if isinstance(tp, type) and tp in (int, str, bool, float) and not isinstance(value, tp):
+        raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    """Body of every non-2xx answer."""
+
+    code: str
+    message: str
+
+
+# ---- namespace -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileInfo(Message):
+    """One inode of the namespace, as the master knows it."""
+
+    ino: int
+    parent: int
+    name: str
+    path: str
+    is_dir: bool
+    size: int = 0
+    mtime: float = 0.0
+    uri: str = ""
+    version: str = ""
+    block_size: int = 0
+
+    @property
+    def block_count(self) -> int:
+        if self.is_dir or self.size == 0:
+            return 0
+        return (self.size + self.block_size - 1) // self.block_size
+
+    def block(self, index: int) -> BlockRef:
+        """The reference of block ``index`` of this file."""
+        return BlockRef(self.uri, self.version, index, self.block_size, self.size)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatRequest(Message):
+    """Stat by path (``/a/b``) or, when ``ino`` is set, by inode."""
+
+    path: str = "/"
+    ino: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LookupRequest(Message):
+    parent: int
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListRequest(Message):
+    """One page of a directory, by path or inode; ``cursor`` is the last name already seen."""
+
+    path: str = "/"
+    ino: int = 0
+    cursor: str = ""
+    limit: int = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListReply(Message):
+    entries: list[FileInfo]
+    cursor: str = ""  # empty: no more pages
+
+
+# ---- blocks ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlockRef(Message):
+    """Everything a worker needs to find a block at the source; the id is derived, not sent."""
+
+    uri: str
+    version: str
+    index: int
+    block_size: int
+    file_size: int
+
+    @property
+    def id(self) -> str:
+        return block_id(self.uri, self.version, self.index, self.block_size)
+
+    @property
+    def offset(self) -> int:
+        return self.index * self.block_size
+
+    @property
+    def length(self) -> int:
+        return max(0, min(self.block_size, self.file_size - self.offset))
+
+    def to_query(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.to_wire().items()}
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> BlockRef:
+        try:
+            return cls(
+                uri=query["uri"],
+                version=query["version"],
+                index=int(query["index"]),
+                block_size=int(query["block_size"]),
+                file_size=int(query["file_size"]),
+            )
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"bad block reference: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocationsRequest(Message):
+    block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocationsReply(Message):
+    """Block id → ids of the workers that hold it (absent ids are held by none)."""
+
+    locations: dict[str, list[str]]
+
+
+# ---- workers -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TierUsage(Message):
+    medium: str
+    capacity: int
+    used: int
+    blocks: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo(Message):
+    worker_id: str
+    address: str  # base URL, e.g. http://127.0.0.1:7001
+    node: str = ""
+    tiers: list[TierUsage] = dataclasses.field(default_factory=list)
+    last_heartbeat: float = 0.0
+    state: str = "live"  # live | lost
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterRequest(Message):
+    """A worker announces itself with every block it holds."""
+
+    worker: WorkerInfo
+    blocks: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterReply(Message):
+    heartbeat_interval: float
+    mounts: list[str] = dataclasses.field(default_factory=list)  # root URIs a worker may read
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatRequest(Message):
+    """Blocks added and removed since the last heartbeat that succeeded, plus tier usage."""
+
+    worker_id: str
+    added: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    tiers: list[TierUsage] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatReply(Message):
+    reregister: bool = False  # the master does not know this worker: register again
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkersReply(Message):
+    workers: list[WorkerInfo]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerStats(Message):
+    """A worker's own counters (a subset of its Prometheus metrics)."""
+
+    worker_id: str
+    tiers: list[TierUsage]
+    hits: int = 0
+    misses: int = 0
+    source_fetches: int = 0
+    source_bytes: int = 0
+    served_bytes: int = 0
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report(Message):
+    """Dataset statistics as Fluid shows them."""
+
+    ufs_total_bytes: int
+    file_count: int
+    cached_bytes: int
+    cache_capacity: int
+    cached_percent: float
+    workers: list[WorkerInfo]

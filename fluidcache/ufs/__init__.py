@@ -1,0 +1,6 @@
+"""Under file systems: the sources fluidcache caches, behind one interface."""
+
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem
+from fluidcache.ufs.registry import create_ufs, supported_schemes
+
+__all__ = ["UfsStatus", "UnderFileSystem", "create_ufs", "supported_schemes"]

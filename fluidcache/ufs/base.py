@@ -1,0 +1,88 @@
+"""The one interface every source adapter honours.
+
+A :class:`UnderFileSystem` is rooted at a URI (a dataset mount). Paths are relative POSIX strings
+without a leading slash; ``""`` is the root. Every method may be retried (reads are idempotent) and
+raises only :mod:`fluidcache.common.errors` classes:
+
+- ``NotFound`` / ``NotADirectory`` / ``IsADirectory`` for what is not there or of the wrong kind,
+- ``PermissionDenied`` when the source refuses access,
+- ``InvalidArgument`` for a path that escapes the root,
+- ``SourceError`` for a malformed answer, ``SourceUnavailable`` once bounded retries are spent.
+"""
+
+from __future__ import annotations
+
+import abc
+import posixpath
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fluidcache.common.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class UfsStatus:
+    """What a source says about one entry. ``version`` changes whenever the content does."""
+
+    name: str
+    is_dir: bool
+    size: int = 0
+    mtime: float = 0.0
+    version: str = ""
+
+
+class UnderFileSystem(abc.ABC):
+    """A source rooted at ``root_uri``."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
+        self.root_uri = root_uri.rstrip("/") if not root_uri.endswith(":///") else root_uri
+        self.options = dict(options or {})
+
+    @abc.abstractmethod
+    def uri(self, path: str) -> str:
+        """The full URI of ``path``: the source URI used in block ids."""
+
+    @abc.abstractmethod
+    def relpath(self, uri: str) -> str:
+        """Inverse of :meth:`uri`; ``InvalidArgument`` if ``uri`` is not under the root."""
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> UfsStatus:
+        """Status of ``path`` (``name`` is its last component, ``""`` for the root)."""
+
+    @abc.abstractmethod
+    def list(self, path: str) -> AsyncIterator[UfsStatus]:
+        """The entries of directory ``path``, streamed (never the whole listing at once)."""
+
+    @abc.abstractmethod
+    async def read(self, path: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes from ``offset``, fewer only at end of file."""
+
+    @abc.abstractmethod
+    def read_stream(
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes."""
+
+    async def close(self) -> None:
+        """Release connections; the object is unusable afterwards."""
+
+    async def __aenter__(self) -> UnderFileSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def clean_path(path: str) -> str:
+    """Normalise a relative path; refuse one that climbs out of the root."""
+    if "\0" in path:
+        raise InvalidArgument(f"path {path!r} contains a NUL byte")
+    norm = posixpath.normpath("/" + path.strip("/")).lstrip("/")
+    parts = path.strip("/").split("/")
+    if ".." in parts:
+        raise InvalidArgument(f"path {path!r} escapes the mount root")
+    return "" if norm == "." else norm

@@ -1,0 +1,41 @@
+"""Source adapters by URI scheme; heavy adapters are imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from fluidcache.common.errors import ConfigError
+from fluidcache.ufs.base import UnderFileSystem
+
+# scheme -> (module, class, extra package a user installs if the import fails)
+_ADAPTERS: dict[str, tuple[str, str, str]] = {
+    "local": ("fluidcache.ufs.local", "LocalUfs", ""),
+    "file": ("fluidcache.ufs.local", "LocalUfs", ""),
+    "hostpath": ("fluidcache.ufs.local", "LocalUfs", ""),
+    "http": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
+    "https": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
+}
+
+
+def supported_schemes() -> list[str]:
+    return sorted(_ADAPTERS)
+
+
+def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileSystem:
+    """The adapter for ``uri``; ConfigError names the problem when the URI cannot be served."""
+    scheme = urlsplit(uri).scheme.lower()
+    if not scheme or "://" not in uri:
+        raise ConfigError(f"source {uri!r}: not a URI (expected e.g. local:///data, https://host/dir/)")
+    try:
+        module, cls, extra = _ADAPTERS[scheme]
+    except KeyError:
+        raise ConfigError(
+            f"source {uri!r}: unsupported scheme {scheme!r} (supported: {', '.join(supported_schemes())})"
+        ) from None
+    try:
+        adapter: type[UnderFileSystem] = getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        raise ConfigError(f"source {uri!r}: needs the package {extra!r} ({e})") from None
+    return adapter(uri, options)
