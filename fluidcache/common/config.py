@@ -59,9 +59,7 @@ def load_token(token_file: str | None = None) -> str:
         return token
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
-        raise ConfigError(
-            f"cluster token: set {TOKEN_FILE_ENV} (a file holding it) or {TOKEN_ENV}"
-        )
+        raise ConfigError(f"cluster token: set {TOKEN_FILE_ENV} (a file holding it) or {TOKEN_ENV}")
     return token
 
 

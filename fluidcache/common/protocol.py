@@ -237,9 +237,19 @@ class RegisterRequest(Message):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MountInfo(Message):
+    """One source of a dataset: its directory name, root URI and non-secret adapter options."""
+
+    dataset: str
+    name: str
+    uri: str
+    options: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RegisterReply(Message):
     heartbeat_interval: float
-    mounts: list[str] = dataclasses.field(default_factory=list)  # root URIs a worker may read
+    mounts: list[MountInfo] = dataclasses.field(default_factory=list)  # sources a worker may read
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

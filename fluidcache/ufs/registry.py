@@ -27,7 +27,9 @@ def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileS
     """The adapter for ``uri``; ConfigError names the problem when the URI cannot be served."""
     scheme = urlsplit(uri).scheme.lower()
     if not scheme or "://" not in uri:
-        raise ConfigError(f"source {uri!r}: not a URI (expected e.g. local:///data, https://host/dir/)")
+        raise ConfigError(
+            f"source {uri!r}: not a URI (expected e.g. local:///data, https://host/dir/)"
+        )
     try:
         module, cls, extra = _ADAPTERS[scheme]
     except KeyError:

@@ -1,0 +1,3 @@
+from fluidcache.cli import main
+
+main()

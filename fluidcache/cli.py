@@ -1,0 +1,210 @@
+"""The ``fluidcache`` command: ``master``, ``worker``, ``mount``, ``report`` and ``up``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fluidcache import __version__
+from fluidcache.common import errors, logs
+from fluidcache.common.config import DEFAULT_BLOCK_SIZE, TOKEN_FILE_ENV, load_token, parse_size
+
+EXIT_CONFIG = 2
+
+
+def _ready_writer(path: str | None) -> Callable[[str], None]:
+    """A callback that records where a process serves, for whoever started it."""
+
+    def ready(address: str) -> None:
+        print(f"ready: {address}", flush=True)
+        if path:
+            tmp = f"{path}.tmp"
+            Path(tmp).write_text(address + "\n")
+            os.replace(tmp, path)
+
+    return ready
+
+
+def _run(coro_fn: Callable[[], object]) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def cmd_master(args: argparse.Namespace) -> None:
+    from fluidcache.common.config import parse_source
+    from fluidcache.master import MasterConfig, serve
+
+    config = MasterConfig(
+        data_dir=Path(args.data_dir),
+        mounts=[parse_source(s) for s in args.sources],
+        host=args.host,
+        port=args.port,
+        token=load_token(args.token_file),
+        block_size=parse_size(args.block_size, "block-size"),
+    )
+    config.validate()
+    _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from fluidcache.worker import WorkerConfig, serve
+
+    config = WorkerConfig(
+        worker_id=args.id,
+        master_url=args.master,
+        mem_path=Path(args.mem_path or f"/dev/shm/fluidcache/{args.id}"),
+        mem_quota=parse_size(args.mem_quota, "mem-quota"),
+        host=args.host,
+        port=args.port,
+        token=load_token(args.token_file),
+    )
+    config.validate()
+    _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
+
+
+def cmd_mount(args: argparse.Namespace) -> None:
+    from fluidcache.client import AsyncClient
+    from fluidcache.client.fuse import MountOptions, run_mount
+
+    options = MountOptions(
+        attr_timeout=args.attr_timeout,
+        entry_timeout=args.entry_timeout,
+        kernel_cache=not args.no_kernel_cache,
+        allow_other=args.allow_other,
+    )
+    mountpoint = Path(args.mountpoint).absolute()
+    token = load_token(args.token_file)
+    ready = _ready_writer(args.ready_file)
+
+    async def main() -> None:
+        async with AsyncClient(args.master, token) as client:
+            await run_mount(client, mountpoint, options, ready=lambda: ready(str(mountpoint)))
+
+    asyncio.run(main())
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from fluidcache.client import AsyncClient
+
+    async def main() -> None:
+        async with AsyncClient(args.master, load_token(args.token_file)) as client:
+            r = await client.report()
+        print(f"{'UFS total size':<18}{r.ufs_total_bytes / 1e6:>12.1f} MB")
+        print(f"{'files':<18}{r.file_count:>12}")
+        print(f"{'cached':<18}{r.cached_bytes / 1e6:>12.1f} MB")
+        print(f"{'cache capacity':<18}{r.cache_capacity / 1e6:>12.1f} MB")
+        print(f"{'cached %':<18}{r.cached_percent:>12.1f}")
+        for w in r.workers:
+            for t in w.tiers:
+                print(
+                    f"  {w.worker_id:<10} {t.medium:<4} {t.used / 1e6:>10.1f} / "
+                    f"{t.capacity / 1e6:.1f} MB  {t.blocks} blocks"
+                )
+
+    asyncio.run(main())
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from fluidcache.cluster import LocalCluster
+
+    cluster = LocalCluster.from_args(args)
+    sys.exit(cluster.run())
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token-file",
+        help=f"file holding the cluster token (else ${TOKEN_FILE_ENV} or $FLUIDCACHE_TOKEN)",
+    )
+    p.add_argument("--ready-file", help="write the served address here once ready")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="fluidcache",
+        description="A distributed cache that puts remote datasets close to the compute.",
+    )
+    ap.add_argument("--version", action="version", version=__version__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("master", help="run the master (namespace, block map, workers)")
+    m.add_argument("sources", nargs="+", metavar="SOURCE", help="URI or NAME=URI")
+    m.add_argument("--data-dir", required=True, help="directory for the master's LMDB files")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    m.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    _common(m)
+    m.set_defaults(fn=cmd_master)
+
+    w = sub.add_parser("worker", help="run a worker (block cache)")
+    w.add_argument("--master", required=True, help="master URL, e.g. http://127.0.0.1:7000")
+    w.add_argument("--id", required=True, help="worker id, unique in the cluster")
+    w.add_argument("--mem-path", help="MEM tier directory (default /dev/shm/fluidcache/ID)")
+    w.add_argument("--mem-quota", default="1Gi", help="MEM tier quota, e.g. 512Mi, 2Gi")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    _common(w)
+    w.set_defaults(fn=cmd_worker)
+
+    f = sub.add_parser("mount", help="mount a dataset with FUSE (read-only)")
+    f.add_argument("mountpoint")
+    f.add_argument("--master", required=True, help="master URL")
+    f.add_argument("--attr-timeout", type=float, default=60.0, help="kernel attribute cache, s")
+    f.add_argument("--entry-timeout", type=float, default=60.0, help="kernel entry cache, s")
+    f.add_argument("--no-kernel-cache", action="store_true", help="drop page cache on open")
+    f.add_argument("--allow-other", action="store_true", help="let other users read the mount")
+    _common(f)
+    f.set_defaults(fn=cmd_mount)
+
+    r = sub.add_parser("report", help="dataset statistics: UFS size, cached bytes, cached %%")
+    r.add_argument("--master", required=True, help="master URL")
+    r.add_argument("--token-file")
+    r.set_defaults(fn=cmd_report)
+
+    u = sub.add_parser(
+        "up",
+        help="run a whole cluster on this machine: master, workers and a FUSE mount",
+        description=(
+            "Start a master, N workers and a FUSE mount of the given sources; stay in the "
+            "foreground; stop everything and unmount on SIGINT or SIGTERM."
+        ),
+    )
+    u.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="URI (local:///path, http(s)://host/dir/) or NAME=URI; a single unnamed source "
+        "sits at the root, named ones appear as top-level directories",
+    )
+    u.add_argument("--mountpoint", required=True, help="existing empty directory to mount on")
+    u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
+    u.add_argument("--mem-quota", default="1Gi", help="MEM tier quota per worker (default 1Gi)")
+    u.add_argument(
+        "--data-dir", help="master data, logs and token (default: a temporary directory)"
+    )
+    u.add_argument("--master-port", type=int, default=0, help="master port (default: free)")
+    u.add_argument("--worker-port", type=int, default=0, help="first worker port, next ones follow")
+    u.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    u.set_defaults(fn=cmd_up)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logs.setup(args.command)
+    try:
+        args.fn(args)
+    except errors.FluidcacheError as e:
+        print(f"fluidcache {args.command}: {e.message}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG if isinstance(e, errors.InvalidArgument) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)

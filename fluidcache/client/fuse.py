@@ -1,0 +1,234 @@
+"""The FUSE mount: pyfuse3 operations that only translate to :class:`AsyncClient` calls.
+
+Inode numbers are the master's (the root is 1 on both sides), so the mount holds no inode table
+of its own; errors are mapped to errno in one place, :func:`_errno`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+import signal
+import stat
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import pyfuse3.asyncio
+
+from fluidcache.client.api import AsyncClient, AsyncFile
+from fluidcache.common import errors
+from fluidcache.common.protocol import FileInfo
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """FUSE options, named as in Fluid's fuse spec."""
+
+    attr_timeout: float = 60.0
+    entry_timeout: float = 60.0
+    kernel_cache: bool = True
+    allow_other: bool = False
+    debug: bool = False
+
+    def fuse_options(self) -> set[str]:
+        opts = set(pyfuse3.default_options) | {"fsname=fluidcache", "subtype=fluidcache", "ro"}
+        if self.allow_other:
+            opts.add("allow_other")
+        if self.debug:
+            opts.add("debug")
+        return opts
+
+
+def _errno(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn fluidcache errors into FUSEError with their errno; anything else is EIO."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except errors.FluidcacheError as e:
+            raise pyfuse3.FUSEError(e.errno) from None
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@dataclass
+class _DirHandle:
+    ino: int
+    entries: list[FileInfo]
+    cursor: str = ""
+    done: bool = False
+
+
+class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
+    """Read-only POSIX view of a dataset."""
+
+    enable_writeback_cache = False
+
+    def __init__(self, client: AsyncClient, options: MountOptions) -> None:
+        super().__init__()
+        self.client = client
+        self.options = options
+        self._files: dict[int, AsyncFile] = {}
+        self._dirs: dict[int, _DirHandle] = {}
+        self._next_fh = 1
+        self._uid, self._gid = os.getuid(), os.getgid()
+
+    def _fh(self) -> int:
+        self._next_fh += 1
+        return self._next_fh
+
+    def _attr(self, info: FileInfo) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = info.ino
+        a.generation = 0
+        a.entry_timeout = self.options.entry_timeout
+        a.attr_timeout = self.options.attr_timeout
+        a.st_mode = (stat.S_IFDIR | 0o555) if info.is_dir else (stat.S_IFREG | 0o444)
+        a.st_nlink = 2 if info.is_dir else 1
+        a.st_uid, a.st_gid = self._uid, self._gid
+        a.st_rdev = 0
+        a.st_size = info.size
+        a.st_blksize = 128 * 1024
+        a.st_blocks = (info.size + 511) // 512
+        ns = int(info.mtime * 1e9)
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        return a
+
+    @_errno
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Any:
+        text = os.fsdecode(name)
+        if text == ".":
+            return self._attr(await self.client.getattr(parent_inode))
+        if text == "..":
+            info = await self.client.getattr(parent_inode)
+            return self._attr(await self.client.getattr(info.parent or info.ino))
+        return self._attr(await self.client.lookup(parent_inode, text))
+
+    @_errno
+    async def getattr(self, inode: int, ctx: Any = None) -> Any:
+        return self._attr(await self.client.getattr(inode))
+
+    @_errno
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        info = await self.client.getattr(inode)
+        if not info.is_dir:
+            raise errors.NotADirectory(info.path)
+        fh = self._fh()
+        self._dirs[fh] = _DirHandle(inode, [])
+        return fh
+
+    @_errno
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        handle = self._dirs[fh]
+        index = start_id
+        while True:
+            while index >= len(handle.entries) and not handle.done:
+                page = await self.client.list_page(handle.ino, handle.cursor)
+                handle.entries.extend(page.entries)
+                handle.cursor, handle.done = page.cursor, not page.cursor
+            if index >= len(handle.entries):
+                return
+            entry = handle.entries[index]
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(entry.name), self._attr(entry), index + 1
+            ):
+                return
+            index += 1
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @_errno
+    async def open(self, inode: int, flags: int, ctx: Any) -> Any:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise errors.ReadOnly("fluidcache mounts are read-only")
+        info = await self.client.getattr(inode)
+        if info.is_dir:
+            raise errors.IsADirectory(info.path)
+        fh = self._fh()
+        self._files[fh] = AsyncFile(self.client, info)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.options.kernel_cache)
+
+    @_errno
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._files[fh].pread(off, size)
+
+    async def release(self, fh: int) -> None:
+        self._files.pop(fh, None)
+
+    @_errno
+    async def statfs(self, ctx: Any) -> Any:
+        report = await self.client.report()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = max(report.cache_capacity, report.ufs_total_bytes) // 4096
+        s.f_bfree = s.f_bavail = max(0, report.cache_capacity - report.cached_bytes) // 4096
+        s.f_files = report.file_count
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+
+def clean_stale_mount(mountpoint: Path) -> None:
+    """Unmount a mount point left by a crashed process ("Transport endpoint is not connected")."""
+    try:
+        os.stat(mountpoint)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        log.warning("%s: stale FUSE mount found, unmounting it", mountpoint)
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    """ConfigError unless ``mountpoint`` is an existing directory that is not mounted already."""
+    if not mountpoint.is_dir():
+        raise errors.ConfigError(f"mountpoint: {mountpoint} does not exist or is not a directory")
+    if os.path.ismount(mountpoint):
+        raise errors.ConfigError(f"mountpoint: {mountpoint} is busy (something is mounted there)")
+
+
+async def run_mount(
+    client: AsyncClient,
+    mountpoint: Path,
+    options: MountOptions,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Mount, serve until SIGINT/SIGTERM, then unmount. ``ready`` is called once mounted."""
+    clean_stale_mount(mountpoint)
+    check_mountpoint(mountpoint)
+    await client.stat("/")  # fail before mounting when the master cannot be reached
+    pyfuse3.asyncio.enable()
+    ops = FluidcacheOperations(client, options)
+    pyfuse3.init(ops, str(mountpoint), options.fuse_options())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pyfuse3.terminate)
+    try:
+        log.info("mounted on %s", mountpoint)
+        if ready is not None:
+            ready()
+        await pyfuse3.main()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)

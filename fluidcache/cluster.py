@@ -1,0 +1,302 @@
+"""``fluidcache up``: a whole cluster on one machine, as separate processes, stopped as one.
+
+Every child runs in its own session (so a terminal's Ctrl-C reaches only this process, which
+stops the children in order: mount, workers, master) and gets SIGTERM if this process dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from fluidcache.client.fuse import check_mountpoint, clean_stale_mount
+from fluidcache.common import errors
+from fluidcache.common.config import TOKEN_FILE_ENV, parse_size, parse_source, write_token
+from fluidcache.ufs import create_ufs
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _die_with_parent() -> None:
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def check_sources(specs: list[str], timeout: float = 15.0) -> list[tuple[str, str]]:
+    """Parse ``NAME=URI`` specs and make sure each source answers; ConfigError says which not."""
+    sources = [parse_source(s) for s in specs]
+    names = [n for n, _ in sources]
+    if len(sources) > 1 and not all(names):
+        raise errors.ConfigError("sources: with several sources, name each one (NAME=URI)")
+    if len(set(names)) != len(names):
+        raise errors.ConfigError(f"sources: duplicate names in {names}")
+
+    async def probe(uri: str) -> None:
+        ufs = create_ufs(uri)
+        try:
+            info = await asyncio.wait_for(ufs.stat(""), timeout)
+        except (asyncio.TimeoutError, errors.FluidcacheError) as e:
+            reason = e.message if isinstance(e, errors.FluidcacheError) else "timed out"
+            raise errors.ConfigError(f"source {uri}: cannot be reached: {reason}") from None
+        finally:
+            await ufs.close()
+        if not info.is_dir:
+            raise errors.ConfigError(f"source {uri}: is not a directory")
+
+    async def probe_all() -> None:
+        for _, uri in sources:
+            await probe(uri)
+
+    asyncio.run(probe_all())
+    return sources
+
+
+def check_port(host: str, port: int, what: str) -> None:
+    """ConfigError when a fixed port cannot be bound."""
+    if port == 0:
+        return
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise errors.ConfigError(f"{what}: {host}:{port} is already in use") from None
+            raise errors.ConfigError(f"{what}: cannot bind {host}:{port}: {e.strerror}") from None
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    ready_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalCluster:
+    """Master, workers and a mount on this machine."""
+
+    sources: list[str]
+    mountpoint: Path
+    workers: int = 2
+    mem_quota: str = "1Gi"
+    data_dir: Path | None = None
+    master_port: int = 0
+    worker_port: int = 0
+    block_size: str = "4Mi"
+    host: str = "127.0.0.1"
+    children: list[Child] = field(default_factory=list)
+    _own_data_dir: bool = False
+    _mem_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LocalCluster:
+        return cls(
+            sources=args.sources,
+            mountpoint=Path(args.mountpoint).absolute(),
+            workers=args.workers,
+            mem_quota=args.mem_quota,
+            data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
+            master_port=args.master_port,
+            worker_port=args.worker_port,
+            block_size=args.block_size,
+        )
+
+    def validate(self) -> None:
+        """Everything that can be checked before a process starts."""
+        if self.workers < 1:
+            raise errors.ConfigError("workers: need at least 1")
+        parse_size(self.mem_quota, "mem-quota")
+        parse_size(self.block_size, "block-size")
+        check_port(self.host, self.master_port, "master-port")
+        for i in range(self.workers if self.worker_port else 0):
+            check_port(self.host, self.worker_port + i, "worker-port")
+        if self.mountpoint.exists():
+            clean_stale_mount(self.mountpoint)
+        check_mountpoint(self.mountpoint)
+        check_sources(self.sources)
+
+    def run(self) -> int:
+        """Start, wait for a signal or a failed child, stop. Returns the exit status."""
+        self.validate()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._prepare()
+            self._start_all()
+            print(f"master: {self.master_url}", flush=True)
+            print(f"workers: {self.workers}", flush=True)
+            print(f"mounted: {self.mountpoint}", flush=True)
+            print("fluidcache is up; Ctrl-C (SIGINT) or SIGTERM stops it", flush=True)
+            return self._watch()
+        except _Stop:
+            return 0
+        except errors.FluidcacheError as e:
+            print(f"fluidcache up: {e.message}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        raise _Stop()
+
+    def _prepare(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="fluidcache-up-"))
+            self._own_data_dir = True
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run").mkdir(exist_ok=True)
+        self.token_file = self.data_dir / "token"
+        write_token(self.token_file)
+        self.env = {**os.environ, TOKEN_FILE_ENV: str(self.token_file)}
+        self.env.pop("FLUIDCACHE_TOKEN", None)
+
+    def _child(self, name: str, args: list[str]) -> Child:
+        assert self.data_dir is not None
+        ready = self.data_dir / "run" / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "fluidcache", *args, "--ready-file", str(ready)]
+        return Child(name, argv, self.data_dir / "logs" / f"{name}.log", ready)
+
+    def _start(self, child: Child) -> str:
+        with open(child.log, "ab") as log:
+            child.proc = subprocess.Popen(
+                child.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                preexec_fn=_die_with_parent,
+            )
+        self.children.append(child)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if child.ready_file.exists():
+                return child.ready_file.read_text().strip()
+            if child.proc.poll() is not None:
+                raise errors.FluidcacheError(
+                    f"{child.name} exited with status {child.proc.returncode}:\n{child.tail()}"
+                )
+            time.sleep(0.05)
+        raise errors.FluidcacheError(f"{child.name} did not start within {START_TIMEOUT:.0f} s")
+
+    def _start_all(self) -> None:
+        assert self.data_dir is not None
+        self.master_url = self._start(
+            self._child(
+                "master",
+                [
+                    "master",
+                    *self.sources,
+                    "--data-dir",
+                    str(self.data_dir / "master"),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.master_port),
+                    "--block-size",
+                    self.block_size,
+                ],
+            )
+        )
+        for i in range(self.workers):
+            mem = Path(f"/dev/shm/fluidcache-{os.getpid()}/worker-{i}")
+            self._mem_dirs.append(mem)
+            port = self.worker_port + i if self.worker_port else 0
+            self._start(
+                self._child(
+                    f"worker-{i}",
+                    [
+                        "worker",
+                        "--master",
+                        self.master_url,
+                        "--id",
+                        f"worker-{i}",
+                        "--mem-path",
+                        str(mem),
+                        "--mem-quota",
+                        self.mem_quota,
+                        "--host",
+                        self.host,
+                        "--port",
+                        str(port),
+                    ],
+                )
+            )
+        self._start(
+            self._child("mount", ["mount", str(self.mountpoint), "--master", self.master_url])
+        )
+
+    def _watch(self) -> int:
+        while True:
+            for child in self.children:
+                assert child.proc is not None
+                if child.proc.poll() is not None:
+                    print(
+                        f"fluidcache up: {child.name} exited with status "
+                        f"{child.proc.returncode}; stopping\n{child.tail()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Unmount, then stop workers and master; never leaves a process or a mount behind."""
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if os.path.ismount(self.mountpoint) or _is_stale(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+        for mem in self._mem_dirs:
+            shutil.rmtree(mem.parent, ignore_errors=True)
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.children.clear()
+
+
+def _is_stale(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
