@@ -56,17 +56,19 @@ def cmd_master(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from fluidcache.worker import WorkerConfig, serve
+    from fluidcache.worker import LevelConfig, WorkerConfig, serve
 
+    specs = args.tier or [f"MEM:/dev/shm/fluidcache/{args.id}:1Gi"]
     config = WorkerConfig(
         worker_id=args.id,
         master_url=args.master,
-        mem_path=Path(args.mem_path or f"/dev/shm/fluidcache/{args.id}"),
-        mem_quota=parse_size(args.mem_quota, "mem-quota"),
+        levels=[LevelConfig.parse(spec, i) for i, spec in enumerate(specs)],
         host=args.host,
         port=args.port,
         token=load_token(args.token_file),
     )
+    if args.node:
+        config.node = args.node
     config.validate()
     _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
 
@@ -86,7 +88,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
     ready = _ready_writer(args.ready_file)
 
     async def main() -> None:
-        async with AsyncClient(args.master, token) as client:
+        async with AsyncClient(args.master, token, dataset=args.dataset) as client:
             await run_mount(client, mountpoint, options, ready=lambda: ready(str(mountpoint)))
 
     asyncio.run(main())
@@ -148,14 +150,21 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker (block cache)")
     w.add_argument("--master", required=True, help="master URL, e.g. http://127.0.0.1:7000")
     w.add_argument("--id", required=True, help="worker id, unique in the cluster")
-    w.add_argument("--mem-path", help="MEM tier directory (default /dev/shm/fluidcache/ID)")
-    w.add_argument("--mem-quota", default="1Gi", help="MEM tier quota, e.g. 512Mi, 2Gi")
+    w.add_argument(
+        "--tier",
+        action="append",
+        metavar="MEDIUM:PATH[,PATH]:QUOTA[:HIGH:LOW]",
+        help="a storage level, top first; repeat for more (e.g. MEM:/dev/shm/fc:2Gi "
+        "SSD:/var/cache/fc:50Gi:0.9:0.7); default MEM:/dev/shm/fluidcache/ID:1Gi",
+    )
+    w.add_argument("--node", help="node name reported to the master (default: host name)")
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=0, help="0 picks a free port")
     _common(w)
     w.set_defaults(fn=cmd_worker)
 
     f = sub.add_parser("mount", help="mount a dataset with FUSE (read-only)")
+    f.add_argument("dataset", help="dataset name (as given to the master)")
     f.add_argument("mountpoint")
     f.add_argument("--master", required=True, help="master URL")
     f.add_argument("--attr-timeout", type=float, default=60.0, help="kernel attribute cache, s")
@@ -194,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--master-port", type=int, default=0, help="master port (default: free)")
     u.add_argument("--worker-port", type=int, default=0, help="first worker port, next ones follow")
     u.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    u.add_argument("--dataset", default="default", help="dataset name (default: default)")
     u.set_defaults(fn=cmd_up)
     return ap
 

@@ -113,6 +113,7 @@ class LocalCluster:
     master_port: int = 0
     worker_port: int = 0
     block_size: str = "4Mi"
+    dataset: str = "default"
     host: str = "127.0.0.1"
     children: list[Child] = field(default_factory=list)
     _own_data_dir: bool = False
@@ -129,6 +130,7 @@ class LocalCluster:
             master_port=args.master_port,
             worker_port=args.worker_port,
             block_size=args.block_size,
+            dataset=args.dataset,
         )
 
     def validate(self) -> None:
@@ -228,6 +230,8 @@ class LocalCluster:
                     str(self.master_port),
                     "--block-size",
                     self.block_size,
+                    "--dataset",
+                    self.dataset,
                 ],
             )
         )
@@ -244,10 +248,8 @@ class LocalCluster:
                         self.master_url,
                         "--id",
                         f"worker-{i}",
-                        "--mem-path",
-                        str(mem),
-                        "--mem-quota",
-                        self.mem_quota,
+                        "--tier",
+                        f"MEM:{mem}:{self.mem_quota}",
                         "--host",
                         self.host,
                         "--port",
@@ -256,7 +258,10 @@ class LocalCluster:
                 )
             )
         self._start(
-            self._child("mount", ["mount", str(self.mountpoint), "--master", self.master_url])
+            self._child(
+                "mount",
+                ["mount", self.dataset, str(self.mountpoint), "--master", self.master_url],
+            )
         )
 
     def _watch(self) -> int:

@@ -8,6 +8,7 @@ placed for it by a stable hash of the block id, which fetches it from the source
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from fluidcache.common.protocol import (
     NS_STAT,
     REPORT,
     WORKERS,
+    ROOT_INO,
     BlockRef,
     FileInfo,
     ListReply,
@@ -105,8 +107,10 @@ def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
 class AsyncClient:
     """Reads a fluidcache dataset. Use as ``async with AsyncClient(url, token) as c: ...``.
 
-    Metadata is cached for ``meta_ttl`` seconds; recently read blocks are kept in memory up to
-    ``buffer_bytes``. A client used after :meth:`aclose` raises ``InvalidArgument``.
+    Paths are relative to the dataset (``/`` is its root) and so are the inode numbers this
+    client hands out: the dataset root is inode 1, as a FUSE mount needs. Metadata is cached for
+    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. A client
+    used after :meth:`aclose` raises ``InvalidArgument``.
     """
 
     def __init__(
@@ -114,12 +118,16 @@ class AsyncClient:
         master_url: str,
         token: str,
         *,
+        dataset: str = "default",
         meta_ttl: float = 5.0,
         buffer_bytes: int = 128 * 1024 * 1024,
         readahead_blocks: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.master_url = master_url
+        self.dataset = dataset
+        self._prefix = f"/{dataset}"
+        self._root_ino = 0  # the dataset root's inode at the master, learnt on first use
         self._token = token
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -164,38 +172,54 @@ class AsyncClient:
     # ---- namespace ------------------------------------------------------------------------
 
     def _remember(self, info: FileInfo) -> FileInfo:
+        """Translate a master inode into this client's view and cache it."""
+        if info.path == self._prefix:
+            self._root_ino = info.ino
+        root = self._root_ino
+        info = dataclasses.replace(
+            info,
+            ino=ROOT_INO if info.ino == root else info.ino,
+            parent=ROOT_INO if info.parent in (root, ROOT_INO) else info.parent,
+            path=info.path[len(self._prefix) :] or "/",
+        )
         self._stats.put(info.path, info)
         self._inodes.put(info.ino, info)
         return info
+
+    async def _master_ino(self, ino: int) -> int:
+        if ino != ROOT_INO:
+            return ino
+        if not self._root_ino:
+            await self.stat("/")
+        return self._root_ino
 
     async def stat(self, path: str) -> FileInfo:
         """The inode at ``path`` (``/`` is the dataset root)."""
         path = "/" + path.strip("/")
         info = self._stats.get(path)
-        if info is None:
-            info = await self._master.call(NS_STAT, StatRequest(path=path), FileInfo)
-        return self._remember(info)
+        if info is not None:
+            return info
+        full = self._prefix + (path if path != "/" else "")
+        return self._remember(await self._master.call(NS_STAT, StatRequest(path=full), FileInfo))
 
     async def getattr(self, ino: int) -> FileInfo:
         """The inode numbered ``ino``."""
         info = self._inodes.get(ino)
-        if info is None:
-            info = await self._master.call(NS_STAT, StatRequest(ino=ino), FileInfo)
-        return self._remember(info)
+        if info is not None:
+            return info
+        request = StatRequest(ino=await self._master_ino(ino))
+        return self._remember(await self._master.call(NS_STAT, request, FileInfo))
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
         """The entry ``name`` of directory ``parent``."""
-        info = await self._master.call(NS_LOOKUP, LookupRequest(parent, name), FileInfo)
-        return self._remember(info)
+        request = LookupRequest(await self._master_ino(parent), name)
+        return self._remember(await self._master.call(NS_LOOKUP, request, FileInfo))
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
         """One page of directory ``ino`` after the name ``cursor``."""
-        page = await self._master.call(
-            NS_LIST, ListRequest(ino=ino, cursor=cursor, limit=limit), ListReply
-        )
-        for entry in page.entries:
-            self._remember(entry)
-        return page
+        request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
+        page = await self._master.call(NS_LIST, request, ListReply)
+        return ListReply([self._remember(e) for e in page.entries], page.cursor)
 
     async def iter_dir(self, path: str) -> AsyncIterator[FileInfo]:
         """The entries of a directory, page by page."""

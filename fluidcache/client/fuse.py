@@ -14,7 +14,7 @@ import os
 import signal
 import stat
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -51,7 +51,7 @@ class MountOptions:
         return opts
 
 
-def _errno(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _errno(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn fluidcache errors into FUSEError with their errno; anything else is EIO."""
 
     @functools.wraps(fn)

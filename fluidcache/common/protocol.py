@@ -34,6 +34,8 @@ HEALTH = f"{API}/health"
 BLOCK = API + "/blocks/{block_id}"
 BLOCK_CACHE = API + "/blocks/{block_id}/cache"
 WORKER_STATS = f"{API}/stats"
+METRICS = "/metrics"
+PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 
 ROOT_INO = 1
 

@@ -1,0 +1,224 @@
+"""The worker's HTTP server: block reads (sendfile from the tier), cache requests, stats, metrics.
+
+Handlers are thin: each decodes its request and calls :class:`WorkerService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from fluidcache.common import errors
+from fluidcache.common.http import RpcClient, health, make_middlewares, reply
+from fluidcache.common.protocol import (
+    BLOCK,
+    BLOCK_CACHE,
+    HEALTH,
+    METRICS,
+    PEER_HEADER,
+    WORKER_STATS,
+    BlockRef,
+    WorkerInfo,
+    WorkerStats,
+)
+from fluidcache.worker.config import WorkerConfig
+from fluidcache.worker.fetch import Fetcher
+from fluidcache.worker.metrics import Metrics
+from fluidcache.worker.reporter import Reporter
+from fluidcache.worker.sources import SourceMap
+from fluidcache.worker.store import Block, BlockStore
+
+log = logging.getLogger(__name__)
+
+REGISTER_TIMEOUT = 30.0
+OCTETS = "application/octet-stream"
+
+
+class WorkerService:
+    """A worker's parts, wired together: store, sources, fetcher, reporter, metrics."""
+
+    def __init__(self, config: WorkerConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.address = ""
+        self.store = BlockStore(config.levels)
+        self.store.open()
+        self.sources = SourceMap()
+        self.metrics = Metrics(self.store)
+        self.master = RpcClient(config.master_url, config.token, session)
+        self.reporter = Reporter(self.store, self.master, self.sources, self.info)
+        self.fetcher = Fetcher(self.store, self.sources, self.metrics, self.reporter.register)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            worker_id=self.config.worker_id,
+            address=self.address,
+            node=self.config.node,
+            tiers=self.store.usage(),
+        )
+
+    async def start(self, address: str) -> None:
+        """Register with the master (bounded retries) and start heartbeats."""
+        self.address = address
+        await self.reporter.register_with_retry(REGISTER_TIMEOUT)
+        self.spawn(self.reporter.run())
+
+    def spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sources.close()
+
+    def after_read(self, block: Block) -> None:
+        if self.store.wants_promotion(block):
+            self.spawn(self.store.promote(block))
+
+    def stats(self) -> WorkerStats:
+        m = self.metrics
+        return WorkerStats(
+            worker_id=self.config.worker_id,
+            tiers=self.store.usage(),
+            hits=int(
+                sum(
+                    m.value("fluidcache_block_hits_total", tier=lv.config.medium)
+                    for lv in self.store.levels
+                )
+            ),
+            misses=int(
+                m.value("fluidcache_block_misses_total", origin="source")
+                + m.value("fluidcache_block_misses_total", origin="peer")
+            ),
+            source_fetches=int(m.value("fluidcache_block_misses_total", origin="source")),
+            source_bytes=int(m.value("fluidcache_fetched_bytes_total", origin="source")),
+            served_bytes=int(m.value("fluidcache_served_bytes_total")),
+        )
+
+
+SERVICE = web.AppKey("service", WorkerService)
+
+
+def _block_ref(request: web.Request) -> BlockRef:
+    block_id = request.match_info["block_id"]
+    ref = BlockRef.from_query(request.query)
+    if ref.id != block_id:
+        raise errors.InvalidArgument(f"block {block_id}: does not match its reference")
+    return ref
+
+
+async def get_block(request: web.Request) -> web.StreamResponse:
+    """The bytes of a block (Range supported): sendfile from its tier, else pass-through."""
+    svc = request.app[SERVICE]
+    ref = _block_ref(request)
+    if PEER_HEADER in request.headers:
+        svc.metrics.peer_served.inc()
+    for _ in range(3):
+        got = await svc.fetcher.get(ref)
+        if isinstance(got, bytes):
+            svc.metrics.served_bytes.inc(len(got))
+            return _bytes_response(request, got)
+        try:
+            fd = os.open(got.path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # moved or evicted between lookup and open: look again
+        try:
+            # An open fd survives eviction: serve through it, not through the name.
+            resp = web.FileResponse(f"/proc/self/fd/{fd}", headers={"Content-Type": OCTETS})
+            await resp.prepare(request)
+        finally:
+            os.close(fd)
+        svc.metrics.served_bytes.inc(got.size)
+        svc.after_read(got)
+        return resp
+    raise errors.Unavailable(f"block {ref.id}: kept moving while being read")
+
+
+def _bytes_response(request: web.Request, data: bytes) -> web.Response:
+    rng = request.http_range
+    if rng.start is None and rng.stop is None:
+        return web.Response(body=data, content_type=OCTETS)
+    part = data[rng]
+    start = rng.indices(len(data))[0]
+    return web.Response(
+        status=206,
+        body=part,
+        content_type=OCTETS,
+        headers={"Content-Range": f"bytes {start}-{start + len(part) - 1}/{len(data)}"},
+    )
+
+
+async def cache_block(request: web.Request) -> web.Response:
+    """Fetch a block into this worker's store (used by loads and peers)."""
+    svc = request.app[SERVICE]
+    await svc.fetcher.get(_block_ref(request))
+    return web.Response(status=204)
+
+
+async def stats(request: web.Request) -> web.Response:
+    return reply(request.app[SERVICE].stats())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+def make_app(config: WorkerConfig) -> web.Application:
+    """The worker's application; the service is created on start-up and closed on clean-up."""
+    app = web.Application(middlewares=make_middlewares(config.token))
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[SERVICE] = WorkerService(config, session)
+            try:
+                yield
+            finally:
+                await app[SERVICE].close()
+
+    app.cleanup_ctx.append(service_ctx)
+    app.router.add_get(BLOCK, get_block)
+    app.router.add_post(BLOCK_CACHE, cache_block)
+    app.router.add_post(WORKER_STATS, stats)
+    app.router.add_get(METRICS, metrics)
+    app.router.add_get(HEALTH, health)
+    return app
+
+
+async def serve(config: WorkerConfig, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready`` gets the base URL once registered."""
+    app = make_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as e:
+            what = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise errors.ConfigError(f"port: {config.host}:{config.port} {what}") from None
+        port = runner.addresses[0][1]
+        address = f"http://{config.host}:{port}"
+        await app[SERVICE].start(address)
+        log.info("worker %s serving on %s", config.worker_id, address)
+        if ready is not None:
+            ready(address)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()

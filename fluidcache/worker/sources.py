@@ -1,0 +1,34 @@
+"""The sources a worker may read: the mounts the master announced, one adapter each."""
+
+from __future__ import annotations
+
+from fluidcache.common import errors
+from fluidcache.common.protocol import MountInfo
+from fluidcache.ufs import UnderFileSystem, create_ufs
+
+
+class SourceMap:
+    """Finds the adapter that serves a source URI; refuses URIs outside every mount."""
+
+    def __init__(self) -> None:
+        self._ufs: dict[str, UnderFileSystem] = {}
+
+    def update(self, mounts: list[MountInfo]) -> None:
+        """Add adapters for new mounts (known ones are kept, with their connections)."""
+        for m in mounts:
+            if m.uri not in self._ufs:
+                self._ufs[m.uri] = create_ufs(m.uri, m.options)
+
+    def resolve(self, uri: str) -> tuple[UnderFileSystem, str]:
+        """The adapter and relative path of ``uri``; InvalidArgument if no mount holds it."""
+        for ufs in self._ufs.values():
+            try:
+                return ufs, ufs.relpath(uri)
+            except errors.InvalidArgument:
+                continue
+        raise errors.InvalidArgument(f"{uri!r} is not under any mount of this cluster")
+
+    async def close(self) -> None:
+        for ufs in self._ufs.values():
+            await ufs.close()
+        self._ufs.clear()

@@ -1,0 +1,317 @@
+"""The tiered block store: levels (MEM, SSD, HDD) with quotas, LRU eviction and demotion.
+
+Who calls it: the worker's fetch path (``commit``), its HTTP handlers (``get``/``pin``) and the
+reporter (``subscribe``). The store never touches the network.
+
+Invariants:
+- a level's ``used`` (committed plus reserved bytes) never exceeds its quota, at any instant:
+  room is reserved before a byte is written, and a block that cannot fit is not cached;
+- a block file is written under a temporary name, then renamed to ``<id>.<checksum>``; the
+  directory listing of a persistent level is its durable index, and start-up deletes temp names;
+- a block read from a persistent level after a restart is verified once against its checksum;
+  a mismatch deletes it (and counts it), so a corrupted byte is never served;
+- pinned blocks (being served) are never evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from fluidcache.common.blockid import is_block_id
+from fluidcache.common.protocol import TierUsage
+from fluidcache.worker.config import LevelConfig
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+PROMOTE_AFTER_HITS = 2
+
+Listener = Callable[[str, str], None]
+"""Called with (event, block id); events are ``committed`` and ``removed``."""
+
+
+def checksum(data: bytes | memoryview) -> str:
+    """The checksum recorded with every block."""
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+@dataclass(eq=False)
+class Block:
+    """One cached block: where it lives and what its bytes must hash to."""
+
+    id: str
+    size: int
+    checksum: str
+    level: int
+    path: Path
+    verified: bool = True
+    pins: int = 0
+    hits: int = 0
+
+
+@dataclass(eq=False)
+class Level:
+    """A storage level and the blocks on it, least recently used first."""
+
+    config: LevelConfig
+    used: int = 0
+    lru: OrderedDict[str, Block] = field(default_factory=OrderedDict)
+
+    @property
+    def quota(self) -> int:
+        return self.config.quota
+
+    def directory(self, block_id: str) -> Path:
+        paths = self.config.paths
+        return paths[int(block_id[:8], 16) % len(paths)]
+
+    def usage(self) -> TierUsage:
+        return TierUsage(self.config.medium, self.quota, self.used, len(self.lru))
+
+
+@dataclass
+class StoreCounters:
+    evictions: int = 0
+    demotions: int = 0
+    promotions: int = 0
+    checksum_failures: int = 0
+    passthrough: int = 0
+
+
+class BlockStore:
+    """Blocks on tiered levels, the top level first; see the module docstring for invariants."""
+
+    def __init__(self, levels: list[LevelConfig]) -> None:
+        self.levels = [Level(c) for c in levels]
+        self.blocks: dict[str, Block] = {}
+        self.counters = StoreCounters()
+        self._listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+
+    # ---- lifecycle and queries -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create level directories, drop temp files and MEM blocks, index persistent blocks."""
+        for i, level in enumerate(self.levels):
+            for d in level.config.paths:
+                d.mkdir(parents=True, exist_ok=True)
+                for entry in os.scandir(d):
+                    self._adopt(i, level, Path(entry.path), entry.name)
+
+    def _adopt(self, index: int, level: Level, path: Path, name: str) -> None:
+        block_id, _, digest = name.partition(".")
+        known = is_block_id(block_id) and len(digest) == 16 and block_id not in self.blocks
+        if not level.config.persistent or not known or name.startswith(TMP_PREFIX):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return
+        size = path.stat().st_size
+        if level.used + size > level.quota:
+            path.unlink()  # the quota shrank since the last run
+            return
+        block = Block(block_id, size, digest, index, path, verified=False)
+        self.blocks[block_id] = block
+        level.lru[block_id] = block
+        level.used += size
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: str, block_id: str) -> None:
+        for listener in self._listeners:
+            listener(event, block_id)
+
+    def ids(self) -> list[str]:
+        return list(self.blocks)
+
+    def usage(self) -> list[TierUsage]:
+        return [level.usage() for level in self.levels]
+
+    def get(self, block_id: str) -> Block | None:
+        """The block if held, marked as just used."""
+        block = self.blocks.get(block_id)
+        if block is not None:
+            self.levels[block.level].lru.move_to_end(block_id)
+            block.hits += 1
+        return block
+
+    def wants_promotion(self, block: Block) -> bool:
+        return block.level > 0 and block.hits >= PROMOTE_AFTER_HITS
+
+    @contextlib.contextmanager
+    def pin(self, block: Block) -> Iterator[Block]:
+        """Keep ``block`` from being evicted or moved while it is read."""
+        block.pins += 1
+        try:
+            yield block
+        finally:
+            block.pins -= 1
+
+    async def verify(self, block: Block) -> bool:
+        """Check an unverified block against its checksum; delete it on a mismatch."""
+        if block.verified:
+            return True
+        try:
+            data = await asyncio.to_thread(block.path.read_bytes)
+        except OSError:
+            data = b""
+        if len(data) == block.size and checksum(data) == block.checksum:
+            block.verified = True
+            return True
+        log.warning("block %s failed its checksum on %s; deleting it", block.id, block.path)
+        self.counters.checksum_failures += 1
+        async with self._lock:
+            if self.blocks.get(block.id) is block:
+                self._drop(block)
+        return False
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def commit(self, block_id: str, data: bytes) -> Block | None:
+        """Cache ``data`` as ``block_id`` on the top level with room; None if it cannot fit.
+
+        Idempotent: a block already held is returned as is.
+        """
+        async with self._lock:
+            held = self.blocks.get(block_id)
+            if held is not None:
+                return held
+            index = await self._reserve_any(len(data))
+        if index is None:
+            self.counters.passthrough += 1
+            return None
+        level = self.levels[index]
+        digest = checksum(data)
+        path = level.directory(block_id) / f"{block_id}.{digest}"
+        try:
+            await asyncio.to_thread(_write_file, path, data)
+        except OSError:
+            level.used -= len(data)
+            raise
+        block = Block(block_id, len(data), digest, index, path)
+        async with self._lock:
+            self.blocks[block_id] = block
+            level.lru[block_id] = block
+            await self._apply_watermark(index)
+        self._emit("committed", block_id)
+        return block
+
+    async def remove(self, block_id: str) -> bool:
+        """Delete a block; False if it was not held."""
+        async with self._lock:
+            block = self.blocks.get(block_id)
+            if block is None:
+                return False
+            self._drop(block)
+            return True
+
+    async def promote(self, block: Block) -> None:
+        """Move a hot block from a lower level to the top level when it fits there."""
+        async with self._lock:
+            if self.blocks.get(block.id) is not block or block.level == 0 or block.pins:
+                return
+            if not await self._reserve(0, block.size, exclude=block):
+                return
+            await self._move(block, 0)
+            self.counters.promotions += 1
+            await self._apply_watermark(0)
+
+    # ---- space management (callers hold the lock) ---------------------------------------
+
+    async def _reserve_any(self, size: int) -> int | None:
+        for index in range(len(self.levels)):
+            if await self._reserve(index, size):
+                return index
+        return None
+
+    async def _reserve(self, index: int, size: int, exclude: Block | None = None) -> bool:
+        """Make room for ``size`` bytes on a level and count them as used."""
+        level = self.levels[index]
+        if size > level.quota:
+            return False
+        while level.used + size > level.quota:
+            victim = _oldest_unpinned(level, exclude)
+            if victim is None:
+                return False
+            await self._evict(victim)
+        level.used += size
+        return True
+
+    async def _apply_watermark(self, index: int) -> None:
+        """Past the high watermark, evict least recently used blocks until under low."""
+        level = self.levels[index]
+        if level.used <= level.config.high * level.quota:
+            return
+        target = level.config.low * level.quota
+        while level.used > target:
+            victim = _oldest_unpinned(level)
+            if victim is None:
+                return
+            await self._evict(victim)
+
+    async def _evict(self, block: Block) -> None:
+        """Demote ``block`` to the next level when it has room, else drop it."""
+        below = block.level + 1
+        if below < len(self.levels) and await self._reserve(below, block.size):
+            await self._move(block, below)
+            self.counters.demotions += 1
+        else:
+            self._drop(block)
+            self.counters.evictions += 1
+
+    async def _move(self, block: Block, index: int) -> None:
+        """Copy a block to level ``index`` (already reserved there) and release its old place."""
+        src_level, dst_level = self.levels[block.level], self.levels[index]
+        dst = dst_level.directory(block.id) / block.path.name
+        try:
+            await asyncio.to_thread(_copy_file, block.path, dst)
+        except OSError:
+            dst_level.used -= block.size
+            self._drop(block)
+            return
+        old = block.path
+        del src_level.lru[block.id]
+        src_level.used -= block.size
+        block.level, block.path = index, dst
+        dst_level.lru[block.id] = block
+        with contextlib.suppress(OSError):
+            old.unlink()  # readers holding an open fd keep reading the old file
+
+    def _drop(self, block: Block) -> None:
+        level = self.levels[block.level]
+        level.lru.pop(block.id, None)
+        level.used -= block.size
+        self.blocks.pop(block.id, None)
+        with contextlib.suppress(OSError):
+            block.path.unlink()
+        self._emit("removed", block.id)
+
+
+def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None:
+    for block in level.lru.values():
+        if block.pins == 0 and block is not exclude:
+            return block
+    return None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

@@ -1,0 +1,158 @@
+"""The tiered block store on real directories: quotas, watermarks, demotion, checksums, restart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fluidcache.common.blockid import block_id
+from fluidcache.worker.config import LevelConfig
+from fluidcache.worker.store import BlockStore
+
+KIB = 1024
+
+
+def bid(i: int) -> str:
+    return block_id("local:///data/f", "v1", i, 64 * KIB)
+
+
+def payload(i: int, size: int = 64 * KIB) -> bytes:
+    return (i.to_bytes(4, "big") * (size // 4 + 1))[:size]
+
+
+def levels(tmp_path: Path, mem: int, ssd: int = 0) -> list[LevelConfig]:
+    out = [LevelConfig("MEM", (tmp_path / "mem",), mem, high=0.9, low=0.5)]
+    if ssd:
+        out.append(LevelConfig("SSD", (tmp_path / "ssd",), ssd, high=0.9, low=0.5))
+    return out
+
+
+def open_store(config: list[LevelConfig]) -> BlockStore:
+    store = BlockStore(config)
+    store.open()
+    return store
+
+
+def disk_usage(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir()) if path.exists() else 0
+
+
+async def test_usage_never_exceeds_quota_and_ends_under_low(tmp_path: Path) -> None:
+    mem_quota, ssd_quota = 10 * 64 * KIB, 20 * 64 * KIB
+    store = open_store(levels(tmp_path, mem_quota, ssd_quota))
+    samples: list[tuple[int, int]] = []
+    for i in range(3 * 10):
+        assert await store.commit(bid(i), payload(i)) is not None
+        samples.append((store.levels[0].used, store.levels[1].used))
+        assert disk_usage(tmp_path / "mem") <= mem_quota
+        assert disk_usage(tmp_path / "ssd") <= ssd_quota
+    assert all(m <= mem_quota and s <= ssd_quota for m, s in samples)
+    assert store.levels[0].used <= 0.9 * mem_quota
+    assert store.counters.demotions > 0
+    demoted = [b for b in store.blocks.values() if b.level == 1]
+    assert demoted
+    for block in demoted:
+        index = next(i for i in range(30) if bid(i) == block.id)
+        assert block.path.read_bytes() == payload(index)
+
+
+async def test_watermark_evicts_down_to_low(tmp_path: Path) -> None:
+    quota = 10 * 64 * KIB
+    store = open_store(levels(tmp_path, quota))
+    for i in range(10):
+        await store.commit(bid(i), payload(i))
+    # 0.9 * 10 blocks = 9: the 10th commit passes high and eviction goes down to 5 blocks.
+    assert store.levels[0].used <= 0.5 * quota
+    assert store.counters.evictions >= 5
+    assert bid(9) in store.blocks and bid(0) not in store.blocks
+
+
+async def test_lru_keeps_recently_used(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 10 * 64 * KIB))
+    for i in range(8):
+        await store.commit(bid(i), payload(i))
+    store.get(bid(0))
+    for i in range(8, 10):
+        await store.commit(bid(i), payload(i))
+    assert bid(0) in store.blocks
+    assert bid(1) not in store.blocks
+
+
+async def test_pinned_blocks_stay_and_unfit_block_passes_through(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 2 * 64 * KIB))
+    a = await store.commit(bid(0), payload(0))
+    assert a is not None
+    with store.pin(a):
+        assert await store.commit(bid(1), payload(1)) is not None
+        # Full: the only candidate besides the pinned block is evicted, the pinned one stays.
+        assert await store.commit(bid(2), payload(2)) is not None
+        assert bid(0) in store.blocks
+    assert await store.commit(bid(3), payload(3, 3 * 64 * KIB)) is None
+    assert store.counters.passthrough == 1
+
+
+async def test_persistent_level_survives_restart_and_detects_corruption(tmp_path: Path) -> None:
+    config = [LevelConfig("SSD", (tmp_path / "ssd",), 10 * 64 * KIB, high=1.0, low=0.5)]
+    store = open_store(config)
+    for i in range(3):
+        await store.commit(bid(i), payload(i))
+    (tmp_path / "ssd" / ".tmp-leftover").write_bytes(b"half a block")
+
+    again = open_store(config)
+    assert sorted(again.ids()) == sorted(bid(i) for i in range(3))
+    assert not (tmp_path / "ssd" / ".tmp-leftover").exists()
+    assert again.levels[0].used == 3 * 64 * KIB
+
+    bad = again.blocks[bid(1)]
+    with open(bad.path, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    good = again.blocks[bid(0)]
+    assert await again.verify(good)
+    assert not await again.verify(bad)
+    assert bid(1) not in again.blocks
+    assert not bad.path.exists()
+    assert again.counters.checksum_failures == 1
+
+
+async def test_mem_level_is_emptied_on_start(tmp_path: Path) -> None:
+    config = levels(tmp_path, 4 * 64 * KIB)
+    store = open_store(config)
+    await store.commit(bid(0), payload(0))
+    assert open_store(config).ids() == []
+    assert os.listdir(tmp_path / "mem") == []
+
+
+async def test_hot_block_is_promoted(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 2 * 64 * KIB, 10 * 64 * KIB))
+    for i in range(4):
+        await store.commit(bid(i), payload(i))
+    cold = next(b for b in store.blocks.values() if b.level == 1)
+    for _ in range(2):
+        store.get(cold.id)
+    assert store.wants_promotion(cold)
+    await store.promote(cold)
+    assert cold.level == 0
+    assert cold.path.read_bytes() == payload(next(i for i in range(4) if bid(i) == cold.id))
+    assert store.counters.promotions == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ("MEM:/tmp/x:lots", "tier[0].quota"),
+        ("MEM:/tmp/x:1Gi:0.5:0.7", "tier[0].low"),
+        ("MEM:/tmp/x:1Gi:1.5:0.7", "tier[0].high"),
+        ("TAPE:/tmp/x:1Gi", "tier[0].mediumtype"),
+        ("MEM:/proc/fluidcache-x:1Gi", "tier[0].path"),
+    ],
+)
+def test_bad_level_config_names_the_field(spec: str, field: str) -> None:
+    from fluidcache.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        LevelConfig.parse(spec, 0).validate("tier[0]")
