@@ -1,38 +1,115 @@
-"""The miss path: fetch a block from the source, keep it, once per block however many ask."""
+"""The miss path: a block not held is fetched once, from a peer that holds it, else the source.
+
+Concurrent requests for one missing block share one :class:`Inflight` fetch (single-flight). The
+fetch runs in a task of its own, so a reader that goes away does not cancel it; its bytes stream
+to every waiting reader as they arrive (stream-through) and are committed to the store at the end.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
 
 from fluidcache.common import errors
-from fluidcache.common.aio import SingleFlight
-from fluidcache.common.protocol import BlockRef
+from fluidcache.common.http import RpcClient, auth_headers
+from fluidcache.common.protocol import (
+    BLOCK,
+    BLOCK_LOCATIONS,
+    PEER_HEADER,
+    WORKERS,
+    BlockRef,
+    LocationsReply,
+    LocationsRequest,
+    WorkersReply,
+)
 from fluidcache.worker.metrics import Metrics
 from fluidcache.worker.sources import SourceMap
 from fluidcache.worker.store import Block, BlockStore
 
 log = logging.getLogger(__name__)
 
-Cached = Block | bytes
-"""A held block, or the bytes just fetched (kept in the store when they fit)."""
+STREAM_CHUNK = 256 * 1024
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2, sock_read=5)
+PEERS_TTL = 5.0
+
+
+class Inflight:
+    """One block on its way in: readers follow its bytes while they arrive."""
+
+    def __init__(self, ref: BlockRef) -> None:
+        self.ref = ref
+        self.buf = bytearray()
+        self.error: BaseException | None = None
+        self.done = False
+        self._changed = asyncio.Event()
+
+    def append(self, chunk: bytes) -> None:
+        self.buf += chunk
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error, self.done = error, True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The block's bytes in order, as they arrive; raises the fetch's error."""
+        pos = 0
+        while True:
+            changed = self._changed
+            if pos < len(self.buf):
+                chunk = bytes(self.buf[pos:])
+                pos += len(chunk)
+                yield chunk
+            elif self.done:
+                if self.error is not None:
+                    raise self.error
+                return
+            else:
+                await changed.wait()
+
+    async def data(self) -> bytes:
+        """All the bytes, once fetched."""
+        while not self.done:
+            await self._changed.wait()
+        if self.error is not None:
+            raise self.error
+        return bytes(self.buf)
 
 
 class Fetcher:
-    """Serves a block reference from the store, else from the source (single-flight)."""
+    """Serves block references from the store, else through one :class:`Inflight` each."""
 
     def __init__(
         self,
         store: BlockStore,
         sources: SourceMap,
         metrics: Metrics,
+        master: RpcClient,
+        session: aiohttp.ClientSession,
+        token: str,
+        self_id: str,
         refresh_mounts: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
         self.sources = sources
         self.metrics = metrics
+        self.master = master
+        self.session = session
+        self.token = token
+        self.self_id = self_id
         self._refresh_mounts = refresh_mounts
-        self._flight: SingleFlight[Cached] = SingleFlight()
+        self._inflight: dict[str, Inflight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._peers: dict[str, str] = {}
+        self._peers_at = -PEERS_TTL
 
     async def lookup(self, block_id: str) -> Block | None:
         """The held, verified block, or None."""
@@ -41,33 +118,110 @@ class Fetcher:
             return None
         return block
 
-    async def get(self, ref: BlockRef) -> Cached:
-        """The block ``ref``, from the store or fetched once for all concurrent callers."""
+    async def get(self, ref: BlockRef) -> Block | Inflight:
+        """The block ``ref`` from the store, or the one fetch of it under way."""
         block = await self.lookup(ref.id)
         if block is not None:
             self.metrics.hit(self.store.levels[block.level].config.medium)
             return block
-        return await self._flight.do(ref.id, lambda: self._fetch(ref))
+        flight = self._inflight.get(ref.id)
+        if flight is None:
+            flight = self._inflight[ref.id] = Inflight(ref)
+            task = asyncio.ensure_future(self._run(flight))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return flight
 
-    async def _fetch(self, ref: BlockRef) -> Cached:
-        block = self.store.get(ref.id)  # another flight may have finished meanwhile
-        if block is not None:
-            return block
-        data = await self._read_source(ref)
-        self.metrics.miss("source", len(data))
-        await self.store.commit(ref.id, data)
-        return data  # the waiters get the bytes at hand, not a file to read back
+    async def ensure(self, ref: BlockRef) -> None:
+        """Return once the block is held (or was fetched, if it could not be kept)."""
+        got = await self.get(ref)
+        if isinstance(got, Inflight):
+            await got.data()
 
-    async def _read_source(self, ref: BlockRef) -> bytes:
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, flight: Inflight) -> None:
+        ref = flight.ref
+        try:
+            origin = await self._from_peers(flight) or await self._from_source(flight)
+            if len(flight.buf) != ref.length:
+                raise errors.SourceError(
+                    f"{ref.uri}: got {len(flight.buf)} bytes for block {ref.index}, expected "
+                    f"{ref.length} (the file changed at the source?)"
+                )
+            self.metrics.miss(origin, ref.length)
+            await self.store.commit(ref.id, bytes(flight.buf))
+            flight.finish()
+        except Exception as e:
+            flight.finish(
+                e if isinstance(e, errors.FluidcacheError) else errors.SourceError(str(e))
+            )
+        finally:
+            self._inflight.pop(ref.id, None)
+
+    async def _from_source(self, flight: Inflight) -> str:
+        ref = flight.ref
         try:
             ufs, path = self.sources.resolve(ref.uri)
         except errors.InvalidArgument:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
-        data = await ufs.read(path, ref.offset, ref.length)
-        if len(data) != ref.length:
-            raise errors.SourceError(
-                f"{ref.uri}: source returned {len(data)} bytes for block {ref.index}, "
-                f"expected {ref.length} (the file changed at the source?)"
+        async for chunk in ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK):
+            flight.append(chunk)
+        return "source"
+
+    async def _from_peers(self, flight: Inflight) -> str | None:
+        """Stream the block from a worker that holds it; None (nothing sent) if none can."""
+        ref = flight.ref
+        try:
+            reply = await self.master.call(
+                BLOCK_LOCATIONS, LocationsRequest([ref.id]), LocationsReply
             )
-        return data
+            holders = [w for w in reply.locations.get(ref.id, []) if w != self.self_id]
+            if not holders:
+                return None
+            peers = await self._peer_addresses()
+        except errors.FluidcacheError as e:
+            log.warning("block %s: no peer lookup (%s); reading the source", ref.id, e.message)
+            return None
+        for worker_id in holders:
+            address = peers.get(worker_id)
+            if address is None:
+                continue
+            if await self._stream_from(address, flight):
+                return "peer"
+        return None
+
+    async def _stream_from(self, address: str, flight: Inflight) -> bool:
+        """True when the whole block came from ``address``; False (and nothing kept) if not."""
+        ref = flight.ref
+        url = address.rstrip("/") + BLOCK.format(block_id=ref.id)
+        headers = {**auth_headers(self.token), PEER_HEADER: self.self_id}
+        chunks: list[bytes] = []
+        try:
+            async with self.session.get(
+                url, params=ref.to_query(), headers=headers, timeout=PEER_TIMEOUT
+            ) as resp:
+                if resp.status != 200:
+                    return False
+                async for chunk in resp.content.iter_chunked(STREAM_CHUNK):
+                    chunks.append(chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            log.info("peer %s failed for block %s: %s", address, ref.id, e)
+            return False
+        if sum(map(len, chunks)) != ref.length:
+            return False
+        # A peer may fail half-way: only a complete block is passed on to readers.
+        for chunk in chunks:
+            flight.append(chunk)
+        return True
+
+    async def _peer_addresses(self) -> dict[str, str]:
+        if time.monotonic() - self._peers_at > PEERS_TTL:
+            reply = await self.master.call(WORKERS, None, WorkersReply)
+            self._peers = {w.worker_id: w.address for w in reply.workers}
+            self._peers_at = time.monotonic()
+        return self._peers

@@ -30,7 +30,7 @@ from fluidcache.common.protocol import (
     WorkerStats,
 )
 from fluidcache.worker.config import WorkerConfig
-from fluidcache.worker.fetch import Fetcher
+from fluidcache.worker.fetch import Fetcher, Inflight
 from fluidcache.worker.metrics import Metrics
 from fluidcache.worker.reporter import Reporter
 from fluidcache.worker.sources import SourceMap
@@ -54,7 +54,16 @@ class WorkerService:
         self.metrics = Metrics(self.store)
         self.master = RpcClient(config.master_url, config.token, session)
         self.reporter = Reporter(self.store, self.master, self.sources, self.info)
-        self.fetcher = Fetcher(self.store, self.sources, self.metrics, self.reporter.register)
+        self.fetcher = Fetcher(
+            self.store,
+            self.sources,
+            self.metrics,
+            self.master,
+            session,
+            config.token,
+            config.worker_id,
+            self.reporter.register,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     def info(self) -> WorkerInfo:
@@ -80,6 +89,7 @@ class WorkerService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.fetcher.close()
         await self.sources.close()
 
     def after_read(self, block: Block) -> None:
@@ -126,9 +136,9 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         svc.metrics.peer_served.inc()
     for _ in range(3):
         got = await svc.fetcher.get(ref)
-        if isinstance(got, bytes):
-            svc.metrics.served_bytes.inc(len(got))
-            return _bytes_response(request, got)
+        if isinstance(got, Inflight):
+            svc.metrics.served_bytes.inc(ref.length)
+            return await _stream_response(request, got)
         try:
             fd = os.open(got.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -143,6 +153,22 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         svc.after_read(got)
         return resp
     raise errors.Unavailable(f"block {ref.id}: kept moving while being read")
+
+
+async def _stream_response(request: web.Request, flight: Inflight) -> web.StreamResponse:
+    """Follow a fetch under way: bytes go out as they arrive from the peer or source."""
+    if request.http_range.start is not None or request.http_range.stop is not None:
+        return _bytes_response(request, await flight.data())
+    chunks = flight.chunks()
+    first = await anext(chunks, b"")  # an early failure still gets a proper error answer
+    resp = web.StreamResponse(headers={"Content-Type": OCTETS})
+    resp.content_length = flight.ref.length
+    await resp.prepare(request)
+    await resp.write(first)
+    async for chunk in chunks:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
 
 
 def _bytes_response(request: web.Request, data: bytes) -> web.Response:
@@ -162,7 +188,7 @@ def _bytes_response(request: web.Request, data: bytes) -> web.Response:
 async def cache_block(request: web.Request) -> web.Response:
     """Fetch a block into this worker's store (used by loads and peers)."""
     svc = request.app[SERVICE]
-    await svc.fetcher.get(_block_ref(request))
+    await svc.fetcher.ensure(_block_ref(request))
     return web.Response(status=204)
 
 

@@ -35,6 +35,12 @@ def open_store(config: list[LevelConfig]) -> BlockStore:
     return store
 
 
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def disk_usage(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir()) if path.exists() else 0
 
@@ -106,11 +112,7 @@ async def test_persistent_level_survives_restart_and_detects_corruption(tmp_path
     assert again.levels[0].used == 3 * 64 * KIB
 
     bad = again.blocks[bid(1)]
-    with open(bad.path, "r+b") as f:
-        f.seek(1000)
-        byte = f.read(1)
-        f.seek(1000)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(bad.path, 1000)
     good = again.blocks[bid(0)]
     assert await again.verify(good)
     assert not await again.verify(bad)

@@ -1,0 +1,98 @@
+"""Sources for the demo and benchmarks: sample data, and nginx serving it as an HTTP directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+error_log {root}/error.log warn;
+pid {root}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    sendfile on;
+    server {{
+        listen 127.0.0.1:{port};
+        root {data};
+        autoindex on;
+        autoindex_exact_size on;
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_sample(root: Path, large_mb: int = 200, small: int = 300, small_kb: int = 256) -> int:
+    """One large file and ``small`` small files in a few directories; returns the total bytes.
+
+    Kept between runs: a marker file records the parameters it was made with.
+    """
+    marker = root / ".sample"
+    params = f"{large_mb} {small} {small_kb}\n"
+    if marker.exists() and marker.read_text() == params:
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p != marker)
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "images").mkdir(parents=True)
+    with open(root / "model.bin", "wb") as f:
+        for _ in range(large_mb):
+            f.write(os.urandom(2**20))
+    for i in range(small):
+        d = root / "images" / f"class-{i % 10:02d}"
+        d.mkdir(exist_ok=True)
+        (d / f"img-{i:05d}.jpg").write_bytes(os.urandom(small_kb * 1024))
+    marker.write_text(params)
+    return large_mb * 2**20 + small * small_kb * 1024
+
+
+@contextlib.contextmanager
+def nginx(data: Path, workdir: Path) -> Iterator[str]:
+    """nginx with autoindex serving ``data`` on a free port; yields the base URL."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        raise RuntimeError("nginx is not installed (run: make bootstrap)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "tmp").mkdir(exist_ok=True)
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=workdir, port=port, data=data.absolute()))
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(workdir)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"nginx did not start: {err}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

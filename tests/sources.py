@@ -1,0 +1,67 @@
+"""Sample data and a real HTTP source (``python -m http.server``) whose requests are counted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import socket
+import sys
+from pathlib import Path
+
+from tests.procs import Proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_dataset(root: Path, big: int = 9 * 2**20 + 123, small: int = 40, seed: int = 7) -> None:
+    """A large file, small files in nested directories, an empty file, awkward names."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "big.bin").write_bytes(rng.randbytes(big))
+    (root / "empty").write_bytes(b"")
+    for i in range(small):
+        d = root / "imgs" / f"part {i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"img-{i:03d}.jpg").write_bytes(rng.randbytes(rng.randint(1, 300_000)))
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root``."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class HttpSource:
+    """``python -m http.server`` on 127.0.0.1 serving ``root``; its log counts requests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.proc = Proc(
+            [sys.executable, "-u", "-m", "http.server", str(self.port), "--bind", "127.0.0.1"],
+            cwd=root,
+        )
+        self.proc.wait_for("Serving HTTP", timeout=20)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def file_gets(self) -> int:
+        """GET requests for files (not directory pages) served so far."""
+        pattern = re.compile(r'"GET (\S+) HTTP')
+        return sum(
+            1
+            for line in self.proc.lines
+            if (m := pattern.search(line)) and not m.group(1).endswith("/")
+        )
+
+    def stop(self) -> None:
+        self.proc.stop()
