@@ -9,99 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
 
 import aiohttp
 
+from fluidcache.client.blocks import BlockReader
+from fluidcache.client.cache import TtlCache
 from fluidcache.common import errors
-from fluidcache.common.aio import SingleFlight
-from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
+from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
-    BLOCK,
-    BLOCK_LOCATIONS,
     NS_LIST,
     NS_LOOKUP,
     NS_STAT,
     REPORT,
-    WORKERS,
     ROOT_INO,
-    BlockRef,
     FileInfo,
     ListReply,
     ListRequest,
-    LocationsReply,
-    LocationsRequest,
     LookupRequest,
     Report,
     StatRequest,
-    WorkerInfo,
-    WorkersReply,
 )
-
-_READ_RETRIES = 3
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _TtlCache(Generic[K, V]):
-    """A small dict whose entries expire after ``ttl`` seconds and which holds at most ``size``."""
-
-    def __init__(self, ttl: float, size: int, clock: Callable[[], float]) -> None:
-        self.ttl, self.size, self.clock = ttl, size, clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        hit = self._data.get(key)
-        if hit is None or hit[0] < self.clock():
-            return None
-        self._data.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = (self.clock() + self.ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-
-class BlockCache:
-    """Recently read blocks held in memory, bounded by bytes, least recently used out first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._blocks: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, block_id: str) -> bytes | None:
-        data = self._blocks.get(block_id)
-        if data is not None:
-            self._blocks.move_to_end(block_id)
-        return data
-
-    def put(self, block_id: str, data: bytes) -> None:
-        if len(data) > self.capacity or block_id in self._blocks:
-            return
-        self._blocks[block_id] = data
-        self.used += len(data)
-        while self.used > self.capacity:
-            _, old = self._blocks.popitem(last=False)
-            self.used -= len(old)
-
-
-def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
-    """Workers in the order a cold block should be asked of them (rendezvous hashing)."""
-
-    def score(w: WorkerInfo) -> bytes:
-        return hashlib.blake2b(f"{w.worker_id}/{block_id}".encode(), digest_size=8).digest()
-
-    return sorted(workers, key=score, reverse=True)
 
 
 class AsyncClient:
@@ -121,7 +50,9 @@ class AsyncClient:
         dataset: str = "default",
         meta_ttl: float = 5.0,
         buffer_bytes: int = 128 * 1024 * 1024,
-        readahead_blocks: int = 2,
+        readahead_blocks: int = 8,
+        short_circuit: bool = True,
+        node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.master_url = master_url
@@ -131,11 +62,18 @@ class AsyncClient:
         self._token = token
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._stats: _TtlCache[str, FileInfo] = _TtlCache(meta_ttl, 100_000, clock)
-        self._inodes: _TtlCache[int, FileInfo] = _TtlCache(meta_ttl, 100_000, clock)
-        self._workers: _TtlCache[str, list[WorkerInfo]] = _TtlCache(meta_ttl, 1, clock)
-        self._blocks = BlockCache(buffer_bytes)
-        self._flight: SingleFlight[bytes] = SingleFlight()
+        self._stats: TtlCache[str, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
+        self._inodes: TtlCache[int, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
+        self.blocks = BlockReader(
+            lambda: self.session,
+            lambda: self._master,
+            token,
+            ttl=meta_ttl,
+            buffer_bytes=buffer_bytes,
+            clock=clock,
+            node=node,
+            short_circuit=short_circuit,
+        )
         self._background: set[asyncio.Task[None]] = set()
         self.readahead_blocks = readahead_blocks
 
@@ -159,6 +97,7 @@ class AsyncClient:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self.blocks.close()
         if self._session is not None:
             await self._session.close()
         self._closed = True
@@ -253,77 +192,11 @@ class AsyncClient:
 
     # ---- data -----------------------------------------------------------------------------
 
-    async def workers(self, refresh: bool = False) -> list[WorkerInfo]:
-        live = None if refresh else self._workers.get("")
-        if live is None:
-            live = (await self._master.call(WORKERS, None, WorkersReply)).workers
-            self._workers.put("", live)
-        if not live:
-            raise errors.Unavailable("no live worker in the cluster")
-        return live
-
-    async def _candidates(self, ref: BlockRef, refresh: bool) -> list[WorkerInfo]:
-        workers = await self.workers(refresh)
-        reply = await self._master.call(BLOCK_LOCATIONS, LocationsRequest([ref.id]), LocationsReply)
-        holders = set(reply.locations.get(ref.id, ()))
-        ordered = placement(ref.id, workers)
-        return [w for w in ordered if w.worker_id in holders] + [
-            w for w in ordered if w.worker_id not in holders
-        ]
-
-    async def _fetch_block(self, ref: BlockRef) -> bytes:
-        last: errors.FluidcacheError = errors.Unavailable("no worker answered")
-        for attempt in range(_READ_RETRIES):
-            for worker in (await self._candidates(ref, refresh=attempt > 0))[:2]:
-                try:
-                    return await self._get_from(worker, ref)
-                except errors.Unavailable as e:
-                    last = e
-        raise last
-
-    async def _get_from(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
-        url = worker.address.rstrip("/") + BLOCK.format(block_id=ref.id)
-        try:
-            async with self.session.get(
-                url, params=ref.to_query(), headers=auth_headers(self._token)
-            ) as resp:
-                await raise_for_error(resp)
-                data = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise errors.Unavailable(f"worker {worker.worker_id}: {e}") from None
-        if len(data) != ref.length:
-            raise errors.Unavailable(
-                f"worker {worker.worker_id} sent {len(data)} bytes of block {ref.id}, "
-                f"expected {ref.length}"
-            )
-        return data
-
-    async def read_block(self, ref: BlockRef) -> bytes:
-        """The whole block ``ref``; concurrent callers for one block share one request."""
-        data = self._blocks.get(ref.id)
-        if data is not None:
-            return data
-
-        async def fetch() -> bytes:
-            block = await self._fetch_block(ref)
-            self._blocks.put(ref.id, block)
-            return block
-
-        return await self._flight.do(ref.id, fetch)
-
-    def prefetch(self, ref: BlockRef) -> None:
-        """Start reading ``ref`` in the background unless it is buffered or on its way."""
-        if self._blocks.get(ref.id) is not None or ref.id in self._flight:
-            return
-        task = asyncio.ensure_future(self._prefetch(ref))
+    def prefetch(self, info: FileInfo, index: int) -> None:
+        """Start bringing block ``index`` of ``info`` close, in the background."""
+        task = asyncio.ensure_future(self.blocks.prefetch(info.block(index)))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _prefetch(self, ref: BlockRef) -> None:
-        try:
-            await self.read_block(ref)
-        except errors.FluidcacheError:
-            pass  # a prefetch is a hint; the real read reports the error
 
     async def pread(self, info: FileInfo, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of file ``info`` from ``offset`` (fewer only at end of file)."""
@@ -332,13 +205,19 @@ class AsyncClient:
         end = min(offset + size, info.size)
         if offset >= end:
             return b""
-        first, last = offset // info.block_size, (end - 1) // info.block_size
-        blocks = await asyncio.gather(
-            *(self.read_block(info.block(i)) for i in range(first, last + 1))
+        bs = info.block_size
+        first, last = offset // bs, (end - 1) // bs
+        parts = await asyncio.gather(
+            *(
+                self.blocks.read(
+                    info.block(i),
+                    max(offset, i * bs) - i * bs,
+                    min(end, (i + 1) * bs) - max(offset, i * bs),
+                )
+                for i in range(first, last + 1)
+            )
         )
-        data = b"".join(blocks) if len(blocks) > 1 else blocks[0]
-        start = offset - first * info.block_size
-        return data[start : start + end - offset]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def open(self, path: str) -> AsyncFile:
         """A read-only file object for ``path``."""
@@ -349,13 +228,20 @@ class AsyncClient:
 
 
 class AsyncFile:
-    """A read-only file with a position; sequential reads trigger read-ahead."""
+    """A read-only file with a position.
+
+    Sequential reads trigger read-ahead with a window that doubles (up to the client's
+    ``readahead_blocks``) while access stays sequential and falls back to none on a jump, so
+    random access never over-fetches.
+    """
 
     def __init__(self, client: AsyncClient, info: FileInfo) -> None:
         self.client = client
         self.info = info
         self.pos = 0
         self._next_sequential = 0
+        self._window = 0
+        self._ahead = 0  # blocks below this index were already asked for
 
     @property
     def size(self) -> int:
@@ -373,17 +259,23 @@ class AsyncFile:
 
     async def pread(self, offset: int, size: int) -> bytes:
         """Read at ``offset`` without moving the position; sequential access reads ahead."""
+        if offset == self._next_sequential:
+            self._window = min(max(1, self._window * 2), self.client.readahead_blocks)
+        else:
+            self._window, self._ahead = 0, 0
         data = await self.client.pread(self.info, offset, size)
-        if offset == self._next_sequential and data:
-            self._read_ahead(offset + len(data))
         self._next_sequential = offset + len(data)
+        if self._window and data:
+            self._read_ahead(self._next_sequential)
         return data
 
     def _read_ahead(self, end: int) -> None:
         bs = self.info.block_size
         nxt = (end + bs - 1) // bs
-        for index in range(nxt, min(nxt + self.client.readahead_blocks, self.info.block_count)):
-            self.client.prefetch(self.info.block(index))
+        stop = min(nxt + self._window, self.info.block_count)
+        for index in range(max(nxt, self._ahead), stop):
+            self.client.prefetch(self.info, index)
+        self._ahead = max(self._ahead, stop)
 
     async def read(self, size: int = -1) -> bytes:
         if size < 0:
@@ -393,6 +285,7 @@ class AsyncFile:
         return data
 
     async def readinto(self, buf: bytearray | memoryview) -> int:
+        """Read into ``buf``; the number of bytes read (0 at end of file)."""
         data = await self.read(len(buf))
         memoryview(buf)[: len(data)] = data
         return len(data)

@@ -35,6 +35,7 @@ BLOCK = API + "/blocks/{block_id}"
 BLOCK_CACHE = API + "/blocks/{block_id}/cache"
 WORKER_STATS = f"{API}/stats"
 METRICS = "/metrics"
+BLOCKS_LOCAL = f"{API}/blocks-local"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 
 ROOT_INO = 1
@@ -275,6 +276,20 @@ class WorkersReply(Message):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LocalBlocksRequest(Message):
+    """Short-circuit: a client on the worker's node asks where block files are."""
+
+    block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LocalBlocksReply(Message):
+    """Block id -> path of its verified file, for the blocks held (others are absent)."""
+
+    paths: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerStats(Message):
     """A worker's own counters (a subset of its Prometheus metrics)."""
 
@@ -300,3 +315,64 @@ class Report(Message):
     cache_capacity: int
     cached_percent: float
     workers: list[WorkerInfo]
+
+
+# ---- master: metadata sync, backup, per-dataset statistics --------------------------------------
+
+NS_LOAD_METADATA = f"{API}/ns/load_metadata"
+NS_LOAD_STATUS = f"{API}/ns/load_metadata/status"
+BACKUP = f"{API}/backup"
+DATASET_REPORT = f"{API}/report/dataset"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadMetadataRequest(Message):
+    """Sync the subtree at ``path`` from its sources into the namespace, eagerly.
+
+    ``force`` re-lists directories that are still fresh; with ``wait`` false the reply comes at
+    once (state ``running``) and :data:`NS_LOAD_STATUS` tells the progress.
+    """
+
+    path: str = "/"
+    force: bool = False
+    wait: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadStatusRequest(Message):
+    job_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadMetadataReply(Message):
+    """Progress of one metadata load: counts so far, final once ``state`` is done or failed."""
+
+    job_id: str
+    path: str
+    state: str  # running | done | failed
+    dirs_listed: int = 0
+    files: int = 0  # files seen in the listed directories
+    dirs: int = 0  # directories seen in the listed directories
+    bytes: int = 0  # total size of the files seen
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackupRequest(Message):
+    """Write a metadata backup named ``name`` (a plain file name) in the master's backup dir."""
+
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackupReply(Message):
+    path: str
+    size: int
+    inodes: int
+    checksum: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatasetRequest(Message):
+    dataset: str

@@ -17,15 +17,18 @@ import aiohttp
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient, health, make_middlewares, reply
+from fluidcache.common.http import RpcClient, health, make_middlewares, read_message, reply
 from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
+    BLOCKS_LOCAL,
     HEALTH,
     METRICS,
     PEER_HEADER,
     WORKER_STATS,
     BlockRef,
+    LocalBlocksReply,
+    LocalBlocksRequest,
     WorkerInfo,
     WorkerStats,
 )
@@ -192,6 +195,19 @@ async def cache_block(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def local_blocks(request: web.Request) -> web.Response:
+    """Where held block files are, for a client on this node (short-circuit reads)."""
+    svc = request.app[SERVICE]
+    ask = await read_message(request, LocalBlocksRequest)
+    paths = {}
+    for block_id in ask.block_ids[:1024]:
+        block = await svc.fetcher.lookup(block_id)
+        if block is not None:
+            paths[block_id] = str(block.path)
+            svc.metrics.hit(svc.store.levels[block.level].config.medium)
+    return reply(LocalBlocksReply(paths))
+
+
 async def stats(request: web.Request) -> web.Response:
     return reply(request.app[SERVICE].stats())
 
@@ -217,6 +233,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.router.add_get(BLOCK, get_block)
     app.router.add_post(BLOCK_CACHE, cache_block)
     app.router.add_post(WORKER_STATS, stats)
+    app.router.add_post(BLOCKS_LOCAL, local_blocks)
     app.router.add_get(METRICS, metrics)
     app.router.add_get(HEALTH, health)
     return app

@@ -1,0 +1,215 @@
+"""Where the client gets a block's bytes, fastest first (DESIGN.md, "One read, end to end"):
+
+1. a block file held by a worker on this node, read directly through an open descriptor
+   (short-circuit: no network hop, and the descriptor outlives eviction);
+2. a worker that holds the block (locations from the master, cached briefly);
+3. the worker placed for it by a stable hash of the block id, which fetches it once.
+A worker that fails is skipped and the read tried elsewhere, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+import aiohttp
+
+from fluidcache.client.cache import BlockCache, FdCache, TtlCache
+from fluidcache.common import errors
+from fluidcache.common.aio import SingleFlight
+from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
+from fluidcache.common.protocol import (
+    BLOCK,
+    BLOCK_LOCATIONS,
+    BLOCKS_LOCAL,
+    WORKERS,
+    BlockRef,
+    LocalBlocksReply,
+    LocalBlocksRequest,
+    LocationsReply,
+    LocationsRequest,
+    WorkerInfo,
+    WorkersReply,
+)
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 3
+LOCATE_BATCH = 512
+
+
+def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
+    """Workers in the order a cold block should be asked of them (rendezvous hashing)."""
+
+    def score(w: WorkerInfo) -> bytes:
+        return hashlib.blake2b(f"{w.worker_id}/{block_id}".encode(), digest_size=8).digest()
+
+    return sorted(workers, key=score, reverse=True)
+
+
+class BlockReader:
+    """Reads block ranges for one client; shares fetches between concurrent readers."""
+
+    def __init__(
+        self,
+        session: Callable[[], aiohttp.ClientSession],
+        master: Callable[[], RpcClient],
+        token: str,
+        *,
+        ttl: float,
+        buffer_bytes: int,
+        clock: Callable[[], float],
+        node: str | None = None,
+        short_circuit: bool = True,
+    ) -> None:
+        self._session = session
+        self._master = master
+        self._token = token
+        self.node = node or socket.gethostname()
+        self.short_circuit = short_circuit
+        self._workers: TtlCache[str, list[WorkerInfo]] = TtlCache(ttl, 1, clock)
+        self._locations: TtlCache[str, list[str]] = TtlCache(ttl, 100_000, clock)
+        self.buffer = BlockCache(buffer_bytes)
+        self.fds = FdCache(1024)
+        self._flight: SingleFlight[bytes] = SingleFlight()
+        self._local_flight: SingleFlight[int | None] = SingleFlight()
+
+    def close(self) -> None:
+        self.fds.close()
+        self.buffer.clear()
+
+    # ---- cluster view -------------------------------------------------------------------
+
+    async def workers(self, refresh: bool = False) -> list[WorkerInfo]:
+        """The live workers (cached for the TTL)."""
+        live = None if refresh else self._workers.get("")
+        if live is None:
+            live = (await self._master().call(WORKERS, None, WorkersReply)).workers
+            self._workers.put("", live)
+        if not live:
+            raise errors.Unavailable("no live worker in the cluster")
+        return live
+
+    async def locate(self, refs: list[BlockRef], refresh: bool = False) -> None:
+        """Learn which workers hold these blocks, in batches; holders are cached for the TTL."""
+        ids = [r.id for r in refs if refresh or self._locations.get(r.id) is None]
+        for i in range(0, len(ids), LOCATE_BATCH):
+            batch = ids[i : i + LOCATE_BATCH]
+            reply = await self._master().call(
+                BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
+            )
+            for block_id in batch:
+                holders = reply.locations.get(block_id)
+                if holders:
+                    self._locations.put(block_id, holders)
+                else:
+                    self._locations.pop(block_id)
+
+    async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
+        holders = None if refresh else self._locations.get(ref.id)
+        if holders is None:
+            await self.locate([ref], refresh=True)
+            holders = self._locations.get(ref.id)
+        return holders or []
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    async def read(self, ref: BlockRef, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of block ``ref`` (fewer only at its end)."""
+        length = max(0, min(length, ref.length - start))
+        fd = self.fds.get(ref.id)
+        if fd is None:
+            data = self.buffer.get(ref.id)
+            if data is not None:
+                return data[start : start + length]
+            if self.short_circuit:
+                fd = await self._local_flight.do(ref.id, lambda: self._open_local(ref))
+        if fd is not None:
+            return os.pread(fd, length, start)
+        data = await self.fetch(ref)
+        return data[start : start + length]
+
+    async def _open_local(self, ref: BlockRef) -> int | None:
+        """An open descriptor of the block's file on this node's worker, if one holds it."""
+        workers = {w.worker_id: w for w in await self.workers()}
+        for holder in await self._holders(ref):
+            w = workers.get(holder)
+            if w is None or w.node != self.node:
+                continue
+            try:
+                reply = await RpcClient(w.address, self._token, self._session()).call(
+                    BLOCKS_LOCAL, LocalBlocksRequest([ref.id]), LocalBlocksReply
+                )
+            except errors.FluidcacheError:
+                continue
+            path = reply.paths.get(ref.id)
+            if path is not None:
+                fd = self.fds.open(ref.id, path)
+                if fd is not None:
+                    return fd
+        return None
+
+    async def fetch(self, ref: BlockRef) -> bytes:
+        """The whole block from a worker; concurrent callers share one request."""
+        data = self.buffer.get(ref.id)
+        if data is not None:
+            return data
+
+        async def fetch() -> bytes:
+            block = await self._fetch_remote(ref)
+            self.buffer.put(ref.id, block)
+            return block
+
+        return await self._flight.do(ref.id, fetch)
+
+    async def prefetch(self, ref: BlockRef) -> None:
+        """Bring a block close (open its local file, else fetch it); errors are ignored."""
+        if self.fds.get(ref.id) is not None or self.buffer.get(ref.id) is not None:
+            return
+        try:
+            if self.short_circuit:
+                fd = await self._local_flight.do(ref.id, lambda: self._open_local(ref))
+                if fd is not None:
+                    return
+            await self.fetch(ref)
+        except errors.FluidcacheError:
+            pass  # a prefetch is a hint; the real read reports the error
+
+    async def _fetch_remote(self, ref: BlockRef) -> bytes:
+        last: errors.FluidcacheError = errors.Unavailable("no worker answered")
+        for attempt in range(READ_ATTEMPTS):
+            refresh = attempt > 0
+            workers = await self.workers(refresh)
+            holders = set(await self._holders(ref, refresh))
+            ordered = placement(ref.id, workers)
+            candidates = [w for w in ordered if w.worker_id in holders]
+            candidates += [w for w in ordered if w.worker_id not in holders][:1]
+            for worker in candidates:
+                try:
+                    return await self._get_from(worker, ref)
+                except errors.Unavailable as e:
+                    log.info("block %s: %s; trying elsewhere", ref.id, e.message)
+                    last = e
+            await asyncio.sleep(0.1 * (3**attempt))
+        raise last
+
+    async def _get_from(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
+        url = worker.address.rstrip("/") + BLOCK.format(block_id=ref.id)
+        try:
+            async with self._session().get(
+                url, params=ref.to_query(), headers=auth_headers(self._token)
+            ) as resp:
+                await raise_for_error(resp)
+                data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise errors.Unavailable(f"worker {worker.worker_id}: {e}") from None
+        if len(data) != ref.length:
+            raise errors.Unavailable(
+                f"worker {worker.worker_id} sent {len(data)} bytes of block {ref.id}, "
+                f"expected {ref.length}"
+            )
+        return data
