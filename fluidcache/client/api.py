@@ -219,6 +219,15 @@ class AsyncClient:
         )
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    async def cached_fraction(self, info: FileInfo) -> float:
+        """The fraction of the file's blocks that some worker holds (1.0 for an empty file)."""
+        if info.is_dir or info.block_count == 0:
+            return 1.0
+        refs = [info.block(i) for i in range(info.block_count)]
+        await self.blocks.locate(refs, refresh=True)
+        held = sum(1 for r in refs if self.blocks.holders_cached(r.id))
+        return held / len(refs)
+
     async def open(self, path: str) -> AsyncFile:
         """A read-only file object for ``path``."""
         info = await self.stat(path)

@@ -109,6 +109,10 @@ class BlockReader:
                 else:
                     self._locations.pop(block_id)
 
+    def holders_cached(self, block_id: str) -> list[str]:
+        """The holders last learnt for ``block_id`` (empty if none or unknown)."""
+        return self._locations.get(block_id) or []
+
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         holders = None if refresh else self._locations.get(ref.id)
         if holders is None:

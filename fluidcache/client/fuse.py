@@ -28,6 +28,7 @@ from fluidcache.common.protocol import FileInfo
 
 log = logging.getLogger(__name__)
 
+CACHED_XATTR = b"user.fluidcache.cached"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -90,6 +91,7 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
+        self._versions: dict[int, str] = {}  # inode -> version whose pages the kernel may keep
 
     def _fh(self) -> int:
         self._next_fh += 1
@@ -165,7 +167,10 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise errors.IsADirectory(info.path)
         fh = self._fh()
         self._files[fh] = AsyncFile(self.client, info)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=self.options.kernel_cache)
+        # Keep the kernel's pages across opens only while the source version is unchanged.
+        unchanged = self._versions.get(inode) == info.version
+        self._versions[inode] = info.version
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.options.kernel_cache and unchanged)
 
     @_errno
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -173,6 +178,16 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)
+
+    @_errno
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if name != CACHED_XATTR:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        info = await self.client.getattr(inode)
+        return f"{await self.client.cached_fraction(info):.4f}".encode()
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [CACHED_XATTR]
 
     @_errno
     async def statfs(self, ctx: Any) -> Any:
