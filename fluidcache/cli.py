@@ -198,6 +198,10 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
     u.add_argument("--mem-quota", default="1Gi", help="MEM tier quota per worker (default 1Gi)")
     u.add_argument(
+        "--ssd-dir", help="add an SSD tier under this directory (one subdirectory per worker)"
+    )
+    u.add_argument("--ssd-quota", default="10Gi", help="SSD tier quota per worker (default 10Gi)")
+    u.add_argument(
         "--data-dir", help="master data, logs and token (default: a temporary directory)"
     )
     u.add_argument("--master-port", type=int, default=0, help="master port (default: free)")

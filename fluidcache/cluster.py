@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -38,10 +39,8 @@ class _Stop(Exception):
 
 def _die_with_parent() -> None:
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def check_sources(specs: list[str], timeout: float = 15.0) -> list[tuple[str, str]]:
@@ -57,7 +56,7 @@ def check_sources(specs: list[str], timeout: float = 15.0) -> list[tuple[str, st
         ufs = create_ufs(uri)
         try:
             info = await asyncio.wait_for(ufs.stat(""), timeout)
-        except (asyncio.TimeoutError, errors.FluidcacheError) as e:
+        except (TimeoutError, errors.FluidcacheError) as e:
             reason = e.message if isinstance(e, errors.FluidcacheError) else "timed out"
             raise errors.ConfigError(f"source {uri}: cannot be reached: {reason}") from None
         finally:
@@ -109,6 +108,8 @@ class LocalCluster:
     mountpoint: Path
     workers: int = 2
     mem_quota: str = "1Gi"
+    ssd_dir: Path | None = None
+    ssd_quota: str = "10Gi"
     data_dir: Path | None = None
     master_port: int = 0
     worker_port: int = 0
@@ -126,6 +127,8 @@ class LocalCluster:
             mountpoint=Path(args.mountpoint).absolute(),
             workers=args.workers,
             mem_quota=args.mem_quota,
+            ssd_dir=Path(args.ssd_dir).absolute() if args.ssd_dir else None,
+            ssd_quota=args.ssd_quota,
             data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
             master_port=args.master_port,
             worker_port=args.worker_port,
@@ -138,6 +141,7 @@ class LocalCluster:
         if self.workers < 1:
             raise errors.ConfigError("workers: need at least 1")
         parse_size(self.mem_quota, "mem-quota")
+        parse_size(self.ssd_quota, "ssd-quota")
         parse_size(self.block_size, "block-size")
         check_port(self.host, self.master_port, "master-port")
         for i in range(self.workers if self.worker_port else 0):
@@ -250,6 +254,7 @@ class LocalCluster:
                         f"worker-{i}",
                         "--tier",
                         f"MEM:{mem}:{self.mem_quota}",
+                        *self._ssd_tier(i),
                         "--host",
                         self.host,
                         "--port",
@@ -263,6 +268,11 @@ class LocalCluster:
                 ["mount", self.dataset, str(self.mountpoint), "--master", self.master_url],
             )
         )
+
+    def _ssd_tier(self, index: int) -> list[str]:
+        if self.ssd_dir is None:
+            return []
+        return ["--tier", f"SSD:{self.ssd_dir / f'worker-{index}'}:{self.ssd_quota}"]
 
     def _watch(self) -> int:
         while True:

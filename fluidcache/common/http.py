@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -117,7 +116,7 @@ class RpcClient:
             ) as resp:
                 await raise_for_error(resp)
                 data = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise errors.Unavailable(f"{url}: {e.__class__.__name__}: {e}") from None
         return reply_cls.decode(data)  # type: ignore[attr-defined, no-any-return]
 
