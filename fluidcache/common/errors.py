@@ -9,7 +9,7 @@
     ├── NotADirectory                  409 not_a_dir     ENOTDIR
     ├── IsADirectory                   409 is_a_dir      EISDIR
     ├── ReadOnly                       405 read_only     EROFS
-    ├── Unavailable                    503 unavailable   EIO      (a peer or worker cannot be reached)
+    ├── Unavailable                    503 unavailable   EIO      (a worker or peer is unreachable)
     └── SourceError                    502 source        EIO      (the under file system failed)
         └── SourceUnavailable          504 source_down   EIO      (retries exhausted / timeout)
 
