@@ -1,0 +1,581 @@
+"""HTTP(S) directories (WebUFS): ``https://host/dir/`` served as HTML index pages.
+
+A directory is an index page (nginx autoindex, Apache mod_autoindex, ``python -m http.server``
+and anything alike): its links that are direct children of the page's own URL are the entries,
+those ending in ``/`` being directories. Sizes and versions come from ``HEAD`` (Content-Length,
+ETag, else size + Last-Modified), never from the page's text. Reads use ``Range``; a server that
+ignores it (answers 200 with the whole body) is handled by skipping to the offset in the stream.
+
+Redirects are followed. Connection errors, timeouts, truncated bodies, 429 and 5xx answers are
+retried with capped exponential backoff a bounded number of times, then raise
+:class:`~fluidcache.common.errors.SourceUnavailable`. One ``aiohttp.ClientSession`` per adapter,
+created on first use and closed by :meth:`HttpUfs.close`.
+
+Options (all strings):
+
+- ``timeout`` (s, default 30): a HEAD's whole answer, the longest silence while reading a body;
+- ``connect_timeout`` (10);
+- ``retries`` (4 more attempts), ``backoff`` (0.2 s, doubled per attempt), ``backoff_max`` (5 s);
+- ``list_concurrency`` (8 HEADs at once while listing), ``max_listing_bytes`` (64Mi);
+- ``skip_missing_entries`` (false: a listed file that answers 404 raises NotFound; true skips it);
+- ``verify_tls`` (true), ``ca_file``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import codecs
+import email.utils
+import logging
+import random
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from html.parser import HTMLParser
+from typing import TypeVar
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from fluidcache.common import errors
+from fluidcache.common.config import parse_size
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_READ_PIECE = 256 * 1024
+_LIST_BATCH = 64
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (5xx, truncated body, dropped connection)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _bool(options: Mapping[str, str], key: str, default: bool) -> bool:
+    value = options.get(key)
+    if value is None:
+        return default
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise errors.ConfigError(f"option {key}: expected true or false, got {value!r}")
+
+
+def _number(options: Mapping[str, str], key: str, default: float, minimum: float = 0) -> float:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise errors.ConfigError(f"option {key}: expected a number, got {value!r}") from None
+    if number < minimum:
+        raise errors.ConfigError(f"option {key}: must be at least {minimum}, got {value!r}")
+    return number
+
+
+def _segments(raw_path: str) -> list[str]:
+    """The unescaped segments of a URL path (split before unescaping, so ``%2F`` stays inside)."""
+    return [unquote(s, errors="surrogateescape") for s in raw_path.split("/")]
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """``(scheme, host, port)`` with the default port made explicit; ValueError if unparsable."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _child(dir_url: str, href: str) -> tuple[str, bool] | None:
+    """``(name, is_dir)`` when ``href`` (relative to ``dir_url``) is a direct child, else None.
+
+    Sort links (``?C=N;O=D``), anchors, the parent, absolute links elsewhere and deeper links are
+    not entries.
+    """
+    href = href.strip()
+    if not href or href.startswith(("?", "#")):
+        return None
+    try:
+        target = urlsplit(urljoin(dir_url, href))
+        base = urlsplit(dir_url)
+        same_origin = _origin(target.geturl()) == _origin(dir_url)
+    except ValueError:
+        return None
+    if not same_origin or target.query or target.fragment:
+        return None
+    parent = _segments(base.path or "/")[:-1]
+    segs = _segments(target.path)
+    if segs[: len(parent)] != parent:
+        return None
+    rest = segs[len(parent) :]
+    if len(rest) == 2 and rest[1] == "":
+        name, is_dir = rest[0], True
+    elif len(rest) == 1:
+        name, is_dir = rest[0], False
+    else:
+        return None
+    if name in ("", ".", "..") or "\0" in name:
+        return None
+    return name, is_dir
+
+
+class IndexParser(HTMLParser):
+    """Collects the direct children linked from a directory index page, fed incrementally."""
+
+    def __init__(self, dir_url: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.dir_url = dir_url
+        self._seen: set[str] = set()
+        self.entries: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "a":
+            return
+        for key, value in attrs:
+            if key == "href" and value is not None:
+                found = _child(self.dir_url, value)
+                if found and found[0] not in self._seen:
+                    self._seen.add(found[0])
+                    self.entries.append(found)
+                return
+
+    def take(self) -> list[tuple[str, bool]]:
+        """The entries found since the last call."""
+        out, self.entries = self.entries, []
+        return out
+
+
+def parse_index(dir_url: str, html: str) -> list[tuple[str, bool]]:
+    """The ``(name, is_dir)`` children of the index page ``html`` served at ``dir_url``."""
+    parser = IndexParser(dir_url)
+    parser.feed(html)
+    parser.close()
+    return parser.take()
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``(start, total)`` of a ``Content-Range: bytes a-b/total`` header (total may be ``*``)."""
+    if not value:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    rng, _, total = spec.partition("/")
+    start, _, _end = rng.partition("-")
+    if unit.lower() != "bytes":
+        return None
+    try:
+        return int(start), None if total.strip() == "*" else int(total)
+    except ValueError:
+        return None
+
+
+def _http_date(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return 0.0
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+class HttpUfs(UnderFileSystem):
+    """A directory tree published over HTTP(S) as index pages."""
+
+    schemes = ("http", "https")
+
+    def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(root_uri, options)
+        parts = urlsplit(root_uri)
+        if parts.scheme.lower() not in self.schemes or not parts.netloc:
+            raise errors.ConfigError(f"source {root_uri!r}: expected http(s)://host/dir/")
+        if parts.query or parts.fragment:
+            raise errors.ConfigError(f"source {root_uri!r}: a query or fragment is not allowed")
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self._root = f"{parts.scheme.lower()}://{parts.netloc}{path}"
+        self._root_segments = _segments(path)[:-1]
+        opts = self.options
+        self.timeout = _number(opts, "timeout", 30.0, 0.001)
+        self.connect_timeout = _number(opts, "connect_timeout", 10.0, 0.001)
+        self.retries = int(_number(opts, "retries", 4))
+        self.backoff = _number(opts, "backoff", 0.2)
+        self.backoff_max = _number(opts, "backoff_max", 5.0)
+        self.list_concurrency = max(1, int(_number(opts, "list_concurrency", 8, 1)))
+        self.max_listing_bytes = parse_size(
+            opts.get("max_listing_bytes", "64Mi"), "option max_listing_bytes"
+        )
+        self.skip_missing_entries = _bool(opts, "skip_missing_entries", False)
+        self._ssl: ssl.SSLContext | bool = True
+        if not _bool(opts, "verify_tls", True):
+            self._ssl = False
+        elif opts.get("ca_file"):
+            self._ssl = ssl.create_default_context(cafile=opts["ca_file"])
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._warned_no_range = False
+
+    def __repr__(self) -> str:
+        return f"HttpUfs({self._root!r})"
+
+    # -- URIs ----------------------------------------------------------------------------------
+
+    def uri(self, path: str) -> str:
+        return self._root + quote(clean_path(path), safe="/", errors="surrogateescape")
+
+    def _dir_url(self, path: str) -> str:
+        return self.uri(path) + ("/" if path else "")
+
+    def relpath(self, uri: str) -> str:
+        try:
+            parts = urlsplit(uri)
+            same = _origin(uri) == _origin(self._root)
+        except ValueError:
+            same = False
+        if not same or parts.query or parts.fragment:
+            raise errors.InvalidArgument(f"{uri!r} is not under {self._root!r}")
+        segs = _segments(parts.path or "/")
+        n = len(self._root_segments)
+        if segs[:n] != self._root_segments and segs != [*self._root_segments[:-1], ""]:
+            raise errors.InvalidArgument(f"{uri!r} is not under {self._root!r}")
+        return clean_path("/".join(segs[n:]))
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise errors.FluidcacheError(f"{self!r} is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ssl=self._ssl),
+                headers={"Accept-Encoding": "identity", "User-Agent": "fluidcache"},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.connect_timeout, sock_read=self.timeout
+                ),
+            )
+        return self._session
+
+    def _get(self, url: str, headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
+        return self._client().get(URL(url, encoded=True), headers=headers)  # type: ignore[return-value]
+
+    async def _pause(self, attempt: int, retry_after: float | None) -> None:
+        delay = min(self.backoff_max, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = min(self.backoff_max, max(delay, retry_after))
+        await asyncio.sleep(delay)
+
+    async def _retry(self, what: str, attempt_fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt_fn`` until it succeeds or bounded retries of transient failures end."""
+        last = ""
+        for attempt in range(self.retries + 1):
+            retry_after = None
+            try:
+                return await attempt_fn()
+            except _Transient as e:
+                last, retry_after = str(e), e.retry_after
+            except aiohttp.ClientSSLError as e:
+                raise errors.SourceError(f"{what}: TLS failure: {e}") from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                last = _describe(e)
+            except aiohttp.TooManyRedirects:
+                raise errors.SourceError(f"{what}: too many redirects") from None
+            except aiohttp.ClientError as e:
+                raise errors.SourceError(f"{what}: {_describe(e)}") from None
+            if attempt < self.retries:
+                log.debug("%s: %s; retrying (attempt %d)", what, last, attempt + 2)
+                await self._pause(attempt, retry_after)
+        raise errors.SourceUnavailable(
+            f"{what}: {last} (gave up after {self.retries + 1} attempts)"
+        )
+
+    def _check(self, resp: aiohttp.ClientResponse, path: str, what: str) -> None:
+        """Raise the error an unsuccessful status means (``_Transient`` when worth a retry)."""
+        status = resp.status
+        if status < 400:
+            return
+        if status in _RETRY_STATUSES:
+            retry_after = resp.headers.get("Retry-After", "")
+            raise _Transient(
+                f"HTTP {status} {resp.reason or ''}".strip(),
+                float(retry_after) if retry_after.isdigit() else None,
+            )
+        if status in (404, 410):
+            raise errors.NotFound(f"{path or '/'}: not found at the source (HTTP {status})")
+        if status in (401, 403, 407):
+            raise errors.PermissionDenied(f"{what}: the source refused access (HTTP {status})")
+        raise errors.SourceError(f"{what}: HTTP {status} {resp.reason or ''}".strip())
+
+    @staticmethod
+    def _is_dir_answer(url: str, resp: aiohttp.ClientResponse) -> bool:
+        """A request for ``url`` landed on a directory (``x`` redirected to ``x/``)."""
+        return url.endswith("/") or resp.url.raw_path.endswith("/")
+
+    # -- stat ----------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> UfsStatus:
+        path = clean_path(path)
+        url = self._dir_url(path) if path == "" else self.uri(path)
+        return await self._retry(f"HEAD {url}", lambda: self._head(path, url))
+
+    async def _head(self, path: str, url: str) -> UfsStatus:
+        name = path.rpartition("/")[2]
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeout, connect=self.connect_timeout, sock_read=self.timeout
+        )
+        async with self._client().head(
+            URL(url, encoded=True), allow_redirects=True, timeout=timeout
+        ) as resp:
+            if resp.status not in (405, 501):
+                self._check(resp, path, f"HEAD {url}")
+                if self._is_dir_answer(url, resp):
+                    return UfsStatus(name=name, is_dir=True)
+                if resp.content_length is not None:
+                    return self._file_status(name, resp, resp.content_length)
+        return await self._probe(path, url)
+
+    async def _probe(self, path: str, url: str) -> UfsStatus:
+        """Status from a one-byte ranged GET, for servers without HEAD or Content-Length."""
+        name = path.rpartition("/")[2]
+        async with self._get(url, {"Range": "bytes=0-0"}) as resp:
+            if resp.status == 416:
+                cr = _content_range(resp.headers.get("Content-Range"))
+                return self._file_status(name, resp, cr[1] or 0 if cr else 0)
+            self._check(resp, path, f"GET {url}")
+            if self._is_dir_answer(url, resp):
+                return UfsStatus(name=name, is_dir=True)
+            cr = _content_range(resp.headers.get("Content-Range"))
+            size = cr[1] if resp.status == 206 and cr else resp.content_length
+            if size is None:
+                raise errors.SourceError(f"GET {url}: the source does not tell the file size")
+            return self._file_status(name, resp, size)
+
+    @staticmethod
+    def _file_status(name: str, resp: aiohttp.ClientResponse, size: int) -> UfsStatus:
+        mtime = _http_date(resp.headers.get("Last-Modified"))
+        etag = resp.headers.get("ETag", "").strip()
+        version = etag or f"{size}-{int(mtime)}"
+        return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
+
+    # -- list ----------------------------------------------------------------------------------
+
+    async def list(self, path: str) -> AsyncGenerator[UfsStatus, None]:
+        path = clean_path(path)
+        url = self._dir_url(path)
+        done: set[str] = set()  # names already yielded, skipped when a retry re-reads the page
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                async with aclosing(self._list_once(path, url, done)) as entries:
+                    async for entry in entries:
+                        attempt = 0
+                        done.add(entry.name)
+                        yield entry
+                return
+            except _Transient as e:
+                last, retry_after = str(e), e.retry_after
+            except aiohttp.ClientSSLError as e:
+                raise errors.SourceError(f"GET {url}: TLS failure: {e}") from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                last = _describe(e)
+            except aiohttp.TooManyRedirects:
+                raise errors.SourceError(f"GET {url}: too many redirects") from None
+            except aiohttp.ClientError as e:
+                raise errors.SourceError(f"GET {url}: {_describe(e)}") from None
+            except errors.NotFound:
+                if path and not (await self.stat(path)).is_dir:
+                    raise errors.NotADirectory(f"{path}: not a directory") from None
+                raise
+            if attempt >= self.retries:
+                raise errors.SourceUnavailable(
+                    f"GET {url}: {last} (gave up after {self.retries + 1} attempts)"
+                )
+            await self._pause(attempt, retry_after)
+            attempt += 1
+
+    async def _list_once(
+        self, path: str, url: str, done: set[str]
+    ) -> AsyncGenerator[UfsStatus, None]:
+        async with self._get(url) as resp:
+            self._check(resp, path, f"GET {url}")
+            if "Content-Type" in resp.headers and resp.content_type not in _HTML_TYPES:
+                raise errors.SourceError(
+                    f"GET {url}: not an HTML directory index (Content-Type {resp.content_type})"
+                )
+            try:
+                decoder = codecs.getincrementaldecoder(resp.charset or "utf-8")("strict")
+            except LookupError:
+                decoder = codecs.getincrementaldecoder("utf-8")("strict")
+            parser = IndexParser(str(resp.url))
+            received = 0
+            async for data in resp.content.iter_chunked(_READ_PIECE):
+                received += len(data)
+                if received > self.max_listing_bytes:
+                    raise errors.SourceError(
+                        f"GET {url}: index page larger than {self.max_listing_bytes} bytes"
+                    )
+                self._feed(parser, url, decoder.decode(data))
+                if len(parser.entries) >= _LIST_BATCH:
+                    for entry in await self._entries(path, parser.take(), done):
+                        yield entry
+            self._feed(parser, url, decoder.decode(b"", final=True), final=True)
+        for entry in await self._entries(path, parser.take(), done):
+            yield entry
+
+    @staticmethod
+    def _feed(parser: IndexParser, url: str, text: str, final: bool = False) -> None:
+        try:
+            parser.feed(text)
+            if final:
+                parser.close()
+        except (UnicodeDecodeError, AssertionError, ValueError) as e:
+            raise errors.SourceError(f"GET {url}: malformed index page ({e})") from None
+
+    async def _entries(
+        self, path: str, found: builtins.list[tuple[str, bool]], done: set[str]
+    ) -> builtins.list[UfsStatus]:
+        """Statuses of listed entries, in page order; files are HEADed, a few at once."""
+        gate = asyncio.Semaphore(self.list_concurrency)
+
+        async def one(name: str, is_dir: bool) -> UfsStatus | None:
+            if is_dir:
+                return UfsStatus(name=name, is_dir=True)
+            async with gate:
+                try:
+                    status = await self.stat(f"{path}/{name}" if path else name)
+                except errors.NotFound:
+                    if self.skip_missing_entries:
+                        return None
+                    raise errors.NotFound(
+                        f"{path or '/'}: listed entry {name!r} is not found at the source"
+                    ) from None
+                return status
+
+        todo = [(n, d) for n, d in found if n not in done]
+        if not todo:
+            return []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(n, d)) for n, d in todo]
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        return [s for t in tasks if (s := t.result()) is not None]
+
+    # -- read ----------------------------------------------------------------------------------
+
+    async def read(self, path: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise errors.InvalidArgument(f"{path}: negative offset or length")
+        if length == 0:
+            return b""
+        async with aclosing(self.read_stream(path, offset, length, _READ_PIECE)) as pieces:
+            return b"".join([piece async for piece in pieces])
+
+    async def read_stream(
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+    ) -> AsyncGenerator[bytes, None]:
+        if offset < 0 or length < 0 or chunk <= 0:
+            raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
+        path = clean_path(path)
+        url = self.uri(path)
+        if not path:
+            raise errors.IsADirectory("/: is a directory")
+        pos, end = offset, offset + length
+        attempt = 0
+        while pos < end:
+            retry_after = None
+            try:
+                async with aclosing(self._read_once(path, url, pos, end, chunk)) as pieces:
+                    async for piece in pieces:
+                        pos += len(piece)
+                        attempt = 0
+                        yield piece
+                return
+            except _Transient as e:
+                last, retry_after = str(e), e.retry_after
+            except aiohttp.ClientSSLError as e:
+                raise errors.SourceError(f"GET {url}: TLS failure: {e}") from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
+                last = _describe(e)
+            except aiohttp.TooManyRedirects:
+                raise errors.SourceError(f"GET {url}: too many redirects") from None
+            except aiohttp.ClientError as e:
+                raise errors.SourceError(f"GET {url}: {_describe(e)}") from None
+            if attempt >= self.retries:
+                raise errors.SourceUnavailable(
+                    f"GET {url}: {last} (gave up after {self.retries + 1} attempts)"
+                )
+            await self._pause(attempt, retry_after)
+            attempt += 1
+
+    async def _read_once(
+        self, path: str, url: str, pos: int, end: int, chunk: int
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short."""
+        async with self._get(url, {"Range": f"bytes={pos}-{end - 1}"}) as resp:
+            if resp.status == 416:
+                return  # the range starts at or past the end of the file
+            self._check(resp, path, f"GET {url}")
+            if self._is_dir_answer(url, resp):
+                raise errors.IsADirectory(f"{path}: is a directory")
+            if resp.status == 206:
+                cr = _content_range(resp.headers.get("Content-Range"))
+                if cr is None or cr[0] != pos:
+                    raise errors.SourceError(
+                        f"GET {url}: asked for bytes from {pos}, got Content-Range "
+                        f"{resp.headers.get('Content-Range')!r}"
+                    )
+                skip, total = 0, cr[1]
+            elif resp.status == 200:
+                if not self._warned_no_range:
+                    self._warned_no_range = True
+                    log.warning("%s ignores Range; reads download from the file start", url)
+                skip, total = pos, resp.content_length
+            else:
+                raise errors.SourceError(f"GET {url}: unexpected HTTP {resp.status}")
+            want = end - pos if total is None else min(end, total) - pos
+            got = 0
+            async for data in resp.content.iter_chunked(max(chunk, _READ_PIECE)):
+                if skip:
+                    cut = min(skip, len(data))
+                    data, skip = data[cut:], skip - cut
+                data = data[: want - got]
+                for i in range(0, len(data), chunk):
+                    got += len(data[i : i + chunk])
+                    yield data[i : i + chunk]
+                if got >= want:
+                    return
+            if total is not None and got < want:
+                raise _Transient(f"body ended after {got} of {want} bytes")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first fluidcache error inside ``group`` (else its first exception)."""
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return _first_error(e)
+        if isinstance(e, errors.FluidcacheError):
+            return e
+    return group.exceptions[0]

@@ -1,0 +1,115 @@
+"""Index pages as real servers write them, parsed into direct children."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fluidcache.common import errors
+from fluidcache.ufs.http import HttpUfs, parse_index
+
+PAGES = Path(__file__).parent / "pages"
+
+
+def page(name: str) -> str:
+    return (PAGES / name).read_text()
+
+
+def test_nginx_autoindex() -> None:
+    assert parse_index("http://h:8080/data/", page("nginx.html")) == [
+        ("d#ir", True),
+        ("sub dir", True),
+        ("100%.txt", False),
+        ("amp&'\"<>.txt", False),
+        ("q?x.txt", False),
+        ("ünï.txt", False),
+    ]
+
+
+def test_apache_table_ignores_sort_parent_and_icon_links() -> None:
+    assert parse_index("http://example.org/pub/data/", page("apache_table.html")) == [
+        ("images", True),
+        ("a#b.txt", False),
+        ("a:b.bin", False),
+        ("café menu.txt", False),
+        ("R&D.txt", False),
+    ]
+
+
+def test_apache_pre_format() -> None:
+    assert parse_index("http://example.org/pub/data/", page("apache_pre.html")) == [
+        ("images", True),
+        ("notes v2.txt", False),
+    ]
+
+
+def test_python_http_server() -> None:
+    assert parse_index("http://127.0.0.1:1/data/", page("python_http_server.html")) == [
+        ("sub dir", True),
+        ("link", False),
+        ("ünï#x.txt", False),
+    ]
+
+
+def test_only_direct_children_of_the_listed_dir() -> None:
+    page = """
+    <a href="/data/abs.txt">abs</a> <a href="http://h/data/full.txt">full</a>
+    <a href="HTTP://H:80/data/port.txt">port</a>
+    <a href="http://other/data/x.txt">other host</a> <a href="https://h/data/y.txt">other scheme</a>
+    <a href="sub/deeper.txt">deeper</a> <a href="/elsewhere/z.txt">elsewhere</a>
+    <a href="/data/">self</a> <a href="./">dot</a> <a href="#top">anchor</a>
+    <a href="x.txt#frag">fragment</a> <a href="mailto:a@b">mail</a>
+    <a href="javascript:void(0)">js</a>
+    <a href="http://[bad">broken</a> <a>no href</a> <a href="">empty</a> <a href="%2e%2e/">dots</a>
+    <a href="d/">d</a> <a href="d">d again as a file</a>
+    """
+    assert parse_index("http://h/data/", page) == [
+        ("abs.txt", False),
+        ("full.txt", False),
+        ("port.txt", False),
+        ("d", True),
+    ]
+
+
+def test_links_relative_to_a_page_without_trailing_slash_base() -> None:
+    assert parse_index("http://h/", '<a href="a.txt">a</a><a href="/b/">b</a>') == [
+        ("a.txt", False),
+        ("b", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("root", "path", "uri"),
+    [
+        ("http://h/data/", "", "http://h/data/"),
+        ("http://h/data", "a b/c#d?.txt", "http://h/data/a%20b/c%23d%3F.txt"),
+        ("https://H:8443/", "ünï/100%", "https://H:8443/%C3%BCn%C3%AF/100%25"),
+        ("http://h/my%20data/", "x", "http://h/my%20data/x"),
+    ],
+)
+def test_uri_and_relpath_round_trip(root: str, path: str, uri: str) -> None:
+    ufs = HttpUfs(root)
+    assert ufs.uri(path) == uri
+    assert ufs.relpath(uri) == path
+    assert ufs.relpath(uri.replace("%C3%BC", "%c3%bc")) == path
+
+
+def test_relpath_refuses_foreign_uris() -> None:
+    ufs = HttpUfs("http://h/data/")
+    assert ufs.relpath("http://h/data") == ""
+    for uri in ("http://h/other/x", "http://g/data/x", "https://h/data/x", "http://h/data/x?y"):
+        with pytest.raises(errors.InvalidArgument):
+            ufs.relpath(uri)
+    with pytest.raises(errors.InvalidArgument):
+        ufs.uri("../etc/passwd")
+
+
+def test_bad_roots_and_options() -> None:
+    for root in ("http:///x", "ftp://h/x", "http://h/x?q=1"):
+        with pytest.raises(errors.ConfigError):
+            HttpUfs(root)
+    with pytest.raises(errors.ConfigError, match="timeout"):
+        HttpUfs("http://h/", {"timeout": "soon"})
+    with pytest.raises(errors.ConfigError, match="verify_tls"):
+        HttpUfs("http://h/", {"verify_tls": "maybe"})
