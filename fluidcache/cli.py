@@ -50,6 +50,12 @@ def cmd_master(args: argparse.Namespace) -> None:
         port=args.port,
         token=load_token(args.token_file),
         block_size=parse_size(args.block_size, "block-size"),
+        dataset=args.dataset,
+        sync_ttl=args.ttl,
+        heartbeat_interval=args.heartbeat_interval,
+        worker_timeout=args.worker_timeout,
+        restore_from=Path(args.restore_from) if args.restore_from else None,
+        backup_dir=Path(args.backup_dir) if args.backup_dir else None,
     )
     config.validate()
     _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
@@ -141,9 +147,32 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("master", help="run the master (namespace, block map, workers)")
     m.add_argument("sources", nargs="+", metavar="SOURCE", help="URI or NAME=URI")
     m.add_argument("--data-dir", required=True, help="directory for the master's LMDB files")
+    m.add_argument("--dataset", default="default", help="dataset name (default: default)")
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=0, help="0 picks a free port")
     m.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    m.add_argument(
+        "--ttl",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="re-list a directory from its source on access once its listing is S seconds old "
+        "(default 0: never re-check)",
+    )
+    m.add_argument("--heartbeat-interval", type=float, default=2.0, metavar="S")
+    m.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="a worker silent this long is lost and its blocks forgotten (default 20)",
+    )
+    m.add_argument(
+        "--restore-from",
+        metavar="FILE",
+        help="load the namespace from this backup when the data dir is empty",
+    )
+    m.add_argument("--backup-dir", help="where backups are written (default DATA_DIR/backups)")
     _common(m)
     m.set_defaults(fn=cmd_master)
 

@@ -1,0 +1,163 @@
+"""The master's HTTP server: routes, thin handlers, start-up and shutdown.
+
+Each handler decodes one message, calls one :class:`MasterService` method and encodes the answer;
+authentication and the mapping of errors to answers are the shared middleware's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from fluidcache.common import errors
+from fluidcache.common.http import health, make_middlewares, read_message, reply
+from fluidcache.common.protocol import (
+    BLOCK_LOCATIONS,
+    DATASET_REPORT,
+    HEALTH,
+    NS_LIST,
+    NS_LOAD_METADATA,
+    NS_LOAD_STATUS,
+    NS_LOOKUP,
+    NS_STAT,
+    REPORT,
+    WORKER_HEARTBEAT,
+    WORKER_REGISTER,
+    WORKERS,
+    DatasetRequest,
+    HeartbeatRequest,
+    ListRequest,
+    LoadMetadataRequest,
+    LoadStatusRequest,
+    LocationsRequest,
+    LookupRequest,
+    RegisterRequest,
+    StatRequest,
+)
+from fluidcache.master.config import MasterConfig
+from fluidcache.master.service import MasterService
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("master", MasterService)
+MAX_BODY = 256 * 1024 * 1024  # a registration lists every block a worker holds
+
+
+async def ns_stat(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.stat(await read_message(request, StatRequest)))
+
+
+async def ns_lookup(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.lookup(await read_message(request, LookupRequest)))
+
+
+async def ns_list(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.list_page(await read_message(request, ListRequest)))
+
+
+async def load_metadata(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.loads.start(await read_message(request, LoadMetadataRequest)))
+
+
+async def load_status(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.loads.status((await read_message(request, LoadStatusRequest)).job_id))
+
+
+async def block_locations(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.locations(await read_message(request, LocationsRequest)))
+
+
+async def workers(request: web.Request) -> web.Response:
+    return reply(request.app[SERVICE].live_workers())
+
+
+async def register(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.register(await read_message(request, RegisterRequest)))
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.heartbeat(await read_message(request, HeartbeatRequest)))
+
+
+async def report(request: web.Request) -> web.Response:
+    return reply(request.app[SERVICE].report())
+
+
+async def dataset_report(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.report((await read_message(request, DatasetRequest)).dataset))
+
+
+def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
+    """The master's application; the service opens on start-up and closes on clean-up.
+
+    ``clock`` replaces both the wall clock (TTLs) and the monotonic one (worker liveness) in tests.
+    """
+    app = web.Application(middlewares=make_middlewares(config.token), client_max_size=MAX_BODY)
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        service = MasterService.open(config, clock)
+        app[SERVICE] = service
+        service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    app.cleanup_ctx.append(service_ctx)
+    app.router.add_get(HEALTH, health)
+    app.router.add_post(NS_STAT, ns_stat)
+    app.router.add_post(NS_LOOKUP, ns_lookup)
+    app.router.add_post(NS_LIST, ns_list)
+    app.router.add_post(NS_LOAD_METADATA, load_metadata)
+    app.router.add_post(NS_LOAD_STATUS, load_status)
+    app.router.add_post(BLOCK_LOCATIONS, block_locations)
+    app.router.add_post(WORKERS, workers)
+    app.router.add_post(WORKER_REGISTER, register)
+    app.router.add_post(WORKER_HEARTBEAT, heartbeat)
+    app.router.add_post(REPORT, report)
+    app.router.add_post(DATASET_REPORT, dataset_report)
+    return app
+
+
+async def serve(config: MasterConfig, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until cancelled, SIGINT or SIGTERM; ``ready`` gets the base URL once listening."""
+    config.validate()
+    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as e:
+            what = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise errors.ConfigError(f"port: {config.host}:{config.port} {what}") from None
+        port = runner.addresses[0][1]
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        address = f"http://{host}:{port}"
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("master serving dataset %s on %s", config.dataset, address)
+        if ready is not None:
+            ready(address)
+        await stop.wait()
+        log.info("master stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,83 @@
+"""``fluidcache master`` as a process: token from a file, ready file, SIGKILL, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+
+from fluidcache.common.config import TOKEN_FILE_ENV, write_token
+from fluidcache.common.http import RpcClient
+from fluidcache.common.protocol import NS_STAT, FileInfo, StatRequest
+from tests.unit.master.helpers import make_tree
+
+
+@contextlib.contextmanager
+def master_process(
+    args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m fluidcache master ARGS`` in its own process group, killed on the way out."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fluidcache", "master", *args],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], path: Path, log: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"master exited {proc.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{path} did not appear:\n{log.read_text()}"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+async def stat(url: str, token: str, path: str) -> FileInfo:
+    async with aiohttp.ClientSession() as session:
+        return await RpcClient(url, token, session).call(NS_STAT, StatRequest(path=path), FileInfo)
+
+
+async def test_master_process_survives_sigkill(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    token_file = tmp_path / "token"
+    token = write_token(token_file)
+    env = {TOKEN_FILE_ENV: str(token_file)}
+    ready = tmp_path / "ready"
+    args = [f"local://{src}", "--data-dir", str(tmp_path / "data"), "--dataset", "ds"]
+    args += ["--ready-file", str(ready)]
+
+    log = tmp_path / "master.log"
+    with master_process(args, env, log) as proc:
+        url = await asyncio.to_thread(wait_ready, proc, ready, log)
+        info = await stat(url, token, "/ds/a/b/deep.txt")
+        assert info.size == 1000
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    (src / "a" / "b" / "deep.txt").unlink()  # a re-listing would notice; the namespace must not
+    ready.unlink()
+    with master_process(args, env, log) as proc:
+        url = await asyncio.to_thread(wait_ready, proc, ready, log)
+        assert await stat(url, token, "/ds/a/b/deep.txt") == info
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
