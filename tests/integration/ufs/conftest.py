@@ -1,0 +1,342 @@
+"""Real servers for the UFS suites: nginx (autoindex), ``python -m http.server`` and moto's S3.
+
+Each server starts once per session on 127.0.0.1 and is always stopped in ``finally``. A test gets
+a :class:`Source`: a fresh directory (or key prefix) on one of them, something to put files there
+the way the source's owner would, and the adapter that reads it.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fluidcache.ufs import UnderFileSystem, create_ufs
+
+BUCKET = "fluidcache-test"
+ACCESS_KEY, SECRET_KEY = "AKIAFLUIDCACHETEST", "fluidcache-secret-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
+    """True once ``port`` accepts connections; False if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
+
+
+def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 15.0) -> re.Match[str]:
+    """The first line of ``proc``'s stdout matching ``pattern``."""
+    assert proc.stdout is not None
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline().decode(errors="replace")
+            if not line and proc.poll() is not None:
+                break
+            seen.append(line)
+            if m := re.search(pattern, line):
+                return m
+    raise AssertionError(f"{proc.args!r}: no line like {pattern!r}; got {''.join(seen)!r}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``'s whole process group, then kill it if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+class Server(abc.ABC):
+    """A running source server; :meth:`source` carves out a fresh root for one test."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def source(self) -> Source: ...
+
+
+class Source(abc.ABC):
+    """A fresh, empty root on a server, the writer of its content and its adapter's URI."""
+
+    uri: str
+    options: dict[str, str]
+
+    @abc.abstractmethod
+    def write(self, path: str, data: bytes) -> None:
+        """Create or replace file ``path`` (parents are created)."""
+
+    @abc.abstractmethod
+    def mkdir(self, path: str) -> None:
+        """Create an empty directory ``path``."""
+
+    def ufs(self, **options: str) -> UnderFileSystem:
+        return create_ufs(self.uri, {**self.options, **options})
+
+
+class DiskSource(Source):
+    """A directory on disk, read directly or published by an HTTP server."""
+
+    def __init__(self, root: Path, uri: str) -> None:
+        self.root, self.uri, self.options = root, uri, {}
+        root.mkdir(parents=True)
+
+    def write(self, path: str, data: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.stat().st_mtime if target.exists() else None
+        target.write_bytes(data)
+        if old is not None:  # sources that version by mtime see seconds, not nanoseconds
+            os.utime(target, (old + 10, old + 10))
+
+    def mkdir(self, path: str) -> None:
+        (self.root / path).mkdir(parents=True, exist_ok=True)
+
+
+class LocalServer(Server):
+    kind = "local"
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._n = itertools.count()
+
+    def source(self) -> Source:
+        root = self.base / f"t{next(self._n)}"
+        return DiskSource(root, f"local://{root}")
+
+
+class HttpServer(Server):
+    """Serves ``www`` over HTTP on ``port``; each test gets a subdirectory."""
+
+    def __init__(self, kind: str, www: Path, port: int) -> None:
+        self.kind, self.www, self.port = kind, www, port
+        self._n = itertools.count()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def source(self) -> Source:
+        name = f"t{next(self._n)}"
+        return DiskSource(self.www / name, f"{self.url}{name}/")
+
+
+NGINX_CONF = """\
+{user}
+worker_processes 1;
+pid {base}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    client_body_temp_path {base}/tmp/body;
+    proxy_temp_path {base}/tmp/proxy;
+    fastcgi_temp_path {base}/tmp/fastcgi;
+    uwsgi_temp_path {base}/tmp/uwsgi;
+    scgi_temp_path {base}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        autoindex on;
+        charset utf-8;
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """Debian's nginx-light with autoindex on, on a free port, stopped in ``finally``."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(binary, os.X_OK):
+        pytest.fail("nginx is not installed: run scripts/bootstrap.sh (Debian package nginx-light)")
+    base = tmp_path_factory.mktemp("nginx")
+    www = base / "www"
+    www.mkdir()
+    (base / "tmp").mkdir()
+    for _ in range(5):  # the free port may be taken before nginx binds it
+        port = free_port()
+        conf = base / "nginx.conf"
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(NGINX_CONF.format(user=user, base=base, port=port, www=www))
+        proc = subprocess.Popen(
+            [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            if wait_port(proc, port):
+                yield HttpServer("http-nginx", www, port)
+                return
+            assert proc.stderr is not None
+            error = proc.stderr.read().decode(errors="replace")
+            if "Address already in use" not in error:
+                pytest.fail(f"nginx did not start: {error}")
+        finally:
+            stop(proc)
+    pytest.fail("nginx: no free port after 5 tries")
+
+
+@pytest.fixture(scope="session")
+def python_http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """``python -m http.server`` (no Range support, no ETag) on an ephemeral port."""
+    www = tmp_path_factory.mktemp("pyhttp")
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(www)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        port = int(wait_line(proc, r"port (\d+)").group(1))
+        yield HttpServer("http-python", www, port)
+    finally:
+        stop(proc)
+
+
+class S3Source(Source):
+    """A fresh key prefix in the test bucket."""
+
+    def __init__(self, client: Any, prefix: str, options: dict[str, str]) -> None:
+        self.client, self.prefix, self.options = client, prefix, options
+        self.uri = f"s3://{BUCKET}/{prefix}"
+
+    def write(self, path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=BUCKET, Key=f"{self.prefix}/{path}", Body=data)
+
+    def mkdir(self, path: str) -> None:
+        self.client.put_object(Bucket=BUCKET, Key=f"{self.prefix}/{path}/", Body=b"")
+
+
+class MotoServer(Server):
+    kind = "s3-moto"
+
+    def __init__(self, endpoint: str, credentials_file: Path) -> None:
+        import boto3  # the tests' own writer; the adapter uses aiobotocore
+
+        self.endpoint = endpoint
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        self.options = {
+            "endpoint_url": endpoint,
+            "region": "us-east-1",
+            "addressing_style": "path",
+            "credentials_file": str(credentials_file),
+        }
+
+    def source(self) -> Source:
+        return S3Source(self.client, f"t-{uuid.uuid4().hex[:8]}", dict(self.options))
+
+
+def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto server process on an ephemeral port, and its endpoint URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        port = wait_line(proc, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
+    except BaseException:
+        stop(proc)
+        raise
+    # moto logs every request to stdout; a full pipe would stall it
+    assert proc.stdout is not None
+    threading_drain(proc.stdout)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def threading_drain(stream: Any) -> None:
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in iter(stream.readline, b"")], daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's S3 server in a subprocess (its global state stays out of the test process)."""
+    proc, endpoint = start_moto()
+    try:
+        creds = tmp_path_factory.mktemp("s3") / "credentials"
+        creds.write_text(f"aws_access_key_id={ACCESS_KEY}\naws_secret_access_key={SECRET_KEY}\n")
+        creds.chmod(0o600)
+        server = MotoServer(endpoint, creds)
+        server.client.create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> LocalServer:
+    return LocalServer(tmp_path_factory.mktemp("local"))
+
+
+ADAPTERS = {
+    "local": "local_server",
+    "http-nginx": "nginx_server",
+    "http-python": "python_http_server",
+    "s3-moto": "moto_server",
+}
+
+
+@pytest.fixture(params=list(ADAPTERS))
+def source(request: pytest.FixtureRequest) -> Source:
+    """A fresh, empty root on each kind of source in turn."""
+    server: Server = request.getfixturevalue(ADAPTERS[request.param])
+    return server.source()
+
+
+@pytest.fixture
+async def ufs(source: Source) -> AsyncIterator[UnderFileSystem]:
+    """The adapter for ``source``, closed after the test."""
+    adapter = source.ufs()
+    try:
+        yield adapter
+    finally:
+        await adapter.close()
