@@ -17,6 +17,7 @@ from aiohttp import web
 from fluidcache.common import errors
 from fluidcache.common.http import health, make_middlewares, read_message, reply
 from fluidcache.common.protocol import (
+    BACKUP,
     BLOCK_LOCATIONS,
     DATASET_REPORT,
     HEALTH,
@@ -29,6 +30,7 @@ from fluidcache.common.protocol import (
     WORKER_HEARTBEAT,
     WORKER_REGISTER,
     WORKERS,
+    BackupRequest,
     DatasetRequest,
     HeartbeatRequest,
     ListRequest,
@@ -101,6 +103,11 @@ async def dataset_report(request: web.Request) -> web.Response:
     return reply(svc.report((await read_message(request, DatasetRequest)).dataset))
 
 
+async def backup(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.backup(await read_message(request, BackupRequest)))
+
+
 def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """The master's application; the service opens on start-up and closes on clean-up.
 
@@ -130,6 +137,7 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_post(WORKER_HEARTBEAT, heartbeat)
     app.router.add_post(REPORT, report)
     app.router.add_post(DATASET_REPORT, dataset_report)
+    app.router.add_post(BACKUP, backup)
     return app
 
 

@@ -11,10 +11,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fluidcache.common import errors
 from fluidcache.common.protocol import (
     ROOT_INO,
+    BackupReply,
+    BackupRequest,
     FileInfo,
     HeartbeatReply,
     HeartbeatRequest,
@@ -31,10 +34,11 @@ from fluidcache.common.protocol import (
     WorkerInfo,
     WorkersReply,
 )
+from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, write_backup
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import MetadataLoads
-from fluidcache.master.namespace import DatasetStats, Namespace, split_path
+from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.workers import WorkerRegistry
@@ -64,12 +68,15 @@ class MasterService:
         )
         self.loads = MetadataLoads(self.sync, self.resolve)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._backups: set[asyncio.Future[BackupInfo]] = set()
 
     @classmethod
     def open(cls, config: MasterConfig, clock: Callable[[], float] | None = None) -> MasterService:
         """Open (or create) the LMDB environment and declare the configured dataset."""
         store = Store(config.data_dir, config.map_size)
         try:
+            if config.restore_from is not None:
+                _restore(store, config.restore_from)
             service = cls(config, store, clock)
             mounts = [
                 MountInfo(config.dataset, name, uri, dict(config.mount_options.get(name, {})))
@@ -96,6 +103,8 @@ class MasterService:
     async def close(self) -> None:
         """Stop background work, close the sources, close LMDB."""
         await self.loads.close()
+        # A backup reads LMDB in a thread that cannot be interrupted: let it finish first.
+        await asyncio.gather(*self._backups, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(BaseException):
@@ -194,3 +203,30 @@ class MasterService:
 
     def all_workers(self) -> list[WorkerInfo]:
         return self.workers.all()
+
+    # ---- backups --------------------------------------------------------------------------
+
+    async def backup(self, request: BackupRequest) -> BackupReply:
+        """Write a backup of the namespace into the backup dir; never overwrites silently."""
+        name = request.name or time.strftime("backup-%Y%m%d-%H%M%S.fcbak", time.gmtime())
+        if not valid_name(name) or name.startswith("."):
+            raise errors.InvalidArgument(f"backup name {name!r}: a plain file name is needed")
+        path = self.config.backups / name
+        if path.exists():
+            raise errors.InvalidArgument(f"backup {path} already exists")
+        job = asyncio.ensure_future(asyncio.to_thread(write_backup, self.store, path))
+        self._backups.add(job)
+        job.add_done_callback(self._backups.discard)
+        info = await asyncio.shield(job)
+        log.info("backup %s: %d inodes, %d bytes", info.path, info.inodes, info.size)
+        return BackupReply(str(info.path), info.size, info.inodes, info.checksum)
+
+
+def _restore(store: Store, path: Path) -> None:
+    """Load ``path`` into a fresh store; with a namespace already there, only verify it."""
+    if store.is_empty():
+        records = restore_backup(store, path)
+        log.info("restored %d records from %s", records, path)
+    else:
+        verify_backup(path)
+        log.warning("data dir already holds a namespace: kept, %s not restored", path)

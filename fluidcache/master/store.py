@@ -38,7 +38,6 @@ DB_NAMES = (
     "workers",
     "meta",
 )
-NAMESPACE_DBS = ("inodes", "dentries", "datasets", "mounts", "meta")
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
 
 _DENTRY = struct.Struct(">QI?")

@@ -11,6 +11,7 @@ from fluidcache.common import errors
 from fluidcache.common.blockid import block_id
 from fluidcache.common.http import auth_headers
 from fluidcache.common.protocol import (
+    BACKUP,
     BLOCK_LOCATIONS,
     DATASET_REPORT,
     HEALTH,
@@ -24,6 +25,8 @@ from fluidcache.common.protocol import (
     WORKER_HEARTBEAT,
     WORKER_REGISTER,
     WORKERS,
+    BackupReply,
+    BackupRequest,
     DatasetRequest,
     ErrorReply,
     FileInfo,
@@ -133,3 +136,17 @@ async def test_workers_and_locations_over_http(tmp_path: Path) -> None:
         assert (await m.rpc.call(WORKERS, None, WorkersReply)).workers == []
         again = await m.rpc.call(WORKER_HEARTBEAT, HeartbeatRequest("w1"), HeartbeatReply)
         assert again.reregister
+
+
+async def test_backup_over_http_then_restore(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    async with running_master(config(tmp_path / "data", src)) as m:
+        await m.rpc.call(NS_LOAD_METADATA, LoadMetadataRequest("/"), LoadMetadataReply)
+        info = await m.rpc.call(NS_STAT, StatRequest(path="/default/c/empty"), FileInfo)
+        made = await m.rpc.call(BACKUP, BackupRequest(), BackupReply)
+        assert made.inodes == 9 and Path(made.path).parent == tmp_path / "data" / "backups"
+    cfg = config(tmp_path / "data2", src, restore_from=Path(made.path))
+    async with running_master(cfg) as m:
+        assert await m.rpc.call(NS_STAT, StatRequest(path="/default/c/empty"), FileInfo) == info
+        assert m.app[SERVICE].sync.listings == 0
