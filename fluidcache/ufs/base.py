@@ -69,6 +69,7 @@ class UnderFileSystem(abc.ABC):
 
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
+        return None
 
     async def __aenter__(self) -> UnderFileSystem:
         return self

@@ -41,6 +41,7 @@ from yarl import URL
 
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
+from fluidcache.ufs._options import option_bool, option_number
 from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
 
 log = logging.getLogger(__name__)
@@ -59,30 +60,6 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def _bool(options: Mapping[str, str], key: str, default: bool) -> bool:
-    value = options.get(key)
-    if value is None:
-        return default
-    if value.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise errors.ConfigError(f"option {key}: expected true or false, got {value!r}")
-
-
-def _number(options: Mapping[str, str], key: str, default: float, minimum: float = 0) -> float:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise errors.ConfigError(f"option {key}: expected a number, got {value!r}") from None
-    if number < minimum:
-        raise errors.ConfigError(f"option {key}: must be at least {minimum}, got {value!r}")
-    return number
 
 
 def _segments(raw_path: str) -> list[str]:
@@ -210,18 +187,18 @@ class HttpUfs(UnderFileSystem):
         self._root = f"{parts.scheme.lower()}://{parts.netloc}{path}"
         self._root_segments = _segments(path)[:-1]
         opts = self.options
-        self.timeout = _number(opts, "timeout", 30.0, 0.001)
-        self.connect_timeout = _number(opts, "connect_timeout", 10.0, 0.001)
-        self.retries = int(_number(opts, "retries", 4))
-        self.backoff = _number(opts, "backoff", 0.2)
-        self.backoff_max = _number(opts, "backoff_max", 5.0)
-        self.list_concurrency = max(1, int(_number(opts, "list_concurrency", 8, 1)))
+        self.timeout = option_number(opts, "timeout", 30.0, 0.001)
+        self.connect_timeout = option_number(opts, "connect_timeout", 10.0, 0.001)
+        self.retries = int(option_number(opts, "retries", 4))
+        self.backoff = option_number(opts, "backoff", 0.2)
+        self.backoff_max = option_number(opts, "backoff_max", 5.0)
+        self.list_concurrency = max(1, int(option_number(opts, "list_concurrency", 8, 1)))
         self.max_listing_bytes = parse_size(
             opts.get("max_listing_bytes", "64Mi"), "option max_listing_bytes"
         )
-        self.skip_missing_entries = _bool(opts, "skip_missing_entries", False)
+        self.skip_missing_entries = option_bool(opts, "skip_missing_entries", False)
         self._ssl: ssl.SSLContext | bool = True
-        if not _bool(opts, "verify_tls", True):
+        if not option_bool(opts, "verify_tls", True):
             self._ssl = False
         elif opts.get("ca_file"):
             self._ssl = ssl.create_default_context(cafile=opts["ca_file"])

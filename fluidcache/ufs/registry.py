@@ -16,6 +16,9 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "hostpath": ("fluidcache.ufs.local", "LocalUfs", ""),
     "http": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
     "https": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
+    "s3": ("fluidcache.ufs.s3", "S3Ufs", "aiobotocore"),
+    "pvc": ("fluidcache.ufs.local", "PvcUfs", ""),
+    "nfs": ("fluidcache.ufs.local", "NfsUfs", ""),
 }
 
 
@@ -33,8 +36,9 @@ def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileS
     try:
         module, cls, extra = _ADAPTERS[scheme]
     except KeyError:
+        supported = ", ".join(supported_schemes())
         raise ConfigError(
-            f"source {uri!r}: unsupported scheme {scheme!r} (supported: {', '.join(supported_schemes())})"
+            f"source {uri!r}: unsupported scheme {scheme!r} (supported: {supported})"
         ) from None
     try:
         adapter: type[UnderFileSystem] = getattr(importlib.import_module(module), cls)

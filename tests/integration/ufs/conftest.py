@@ -11,12 +11,12 @@ import abc
 import itertools
 import os
 import re
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -51,20 +51,33 @@ def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -
     raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
 
 
-def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 15.0) -> re.Match[str]:
-    """The first line of ``proc``'s stdout matching ``pattern``."""
-    assert proc.stdout is not None
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if ready:
-            line = proc.stdout.readline().decode(errors="replace")
-            if not line and proc.poll() is not None:
+class Output:
+    """Collects a child's output lines on a thread (so a full pipe never stalls the child)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.proc, self.lines = proc, list[str]()
+        self._stream = proc.stdout
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in iter(self._stream.readline, b""):
+                self.lines.append(line.decode(errors="replace"))
+        except (OSError, ValueError):
+            return  # the stream was closed by stop()
+
+    def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """The first line matching ``pattern``; AssertionError if the child exits or is silent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None:
                 break
-            seen.append(line)
-            if m := re.search(pattern, line):
-                return m
-    raise AssertionError(f"{proc.args!r}: no line like {pattern!r}; got {''.join(seen)!r}")
+            time.sleep(0.02)
+        raise AssertionError(f"{self.proc.args!r}: no line like {pattern!r} in {self.lines!r}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -225,7 +238,7 @@ def python_http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Htt
         start_new_session=True,
     )
     try:
-        port = int(wait_line(proc, r"port (\d+)").group(1))
+        port = int(Output(proc).wait_for(r"port (\d+)").group(1))
         yield HttpServer("http-python", www, port)
     finally:
         stop(proc)
@@ -281,20 +294,11 @@ def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[byte
         start_new_session=True,
     )
     try:
-        port = wait_line(proc, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
+        port = Output(proc).wait_for(r"Running on http://127\.0\.0\.1:(\d+)").group(1)
     except BaseException:
         stop(proc)
         raise
-    # moto logs every request to stdout; a full pipe would stall it
-    assert proc.stdout is not None
-    threading_drain(proc.stdout)
     return proc, f"http://127.0.0.1:{port}"
-
-
-def threading_drain(stream: Any) -> None:
-    import threading
-
-    threading.Thread(target=lambda: [None for _ in iter(stream.readline, b"")], daemon=True).start()
 
 
 @pytest.fixture(scope="session")

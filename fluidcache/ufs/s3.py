@@ -1,0 +1,445 @@
+"""S3 and S3-compatible stores, ``s3://bucket/prefix``, through aiobotocore (used only here).
+
+Directories are key prefixes (``Delimiter='/'``); an empty object named ``dir/`` (a "folder"
+marker) makes an empty directory. A file's version is its ETag. URIs keep keys raw, as the AWS CLI
+does: ``uri("a b#1")`` is ``s3://bucket/prefix/a b#1``.
+
+Options (all strings): ``endpoint_url``, ``region``, ``addressing_style`` (``path``, ``virtual``,
+``auto``; ``path`` when an endpoint is given), ``credentials_file``, ``anonymous`` (true for public
+buckets: unsigned requests), ``retries`` (4: throttling, 5xx and dropped connections, botocore's
+``standard`` mode), ``connect_timeout`` (10 s), ``timeout`` (30 s of silence while reading),
+``page_size`` (1000 keys per listing page), ``max_connections`` (32).
+
+Endpoint, region and credentials otherwise come from the environment: ``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` (or botocore's usual chain). A credentials file
+holds ``key=value`` lines (``aws_access_key_id``, ``aws_secret_access_key``, optionally
+``aws_session_token``). Secrets are never accepted as options, logged, or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any, NoReturn
+
+import aiohttp
+import botocore.exceptions as bex  # type: ignore[import-untyped]
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore import UNSIGNED  # type: ignore[import-untyped]
+
+from fluidcache.common import errors
+from fluidcache.ufs._options import option_bool, option_number
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
+
+_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "ExpiredToken",
+        "InvalidToken",
+        "InvalidSecurity",
+        "401",
+        "Unauthorized",
+    }
+)
+_KEY_FIELDS = {
+    "aws_access_key_id": "key",
+    "access_key_id": "key",
+    "access_key": "key",
+    "aws_secret_access_key": "secret",
+    "secret_access_key": "secret",
+    "secret_key": "secret",
+    "aws_session_token": "token",
+    "session_token": "token",
+}
+_SECRET_WORDS = ("secret", "password", "token", "access_key")
+_STREAM_ERRORS = (
+    aiohttp.ClientError,
+    TimeoutError,
+    bex.ResponseStreamingError,
+    bex.ReadTimeoutError,
+    bex.ConnectionClosedError,
+)
+
+
+class Credentials:
+    """Keys read from a credentials file; ``repr`` never shows them."""
+
+    __slots__ = ("_key", "_secret", "_token", "source")
+
+    def __init__(self, key: str, secret: str, token: str | None, source: str) -> None:
+        self._key, self._secret, self._token, self.source = key, secret, token, source
+
+    def __repr__(self) -> str:
+        return f"<Credentials from {self.source}>"
+
+    def client_kwargs(self) -> dict[str, str | None]:
+        return {
+            "aws_access_key_id": self._key,
+            "aws_secret_access_key": self._secret,
+            "aws_session_token": self._token,
+        }
+
+    @classmethod
+    def from_file(cls, path: str) -> Credentials:
+        """Parse ``key=value`` lines (``#`` comments and ``[section]`` headers are ignored)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise errors.ConfigError(f"option credentials_file: cannot read {path} ({e})") from None
+        found: dict[str, str] = {}
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith(("#", ";", "[")):
+                continue
+            name, sep, value = line.partition("=")
+            field = _KEY_FIELDS.get(name.strip().lower())
+            if not sep or field is None:
+                # the line may hold a secret: name its number, never its text
+                raise errors.ConfigError(
+                    f"option credentials_file: {path} line {number} is not a known key=value"
+                )
+            found[field] = value.strip().strip("'\"")
+        if not found.get("key") or not found.get("secret"):
+            raise errors.ConfigError(
+                f"option credentials_file: {path} needs aws_access_key_id and aws_secret_access_key"
+            )
+        return cls(found["key"], found["secret"], found.get("token") or None, path)
+
+
+def _code(e: bex.ClientError) -> tuple[str, int]:
+    error = e.response.get("Error", {})
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(error.get("Code", "")), int(status or 0)
+
+
+class S3Ufs(UnderFileSystem):
+    """Objects under a bucket prefix, seen as a directory tree."""
+
+    schemes = ("s3",)
+
+    def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(root_uri, options)
+        if not root_uri.startswith("s3://"):
+            raise errors.ConfigError(f"source {root_uri!r}: expected s3://bucket/prefix")
+        bucket, _, prefix = root_uri[len("s3://") :].partition("/")
+        if not bucket or any(c in bucket for c in "?#% "):
+            raise errors.ConfigError(f"source {root_uri!r}: not a valid bucket name {bucket!r}")
+        opts = self.options
+        for name in opts:
+            if name != "credentials_file" and any(w in name.lower() for w in _SECRET_WORDS):
+                raise errors.ConfigError(
+                    f"option {name}: secrets are not accepted in the dataset spec; "
+                    "use credentials_file or the AWS_* environment variables"
+                )
+        self.bucket = bucket
+        self.prefix = clean_path(prefix)
+        self.endpoint_url = (
+            opts.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+        self.region = (
+            opts.get("region")
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+        style = opts.get("addressing_style", "path" if self.endpoint_url else "auto")
+        if style not in ("path", "virtual", "auto"):
+            raise errors.ConfigError(
+                f"option addressing_style: path, virtual or auto, not {style!r}"
+            )
+        self.retries = int(option_number(opts, "retries", 4))
+        self.page_size = max(1, min(1000, int(option_number(opts, "page_size", 1000, 1))))
+        anonymous = option_bool(opts, "anonymous", False)
+        self._credentials = (
+            Credentials.from_file(opts["credentials_file"])
+            if opts.get("credentials_file")
+            else None
+        )
+        self._config = AioConfig(
+            connect_timeout=option_number(opts, "connect_timeout", 10.0, 0.001),
+            read_timeout=option_number(opts, "timeout", 30.0, 0.001),
+            retries={"total_max_attempts": self.retries + 1, "mode": "standard"},
+            s3={"addressing_style": style},
+            max_pool_connections=int(option_number(opts, "max_connections", 32, 1)),
+            signature_version=UNSIGNED if anonymous else None,
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client_obj: Any = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"S3Ufs('s3://{self.bucket}/{self.prefix}')"
+
+    # -- URIs ----------------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return "/".join(p for p in (self.prefix, clean_path(path)) if p)
+
+    def uri(self, path: str) -> str:
+        return f"s3://{self.bucket}/{self._key(path)}"
+
+    def relpath(self, uri: str) -> str:
+        head = f"s3://{self.bucket}/"
+        if not uri.startswith(head) and uri != head[:-1]:
+            raise errors.InvalidArgument(f"{uri!r} is not under {self.uri('')!r}")
+        key = uri[len(head) :].strip("/")
+        if self.prefix:
+            if key != self.prefix and not key.startswith(self.prefix + "/"):
+                raise errors.InvalidArgument(f"{uri!r} is not under {self.uri('')!r}")
+            key = key[len(self.prefix) :]
+        return clean_path(key)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _client(self) -> Any:
+        if self._closed:
+            raise errors.FluidcacheError(f"{self!r} is closed")
+        if self._client_obj is None:
+            async with self._lock:
+                if self._client_obj is None:
+                    stack = contextlib.AsyncExitStack()
+                    creds = self._credentials.client_kwargs() if self._credentials else {}
+                    self._client_obj = await stack.enter_async_context(
+                        get_session().create_client(
+                            "s3",
+                            region_name=self.region,
+                            endpoint_url=self.endpoint_url,
+                            config=self._config,
+                            **creds,
+                        )
+                    )
+                    self._stack = stack
+        return self._client_obj
+
+    def _raise(self, e: Exception, what: str, path: str) -> NoReturn:
+        """Turn a botocore / aiohttp failure into the matching fluidcache error."""
+        where = f"{what} s3://{self.bucket}/{self._key(path)}"
+        if isinstance(e, bex.ClientError):
+            code, status = _code(e)
+            if code in _NOT_FOUND or status == 404:
+                raise errors.NotFound(f"{path or '/'}: not found ({where}: {code})") from None
+            if code in _DENIED or status in (401, 403):
+                raise errors.PermissionDenied(f"{where}: access denied ({code})") from None
+            if status >= 500 or status in (408, 429) or "Throttl" in code or code == "SlowDown":
+                raise errors.SourceUnavailable(
+                    f"{where}: {code or status} (gave up after {self.retries + 1} attempts)"
+                ) from None
+            raise errors.SourceError(f"{where}: {code or status}") from None
+        if isinstance(e, bex.NoCredentialsError | bex.PartialCredentialsError):
+            raise errors.PermissionDenied(
+                f"{where}: no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or the option credentials_file)"
+            ) from None
+        if isinstance(e, bex.ParamValidationError):
+            raise errors.InvalidArgument(f"{where}: {e}") from None
+        if isinstance(
+            e,
+            bex.EndpointConnectionError
+            | bex.ConnectTimeoutError
+            | bex.ReadTimeoutError
+            | bex.ConnectionClosedError
+            | bex.ResponseStreamingError
+            | aiohttp.ClientError
+            | TimeoutError,
+        ):
+            raise errors.SourceUnavailable(f"{where}: {type(e).__name__}: {e}") from None
+        if isinstance(e, errors.FluidcacheError):
+            raise e
+        raise errors.SourceError(f"{where}: {type(e).__name__}: {e}") from None
+
+    async def _call(self, what: str, path: str, **kwargs: Any) -> Any:
+        """One S3 operation (botocore retries it), errors mapped."""
+        try:
+            client = await self._client()
+            return await getattr(client, what)(Bucket=self.bucket, **kwargs)
+        except (bex.BotoCoreError, bex.ClientError, aiohttp.ClientError, TimeoutError) as e:
+            self._raise(e, what, path)
+
+    # -- stat and list -------------------------------------------------------------------------
+
+    def _dir_prefix(self, path: str) -> str:
+        key = self._key(path)
+        return key + "/" if key else ""
+
+    async def _is_dir(self, path: str) -> bool:
+        if not self._key(path):
+            await self._call("head_bucket", path)
+            return True
+        page = await self._call(
+            "list_objects_v2", path, Prefix=self._dir_prefix(path), Delimiter="/", MaxKeys=1
+        )
+        return bool(page.get("KeyCount") or page.get("Contents") or page.get("CommonPrefixes"))
+
+    async def stat(self, path: str) -> UfsStatus:
+        path = clean_path(path)
+        name = path.rpartition("/")[2]
+        if path:
+            try:
+                head = await self._call("head_object", path, Key=self._key(path))
+            except errors.NotFound:
+                pass
+            else:
+                return UfsStatus(
+                    name=name,
+                    is_dir=False,
+                    size=int(head.get("ContentLength", 0)),
+                    mtime=head["LastModified"].timestamp() if "LastModified" in head else 0.0,
+                    version=str(head.get("ETag", "")),
+                )
+        if await self._is_dir(path):
+            return UfsStatus(name=name, is_dir=True)
+        raise errors.NotFound(f"{path or '/'}: no object or prefix {self.uri(path)}")
+
+    async def list(self, path: str) -> AsyncGenerator[UfsStatus, None]:
+        path = clean_path(path)
+        prefix = self._dir_prefix(path)
+        client = await self._client()
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket,
+            Prefix=prefix,
+            Delimiter="/",
+            PaginationConfig={"PageSize": self.page_size},
+        )
+        seen_any = False
+        try:
+            async for page in pages:
+                seen_any = seen_any or bool(page.get("KeyCount") or page.get("Contents"))
+                for entry in self._page_entries(page, prefix):
+                    yield entry
+        except (bex.BotoCoreError, bex.ClientError, aiohttp.ClientError, TimeoutError) as e:
+            self._raise(e, "list_objects_v2", path)
+        if not seen_any and (path or self.prefix):
+            await self._missing_dir(path)
+
+    async def _missing_dir(self, path: str) -> None:
+        """An empty listing: the path is a file, or nothing (buckets hold no empty prefixes)."""
+        if path and (await self.stat(path)).is_dir is False:
+            raise errors.NotADirectory(f"{path}: not a directory")
+        raise errors.NotFound(f"{path or '/'}: no objects under {self.uri(path)}/")
+
+    def _page_entries(self, page: Mapping[str, Any], prefix: str) -> builtins.list[UfsStatus]:
+        out: builtins.list[UfsStatus] = []
+        dirs = set()
+        for cp in page.get("CommonPrefixes", ()):
+            name = str(cp["Prefix"])[len(prefix) :].rstrip("/")
+            if name and name not in (".", "..") and "/" not in name:
+                dirs.add(name)
+                out.append(UfsStatus(name=name, is_dir=True))
+        for obj in page.get("Contents", ()):
+            name = str(obj["Key"])[len(prefix) :]
+            if not name or name in (".", "..") or "/" in name or name in dirs:
+                continue  # the folder marker itself, or a key shadowed by a same-named prefix
+            out.append(
+                UfsStatus(
+                    name=name,
+                    is_dir=False,
+                    size=int(obj.get("Size", 0)),
+                    mtime=obj["LastModified"].timestamp() if "LastModified" in obj else 0.0,
+                    version=str(obj.get("ETag", "")),
+                )
+            )
+        return out
+
+    # -- read ----------------------------------------------------------------------------------
+
+    async def read(self, path: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise errors.InvalidArgument(f"{path}: negative offset or length")
+        if length == 0:
+            return b""
+        async with aclosing(self.read_stream(path, offset, length, 1 << 20)) as pieces:
+            return b"".join([piece async for piece in pieces])
+
+    async def read_stream(
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+    ) -> AsyncGenerator[bytes, None]:
+        if offset < 0 or length < 0 or chunk <= 0:
+            raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
+        path = clean_path(path)
+        if not path:
+            raise errors.IsADirectory("/: is a directory")
+        pos, end = offset, offset + length
+        failures = 0
+        while pos < end:
+            resp = await self._get_range(path, pos, end)
+            if resp is None:
+                return  # at or past the end of the object
+            body = resp["Body"]
+            expected = int(resp.get("ContentLength", end - pos))
+            got = 0
+            try:
+                async with body:
+                    async for data in body.iter_chunks(max(chunk, 64 * 1024)):
+                        for i in range(0, len(data), chunk):
+                            piece = data[i : i + chunk]
+                            got += len(piece)
+                            pos += len(piece)
+                            failures = 0
+                            yield piece
+            except _STREAM_ERRORS as e:
+                # botocore retries requests, not bodies: resume from where the stream broke
+                failures += 1
+                if failures > self.retries:
+                    self._raise(e, "get_object", path)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            if got < expected:
+                failures += 1
+                if failures > self.retries:
+                    raise errors.SourceUnavailable(
+                        f"{self.uri(path)}: body ended after {got} of {expected} bytes"
+                    )
+                continue
+            return
+
+    async def _get_range(self, path: str, pos: int, end: int) -> Any:
+        """The ``get_object`` answer for bytes ``[pos, end)``; None past the end of the object."""
+        try:
+            client = await self._client()
+            resp = await client.get_object(
+                Bucket=self.bucket, Key=self._key(path), Range=f"bytes={pos}-{end - 1}"
+            )
+        except bex.ClientError as e:
+            if _code(e)[0] == "InvalidRange" or _code(e)[1] == 416:
+                return None
+            try:
+                self._raise(e, "get_object", path)
+            except errors.NotFound:
+                if await self._is_dir(path):
+                    raise errors.IsADirectory(f"{path}: is a directory") from None
+                raise
+        except (bex.BotoCoreError, aiohttp.ClientError, TimeoutError) as e:
+            self._raise(e, "get_object", path)
+        content_range = str(resp.get("ContentRange", ""))
+        if content_range and not content_range.startswith(f"bytes {pos}-"):
+            resp["Body"].close()
+            raise errors.SourceError(
+                f"{self.uri(path)}: asked for bytes from {pos}, got {content_range!r}"
+            )
+        return resp
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._stack is not None:
+            stack, self._stack, self._client_obj = self._stack, None, None
+            await stack.aclose()
