@@ -77,7 +77,9 @@ class Proc:
                 self.popen.wait(10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)  # stragglers of the group
-        self._reader.join(2)
+        self._reader.join(5)
+        if not self._reader.is_alive() and self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 def fluidcache(*args: str, env: dict[str, str] | None = None) -> Proc:
