@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgpack
@@ -150,3 +151,18 @@ async def test_backup_over_http_then_restore(tmp_path: Path) -> None:
     async with running_master(cfg) as m:
         assert await m.rpc.call(NS_STAT, StatRequest(path="/default/c/empty"), FileInfo) == info
         assert m.app[SERVICE].sync.listings == 0
+
+
+async def test_the_background_sweep_drops_a_silent_worker(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    cfg = config(tmp_path / "data", tmp_path / "src", heartbeat_interval=0.05, worker_timeout=0.2)
+    async with running_master(cfg) as m:
+        w = WorkerInfo("w1", "http://127.0.0.1:9")
+        await m.rpc.call(WORKER_REGISTER, RegisterRequest(w, [B[0]]), RegisterReply)
+        for _ in range(100):
+            if not (await m.rpc.call(WORKERS, None, WorkersReply)).workers:
+                break
+            await asyncio.sleep(0.05)
+        assert (await m.rpc.call(WORKERS, None, WorkersReply)).workers == []
+        where = await m.rpc.call(BLOCK_LOCATIONS, LocationsRequest([B[0]]), LocationsReply)
+        assert where.locations == {}
