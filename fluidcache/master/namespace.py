@@ -289,7 +289,11 @@ class Namespace:
                 if not valid_name(e.name):
                     log.warning("%s: skipping entry with unusable name %r", directory.path, e.name)
                     continue
-                counts.add(Counts(0, int(not e.is_dir), int(e.is_dir), 0 if e.is_dir else e.size))
+                if e.is_dir:
+                    counts.dirs += 1
+                else:
+                    counts.files += 1
+                    counts.bytes += e.size
                 key = dentry_key(parent, e.name)
                 old = txn.get(key, db=self.store.dentries)
                 if old is not None:

@@ -94,9 +94,13 @@ class Syncer:
                 ino = await queue.get()
                 try:
                     node = self.ns.get(ino)
+                    has_dirs = True
                     if force or self.stale(node):
-                        progress.add(await self.list_dir(ino))
-                    for sub in self.ns.subdirs(ino):
+                        counts = await self.list_dir(ino)
+                        progress.add(counts)
+                        # A listing that saw no directory spares a scan of its entries.
+                        has_dirs = counts.dirs > 0 or not counts.dirs_listed
+                    for sub in self.ns.subdirs(ino) if has_dirs else ():
                         queue.put_nowait(sub)
                 except errors.NotFound:
                     if ino == top.ino:
