@@ -405,19 +405,22 @@ class HttpUfs(UnderFileSystem):
                     raise errors.SourceError(
                         f"GET {url}: index page larger than {self.max_listing_bytes} bytes"
                     )
-                self._feed(parser, url, decoder.decode(data))
+                self._feed(parser, decoder, url, data)
                 if len(parser.entries) >= _LIST_BATCH:
                     for entry in await self._entries(path, parser.take(), done):
                         yield entry
-            self._feed(parser, url, decoder.decode(b"", final=True), final=True)
+            self._feed(parser, decoder, url, b"")
         for entry in await self._entries(path, parser.take(), done):
             yield entry
 
     @staticmethod
-    def _feed(parser: IndexParser, url: str, text: str, final: bool = False) -> None:
+    def _feed(
+        parser: IndexParser, decoder: codecs.IncrementalDecoder, url: str, data: bytes
+    ) -> None:
+        """Decode and parse the next piece of an index page (``b""`` ends it)."""
         try:
-            parser.feed(text)
-            if final:
+            parser.feed(decoder.decode(data, final=not data))
+            if not data:
                 parser.close()
         except (UnicodeDecodeError, AssertionError, ValueError) as e:
             raise errors.SourceError(f"GET {url}: malformed index page ({e})") from None

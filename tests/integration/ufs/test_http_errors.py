@@ -1,0 +1,382 @@
+"""HTTP sources that misbehave: each failure becomes one specific error, fast, never a hang.
+
+A small aiohttp server on 127.0.0.1:0 serves bad pages, 5xx-then-200, stalls, truncated bodies
+and servers that ignore ``Range``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from fluidcache.common import errors
+from fluidcache.ufs.http import HttpUfs
+from tests.integration.ufs.conftest import free_port
+
+BLOB = bytes(range(256)) * 40  # 10,240 bytes
+FAST = {"retries": "2", "backoff": "0.01", "backoff_max": "0.05", "timeout": "0.5"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def index(*names: str) -> str:
+    links = "\n".join(f'<a href="{n}">{n}</a>' for n in names)
+    return f'<html><body><a href="../">../</a>\n{links}\n<a href="?C=N;O=D">Name</a></body></html>'
+
+
+def ranged(request: web.Request, body: bytes) -> web.Response:
+    """``body`` answered the way a Range-aware server does."""
+    headers = {"ETag": '"v1"', "Accept-Ranges": "bytes"}
+    spec = request.headers.get("Range", "")
+    if not spec.startswith("bytes="):
+        return web.Response(body=body, headers=headers)
+    first, _, last = spec[len("bytes=") :].partition("-")
+    start, end = int(first), min(int(last or len(body) - 1), len(body) - 1)
+    if start >= len(body):
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}"})
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+    return web.Response(status=206, body=body[start : end + 1], headers=headers)
+
+
+@dataclass
+class Faults:
+    """The test server: requests per path, and an event that releases stalled handlers."""
+
+    url: str = ""
+    hits: Counter[str] = field(default_factory=Counter)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ufs(self, path: str = "", **options: str) -> HttpUfs:
+        return HttpUfs(f"{self.url}{path}", {**FAST, **options})
+
+
+def make_app(faults: Faults) -> web.Application:
+    routes = web.RouteTableDef()
+
+    def counted(handler: Handler) -> Handler:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            faults.hits[f"{request.method} {request.path}"] += 1
+            return await handler(request)
+
+        return wrapper
+
+    def route(path: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            routes.route("*", path)(counted(handler))
+            return handler
+
+        return register
+
+    @route("/files/")
+    async def files_index(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=index("blob.bin"), content_type="text/html")
+
+    @route("/files/blob.bin")
+    async def files_blob(request: web.Request) -> web.StreamResponse:
+        return ranged(request, BLOB)
+
+    @route("/norange/blob.bin")
+    async def norange(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=BLOB)  # Range ignored: always the whole body
+
+    @route("/flaky/")
+    async def flaky_index(request: web.Request) -> web.StreamResponse:
+        if faults.hits[f"GET {request.path}"] <= 2:
+            return web.Response(status=503)
+        return web.Response(text=index("blob.bin"), content_type="text/html")
+
+    @route("/flaky/blob.bin")
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        if faults.hits[f"{request.method} {request.path}"] <= 2:
+            return web.Response(status=502 if request.method == "HEAD" else 503)
+        return ranged(request, BLOB)
+
+    @route("/down/{tail:.*}")
+    async def down(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    @route("/slow/{tail:.*}")
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(faults.release.wait(), 30)
+        return ranged(request, BLOB)
+
+    @route("/stall/blob.bin")
+    async def stall(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return ranged(request, BLOB)
+        resp = web.StreamResponse(status=200)
+        resp.content_length = len(BLOB)
+        await resp.prepare(request)
+        await resp.write(BLOB[:1000])
+        await asyncio.wait_for(faults.release.wait(), 30)
+        return resp
+
+    @route("/trunc/blob.bin")
+    async def trunc(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD" or faults.hits[f"GET {request.path}"] > 1:
+            return ranged(request, BLOB)
+        full = ranged(request, BLOB)
+        resp = web.StreamResponse(status=full.status, headers=full.headers)
+        assert full.body is not None and isinstance(full.body, bytes)
+        resp.content_length = len(full.body)
+        await resp.prepare(request)
+        await resp.write(full.body[: len(full.body) // 2])
+        assert request.transport is not None
+        request.transport.close()  # the connection drops mid-body, once
+        return resp
+
+    @route("/droplist/")
+    async def droplist(request: web.Request) -> web.StreamResponse:
+        page = index(*(f"f{i}/" for i in range(20))).encode()
+        if faults.hits[f"GET {request.path}"] > 1:
+            return web.Response(body=page, content_type="text/html")
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        resp.content_length = len(page)
+        await resp.prepare(request)
+        await resp.write(page[: len(page) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    @route("/badrange/blob.bin")
+    async def badrange(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Range": f"bytes 0-9/{len(BLOB)}"}
+        return web.Response(status=206, body=BLOB[:10], headers=headers)
+
+    @route("/forbidden/{tail:.*}")
+    async def forbidden(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=403)
+
+    @route("/auth/{tail:.*}")
+    async def auth(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=401, headers={"WWW-Authenticate": "Basic"})
+
+    @route("/teapot/{tail:.*}")
+    async def teapot(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=418)
+
+    @route("/redirect/blob.bin")
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/files/blob.bin")
+
+    @route("/loop/blob.bin")
+    async def loop(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/loop/blob.bin")
+
+    @route("/json/")
+    async def json_page(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"files": ["a", "b"]})
+
+    @route("/badutf8/")
+    async def bad_utf8(request: web.Request) -> web.StreamResponse:
+        body = b'<html><a href="ok.txt">ok</a>\xff\xfe\xfa<a href="x">x</a></html>'
+        return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    @route("/huge/")
+    async def huge(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=index(*(f"file-{i}" for i in range(500))), content_type="text/html"
+        )
+
+    @route("/gone/")
+    async def gone_index(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=index("present.txt", "missing.txt"), content_type="text/html")
+
+    @route("/gone/present.txt")
+    async def present(request: web.Request) -> web.StreamResponse:
+        return ranged(request, b"here")
+
+    @route("/nohead/blob.bin")
+    async def nohead(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return web.Response(status=405)
+        return ranged(request, BLOB)
+
+    @route("/nolength/blob.bin")
+    async def nolength(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            resp = web.StreamResponse(headers={"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
+            resp.enable_chunked_encoding()
+            return resp
+        return ranged(request, BLOB)
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+@pytest.fixture
+async def faults() -> AsyncIterator[Faults]:
+    state = Faults()
+    runner = web.AppRunner(make_app(state), shutdown_timeout=1)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        state.url = f"http://127.0.0.1:{port}/"
+        yield state
+    finally:
+        state.release.set()
+        await runner.cleanup()
+
+
+async def entries(ufs: HttpUfs, path: str = "") -> list[str]:
+    async with aclosing(ufs.list(path)) as it:
+        return [e.name async for e in it]
+
+
+async def test_server_ignoring_range_is_sliced(faults: Faults) -> None:
+    async with faults.ufs("norange/") as ufs:
+        assert await ufs.read("blob.bin", 1000, 50) == BLOB[1000:1050]
+        assert await ufs.read("blob.bin", len(BLOB) - 5, 50) == BLOB[-5:]
+        assert await ufs.read("blob.bin", len(BLOB) + 5, 50) == b""
+        async with aclosing(ufs.read_stream("blob.bin", 3000, 5000, 1024)) as chunks:
+            got = [c async for c in chunks]
+        assert b"".join(got) == BLOB[3000:8000] and max(map(len, got)) <= 1024
+
+
+async def test_5xx_then_200_is_retried(faults: Faults) -> None:
+    async with faults.ufs("flaky/") as ufs:
+        assert await entries(ufs) == ["blob.bin"]
+        assert faults.hits["GET /flaky/"] == 3
+        assert faults.hits["HEAD /flaky/blob.bin"] == 3
+        assert await ufs.read("blob.bin", 10, 20) == BLOB[10:30]
+
+
+async def test_persistent_5xx_gives_up_after_bounded_attempts(faults: Faults) -> None:
+    async with faults.ufs("down/") as ufs:
+        t0 = time.monotonic()
+        with pytest.raises(errors.SourceUnavailable, match=r"HTTP 500.*3 attempts"):
+            await ufs.stat("blob.bin")
+        with pytest.raises(errors.SourceUnavailable):
+            await ufs.read("blob.bin", 0, 10)
+        with pytest.raises(errors.SourceUnavailable):
+            await entries(ufs)
+        assert time.monotonic() - t0 < 3
+    assert faults.hits["HEAD /down/blob.bin"] == 3
+    assert faults.hits["GET /down/blob.bin"] == 3
+    assert faults.hits["GET /down/"] == 3
+
+
+async def test_slow_answer_times_out(faults: Faults) -> None:
+    async with faults.ufs("slow/", timeout="0.2", retries="1") as ufs:
+        t0 = time.monotonic()
+        with pytest.raises(errors.SourceUnavailable, match="timed out"):
+            await ufs.stat("blob.bin")
+        with pytest.raises(errors.SourceUnavailable, match="timed out"):
+            await ufs.read("blob.bin", 0, 10)
+        with pytest.raises(errors.SourceUnavailable, match="timed out"):
+            await entries(ufs)
+        assert time.monotonic() - t0 < 3
+
+
+async def test_body_that_stalls_times_out(faults: Faults) -> None:
+    async with faults.ufs("stall/", timeout="0.2", retries="1") as ufs:
+        assert (await ufs.stat("blob.bin")).size == len(BLOB)
+        with pytest.raises(errors.SourceUnavailable, match="timed out"):
+            await ufs.read("blob.bin", 0, len(BLOB))
+
+
+async def test_truncated_body_resumes(faults: Faults) -> None:
+    async with faults.ufs("trunc/") as ufs:
+        assert await ufs.read("blob.bin", 100, 8000) == BLOB[100:8100]
+    assert faults.hits["GET /trunc/blob.bin"] == 2
+
+
+async def test_listing_dropped_midway_yields_each_entry_once(faults: Faults) -> None:
+    async with faults.ufs("droplist/") as ufs:
+        assert await entries(ufs) == [f"f{i}" for i in range(20)]
+    assert faults.hits["GET /droplist/"] == 2
+
+
+async def test_refused_connection(faults: Faults) -> None:
+    async with HttpUfs(f"http://127.0.0.1:{free_port()}/", FAST) as ufs:
+        with pytest.raises(errors.SourceUnavailable, match="3 attempts"):
+            await ufs.stat("x")
+
+
+@pytest.mark.parametrize("where", ["forbidden/", "auth/"])
+async def test_access_refused(faults: Faults, where: str) -> None:
+    async with faults.ufs(where) as ufs:
+        with pytest.raises(errors.PermissionDenied):
+            await ufs.stat("blob.bin")
+        with pytest.raises(errors.PermissionDenied):
+            await ufs.read("blob.bin", 0, 1)
+        with pytest.raises(errors.PermissionDenied):
+            await entries(ufs)
+    assert faults.hits[f"HEAD /{where}blob.bin"] == 1  # not retried
+
+
+async def test_other_4xx_is_a_source_error(faults: Faults) -> None:
+    async with faults.ufs("teapot/") as ufs:
+        with pytest.raises(errors.SourceError, match="418"):
+            await ufs.stat("x")
+
+
+async def test_redirects(faults: Faults) -> None:
+    async with faults.ufs("redirect/") as ufs:
+        s = await ufs.stat("blob.bin")
+        assert (s.size, s.version) == (len(BLOB), '"v1"')
+        assert await ufs.read("blob.bin", 5, 5) == BLOB[5:10]
+    async with faults.ufs("loop/") as ufs:
+        with pytest.raises(errors.SourceError, match="redirects"):
+            await ufs.stat("blob.bin")
+
+
+async def test_wrong_content_range_is_refused(faults: Faults) -> None:
+    async with faults.ufs("badrange/") as ufs:
+        assert await ufs.read("blob.bin", 0, 10) == BLOB[:10]
+        with pytest.raises(errors.SourceError, match="Content-Range"):
+            await ufs.read("blob.bin", 100, 10)
+
+
+@pytest.mark.parametrize(
+    ("where", "options", "match"),
+    [
+        ("json/", {}, "not an HTML directory index"),
+        ("badutf8/", {}, "malformed index page"),
+        ("huge/", {"max_listing_bytes": "1Ki"}, "larger than 1024 bytes"),
+    ],
+)
+async def test_malformed_listings(
+    faults: Faults, where: str, options: dict[str, str], match: str
+) -> None:
+    async with faults.ufs(where, **options) as ufs:
+        with pytest.raises(errors.SourceError, match=match):
+            await entries(ufs)
+
+
+async def test_listed_entry_that_is_gone(faults: Faults) -> None:
+    async with faults.ufs("gone/") as ufs:
+        with pytest.raises(errors.NotFound, match=r"missing\.txt"):
+            await entries(ufs)
+    async with faults.ufs("gone/", skip_missing_entries="true") as ufs:
+        assert await entries(ufs) == ["present.txt"]
+
+
+async def test_missing_directory(faults: Faults) -> None:
+    async with faults.ufs("files/") as ufs:
+        with pytest.raises(errors.NotFound):
+            await entries(ufs, "nodir")
+
+
+@pytest.mark.parametrize("where", ["nohead/", "nolength/"])
+async def test_size_without_head(faults: Faults, where: str) -> None:
+    async with faults.ufs(where) as ufs:
+        s = await ufs.stat("blob.bin")
+        assert s.size == len(BLOB) and not s.is_dir and s.version
+
+
+async def test_closed_adapter_refuses_work(faults: Faults) -> None:
+    ufs = faults.ufs("files/")
+    assert (await ufs.stat("blob.bin")).size == len(BLOB)
+    await ufs.close()
+    with pytest.raises(errors.FluidcacheError, match="closed"):
+        await ufs.stat("blob.bin")
