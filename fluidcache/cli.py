@@ -88,6 +88,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
         entry_timeout=args.entry_timeout,
         kernel_cache=not args.no_kernel_cache,
         allow_other=args.allow_other,
+        read_ahead_kb=args.read_ahead_kb,
     )
     mountpoint = Path(args.mountpoint).absolute()
     token = load_token(args.token_file)
@@ -97,7 +98,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
         async with AsyncClient(args.master, token, dataset=args.dataset) as client:
             await run_mount(client, mountpoint, options, ready=lambda: ready(str(mountpoint)))
 
-    asyncio.run(main())
+    _run(main)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -200,6 +201,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--entry-timeout", type=float, default=60.0, help="kernel entry cache, s")
     f.add_argument("--no-kernel-cache", action="store_true", help="drop page cache on open")
     f.add_argument("--allow-other", action="store_true", help="let other users read the mount")
+    f.add_argument(
+        "--read-ahead-kb",
+        type=int,
+        default=4096,
+        help="kernel read-ahead for the mount in KiB (default 4096; needs root)",
+    )
     _common(f)
     f.set_defaults(fn=cmd_mount)
 
