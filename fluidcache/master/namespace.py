@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
@@ -179,8 +179,10 @@ class Namespace:
         with self.store.read() as txn:
             return [key.decode() for key, _ in txn.cursor(db=self.store.datasets)]
 
-    def open_mounts(self) -> None:
-        """Create an adapter for every stored mount (done once at start-up)."""
+    def open_mounts(self, adapters: Mapping[tuple[str, str], UnderFileSystem]) -> None:
+        """Serve every stored mount (once, at start-up); ``adapters`` are ones already made, by
+        ``(dataset, mount name)``; the other datasets' get theirs made here.
+        """
         with self.store.read() as txn:
             settings = {
                 key.decode(): msgpack.unpackb(value)
@@ -189,7 +191,8 @@ class Namespace:
         for m in self.mount_infos():
             block_size, ttl = settings[m.dataset]
             prefix = f"/{m.dataset}/{m.name}" if m.name else f"/{m.dataset}"
-            self.mounts[prefix] = Mount(prefix, m, create_ufs(m.uri, m.options), block_size, ttl)
+            ufs = adapters.get((m.dataset, m.name)) or create_ufs(m.uri, m.options)
+            self.mounts[prefix] = Mount(prefix, m, ufs, block_size, ttl)
 
     async def close(self) -> None:
         for mount in self.mounts.values():

@@ -7,7 +7,6 @@ worker registry) and is what the HTTP handlers in :mod:`fluidcache.master.server
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from fluidcache.master.namespace import DatasetStats, Namespace, split_path, val
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.workers import WorkerRegistry
+from fluidcache.ufs import create_ufs
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,10 @@ class MasterService:
                 MountInfo(config.dataset, name, uri, dict(config.mount_options.get(name, {})))
                 for name, uri in config.mounts
             ]
+            # Adapters first: a source that cannot be served is refused before LMDB changes.
+            adapters = {(m.dataset, m.name): create_ufs(m.uri, m.options) for m in mounts}
             service.ns.setup_dataset(config.dataset, mounts, config.block_size, config.sync_ttl)
-            service.ns.open_mounts()
+            service.ns.open_mounts(adapters)
             service.workers.forget_all()
         except BaseException:
             store.close()
@@ -107,8 +109,7 @@ class MasterService:
         await asyncio.gather(*self._backups, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ns.close()
         self.store.close()
 

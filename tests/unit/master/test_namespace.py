@@ -289,3 +289,15 @@ async def test_changed_sources_rebuild_the_dataset(tmp_path: Path) -> None:
         assert await names(svc, "/default") == ["x"]
         report = svc.report()
         assert (report.file_count, report.ufs_total_bytes) == (1, 2)
+
+
+async def test_an_unservable_source_changes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    async with open_service(config(tmp_path / "data", src)) as svc:
+        info = await svc.stat(StatRequest(path="/default/a/one.bin"))
+    with pytest.raises(errors.ConfigError, match="unsupported scheme"):
+        MasterService.open(config(tmp_path / "data", src, mounts=[("", "nope://x/y")]))
+    async with open_service(config(tmp_path / "data", src)) as svc:
+        assert await svc.stat(StatRequest(path="/default/a/one.bin")) == info
+        assert svc.sync.listings == 0
