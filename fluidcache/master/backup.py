@@ -100,11 +100,12 @@ def verify_backup(path: Path) -> int:
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
+            head = f.read(_HEADER.size)
+            if not MAGIC.startswith(head[: len(MAGIC)]):
+                raise ConfigError(f"{what} is not a fluidcache metadata backup")
             if size < _HEADER.size + _TRAILER.size:
                 raise ConfigError(f"{what} is truncated ({size} bytes)")
-            magic, version = _HEADER.unpack(f.read(_HEADER.size))
-            if magic != MAGIC:
-                raise ConfigError(f"{what} is not a fluidcache metadata backup")
+            _, version = _HEADER.unpack(head)
             if version != VERSION:
                 raise ConfigError(
                     f"{what} has format version {version}; this master reads version {VERSION}"

@@ -82,7 +82,11 @@ async def test_a_damaged_backup_is_refused(tmp_path: Path) -> None:
         "corrupted": data[:40] + bytes([data[40] ^ 1]) + data[41:],
         "not a fluidcache metadata backup": b"PK\x03\x04" + data[4:],
         "truncated (": data[:10],
+        "format version": data[:8] + b"\0\0\0\x09" + data[12:],
     }
+    (tmp_path / "text").write_text("hello\n")
+    with pytest.raises(errors.ConfigError, match="not a fluidcache metadata backup"):
+        verify_backup(tmp_path / "text")
     for i, (message, content) in enumerate(cases.items()):
         bad = tmp_path / f"bad{i}"
         bad.write_bytes(content)
