@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from fluidcache.client.fuse import check_mountpoint, clean_stale_mount
+from fluidcache.client.fuse import check_mountpoint, clean_stale_mount, mounted_at
 from fluidcache.common import errors
 from fluidcache.common.config import TOKEN_FILE_ENV, parse_size, parse_source, write_token
 from fluidcache.ufs import create_ufs
@@ -300,18 +300,10 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if os.path.ismount(self.mountpoint) or _is_stale(self.mountpoint):
+        if mounted_at(self.mountpoint) is not None:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
         for mem in self._mem_dirs:
             shutil.rmtree(mem.parent, ignore_errors=True)
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.children.clear()
-
-
-def _is_stale(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except OSError as e:
-        return e.errno == errno.ENOTCONN
-    return False

@@ -203,13 +203,36 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         return s
 
 
-def clean_stale_mount(mountpoint: Path) -> None:
-    """Unmount a mount point left by a crashed process ("Transport endpoint is not connected")."""
+def mounted_at(mountpoint: Path) -> str | None:
+    """The file system type mounted at ``mountpoint`` (from /proc/mounts), or None."""
+    target = str(mountpoint).replace(" ", "\\040")
+    found = None
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == target:
+                found = fields[2]  # the last one mounted there is the one seen
+    return found
+
+
+def is_stale_mount(mountpoint: Path) -> bool:
+    """A FUSE mount whose server is gone ("Transport endpoint is not connected").
+
+    ``statfs`` is never answered from the kernel's caches, unlike ``stat``.
+    """
+    fstype = mounted_at(mountpoint)
+    if fstype is None or not fstype.startswith("fuse"):
+        return False
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except OSError as e:
-        if e.errno != errno.ENOTCONN:
-            raise
+        return e.errno == errno.ENOTCONN
+    return False
+
+
+def clean_stale_mount(mountpoint: Path) -> None:
+    """Unmount a mount point left by a crashed process."""
+    if is_stale_mount(mountpoint):
         log.warning("%s: stale FUSE mount found, unmounting it", mountpoint)
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
 
