@@ -283,14 +283,36 @@ class MotoServer(Server):
         return S3Source(self.client, f"t-{uuid.uuid4().hex[:8]}", dict(self.options))
 
 
-def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A moto server process on an ephemeral port, and its endpoint URL."""
+SEEDED_KEYS = 1_050  # under s3://BUCKET/seeded/big/, plus SEEDED_DIRS one-key prefixes
+SEEDED_DIRS = 3
+_MOTO_SEED = f"""
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3.models import s3_backends
+backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+backend.create_bucket({BUCKET!r}, "us-east-1")
+for i in range({SEEDED_KEYS}):
+    backend.put_object({BUCKET!r}, f"seeded/big/k{{i:05d}}", b"x")
+for i in range({SEEDED_DIRS}):
+    backend.put_object({BUCKET!r}, f"seeded/big/d{{i}}/x", b"x")
+"""
+_MOTO_MAIN = """
+import sys
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", "0"])
+"""
+
+
+def start_moto(seed: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto S3 server process on an ephemeral port, and its endpoint URL.
+
+    With ``seed``, the test bucket is created and holds more keys than one listing page, put
+    through moto's backend before the server starts (one PUT at a time takes moto seconds).
+    """
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        [sys.executable, "-u", "-c", (_MOTO_SEED if seed else "") + _MOTO_MAIN],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
         start_new_session=True,
     )
     try:
@@ -304,14 +326,12 @@ def start_moto(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[byte
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """moto's S3 server in a subprocess (its global state stays out of the test process)."""
-    proc, endpoint = start_moto()
+    proc, endpoint = start_moto(seed=True)
     try:
         creds = tmp_path_factory.mktemp("s3") / "credentials"
         creds.write_text(f"aws_access_key_id={ACCESS_KEY}\naws_secret_access_key={SECRET_KEY}\n")
         creds.chmod(0o600)
-        server = MotoServer(endpoint, creds)
-        server.client.create_bucket(Bucket=BUCKET)
-        yield server
+        yield MotoServer(endpoint, creds)
     finally:
         stop(proc)
 
