@@ -34,7 +34,7 @@ from aiobotocore.session import get_session
 from botocore import UNSIGNED  # type: ignore[import-untyped]
 
 from fluidcache.common import errors
-from fluidcache.ufs._options import option_bool, option_number
+from fluidcache.ufs._options import option_bool, option_number, read_key_values
 from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
@@ -94,25 +94,12 @@ class Credentials:
 
     @classmethod
     def from_file(cls, path: str) -> Credentials:
-        """Parse ``key=value`` lines (``#`` comments and ``[section]`` headers are ignored)."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise errors.ConfigError(f"option credentials_file: cannot read {path} ({e})") from None
+        """Keys from a ``key=value`` file (see :func:`read_key_values`)."""
         found: dict[str, str] = {}
-        for number, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith(("#", ";", "[")):
-                continue
-            name, sep, value = line.partition("=")
-            field = _KEY_FIELDS.get(name.strip().lower())
-            if not sep or field is None:
-                # the line may hold a secret: name its number, never its text
-                raise errors.ConfigError(
-                    f"option credentials_file: {path} line {number} is not a known key=value"
-                )
-            found[field] = value.strip().strip("'\"")
+        for name, value in read_key_values(
+            path, "credentials_file", frozenset(_KEY_FIELDS)
+        ).items():
+            found[_KEY_FIELDS[name]] = value
         if not found.get("key") or not found.get("secret"):
             raise errors.ConfigError(
                 f"option credentials_file: {path} needs aws_access_key_id and aws_secret_access_key"

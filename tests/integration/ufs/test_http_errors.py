@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -51,6 +52,8 @@ class Faults:
     url: str = ""
     hits: Counter[str] = field(default_factory=Counter)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    accept_auth: tuple[str, ...] = ("Basic dXNlcjpwIHc9cmQ=", "Bearer t0ken")  # user:p w=rd
+    leaked: list[str] = field(default_factory=list)
 
     def ufs(self, path: str = "", **options: str) -> HttpUfs:
         return HttpUfs(f"{self.url}{path}", {**FAST, **options})
@@ -204,6 +207,19 @@ def make_app(faults: Faults) -> web.Application:
             resp = web.StreamResponse(headers={"Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT"})
             resp.enable_chunked_encoding()
             return resp
+        return ranged(request, BLOB)
+
+    @route("/private/{name}")
+    async def private(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") not in faults.accept_auth:
+            return web.Response(status=401, headers={"WWW-Authenticate": "Basic"})
+        if request.match_info["name"] == "away.bin":  # a redirect to another origin
+            raise web.HTTPFound(f"http://localhost:{request.url.port}/leak/blob.bin")
+        return ranged(request, BLOB)
+
+    @route("/leak/blob.bin")
+    async def leak(request: web.Request) -> web.StreamResponse:
+        faults.leaked.append(request.headers.get("Authorization", ""))
         return ranged(request, BLOB)
 
     app = web.Application()
@@ -380,3 +396,18 @@ async def test_closed_adapter_refuses_work(faults: Faults) -> None:
     await ufs.close()
     with pytest.raises(errors.FluidcacheError, match="closed"):
         await ufs.stat("blob.bin")
+
+
+@pytest.mark.parametrize("lines", ["username=user\npassword=p w=rd\n", "# bearer\ntoken = t0ken\n"])
+async def test_credentials_file(faults: Faults, tmp_path: Path, lines: str) -> None:
+    creds = tmp_path / "creds"
+    creds.write_text(lines)
+    async with faults.ufs("private/") as anonymous:
+        with pytest.raises(errors.PermissionDenied):
+            await anonymous.stat("blob.bin")
+    async with faults.ufs("private/", credentials_file=str(creds)) as ufs:
+        assert (await ufs.stat("blob.bin")).size == len(BLOB)
+        assert await ufs.read("blob.bin", 7, 3) == BLOB[7:10]
+        assert await ufs.read("away.bin", 0, 4) == BLOB[:4]
+        assert "p w=rd" not in repr(ufs) and "t0ken" not in repr(ufs)
+    assert faults.leaked == [""]  # the redirect to another origin went without credentials
