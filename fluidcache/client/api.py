@@ -79,10 +79,13 @@ class AsyncClient:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
+    def _ensure_open(self) -> None:
         if self._closed:
             raise errors.InvalidArgument("client is closed")
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        self._ensure_open()
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -134,6 +137,7 @@ class AsyncClient:
 
     async def stat(self, path: str) -> FileInfo:
         """The inode at ``path`` (``/`` is the dataset root)."""
+        self._ensure_open()
         path = "/" + path.strip("/")
         info = self._stats.get(path)
         if info is not None:
@@ -143,6 +147,7 @@ class AsyncClient:
 
     async def getattr(self, ino: int) -> FileInfo:
         """The inode numbered ``ino``."""
+        self._ensure_open()
         info = self._inodes.get(ino)
         if info is not None:
             return info
@@ -200,6 +205,7 @@ class AsyncClient:
 
     async def pread(self, info: FileInfo, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of file ``info`` from ``offset`` (fewer only at end of file)."""
+        self._ensure_open()
         if info.is_dir:
             raise errors.IsADirectory(info.path)
         end = min(offset + size, info.size)
@@ -224,8 +230,8 @@ class AsyncClient:
         if info.is_dir or info.block_count == 0:
             return 1.0
         refs = [info.block(i) for i in range(info.block_count)]
-        await self.blocks.locate(refs, refresh=True)
-        held = sum(1 for r in refs if self.blocks.holders_cached(r.id))
+        holders = await self.blocks.locate(refs, refresh=True)
+        held = sum(1 for r in refs if holders.get(r.id))
         return held / len(refs)
 
     async def open(self, path: str) -> AsyncFile:

@@ -94,31 +94,31 @@ class BlockReader:
             raise errors.Unavailable("no live worker in the cluster")
         return live
 
-    async def locate(self, refs: list[BlockRef], refresh: bool = False) -> None:
-        """Learn which workers hold these blocks, in batches; holders are cached for the TTL."""
-        ids = [r.id for r in refs if refresh or self._locations.get(r.id) is None]
-        for i in range(0, len(ids), LOCATE_BATCH):
-            batch = ids[i : i + LOCATE_BATCH]
+    async def locate(self, refs: list[BlockRef], refresh: bool = False) -> dict[str, list[str]]:
+        """Which workers hold these blocks (asked in batches; holders cached for the TTL)."""
+        found: dict[str, list[str]] = {}
+        ask: list[str] = []
+        for ref in refs:
+            cached = None if refresh else self._locations.get(ref.id)
+            if cached is None:
+                ask.append(ref.id)
+            else:
+                found[ref.id] = cached
+        for i in range(0, len(ask), LOCATE_BATCH):
+            batch = ask[i : i + LOCATE_BATCH]
             reply = await self._master().call(
                 BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
             )
             for block_id in batch:
-                holders = reply.locations.get(block_id)
+                holders = found[block_id] = reply.locations.get(block_id, [])
                 if holders:
                     self._locations.put(block_id, holders)
                 else:
-                    self._locations.pop(block_id)
-
-    def holders_cached(self, block_id: str) -> list[str]:
-        """The holders last learnt for ``block_id`` (empty if none or unknown)."""
-        return self._locations.get(block_id) or []
+                    self._locations.pop(block_id)  # a cold block may be cached any moment
+        return found
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
-        holders = None if refresh else self._locations.get(ref.id)
-        if holders is None:
-            await self.locate([ref], refresh=True)
-            holders = self._locations.get(ref.id)
-        return holders or []
+        return (await self.locate([ref], refresh)).get(ref.id, [])
 
     # ---- reads ------------------------------------------------------------------------------
 

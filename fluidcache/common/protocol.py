@@ -7,6 +7,7 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ class Message:
     def from_wire(cls: type[T], data: Any) -> T:
         if not isinstance(data, Mapping):
             raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
-        hints = get_type_hints(cls)
+        hints = _hints(cls)  # type: ignore[arg-type]
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in data:
@@ -66,6 +67,12 @@ class Message:
     @classmethod
     def decode(cls: type[T], body: bytes) -> T:
         return cls.from_wire(msgpack.unpackb(body))  # type: ignore[attr-defined, no-any-return]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a message class (resolving them is slow: do it once)."""
+    return get_type_hints(cls)
 
 
 def _convert(tp: Any, value: Any) -> Any:
