@@ -16,7 +16,7 @@ import abc
 import posixpath
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from fluidcache.common.errors import InvalidArgument
 
@@ -71,7 +71,7 @@ class UnderFileSystem(abc.ABC):
         """Release connections; the object is unusable afterwards."""
         return None
 
-    async def __aenter__(self) -> UnderFileSystem:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -262,7 +262,7 @@ class MotoServer(Server):
     kind = "s3-moto"
 
     def __init__(self, endpoint: str, credentials_file: Path) -> None:
-        import boto3  # the tests' own writer; the adapter uses aiobotocore
+        import boto3  # type: ignore[import-untyped]  # the tests' writer; the adapter: aiobotocore
 
         self.endpoint = endpoint
         self.client = boto3.client(
@@ -279,7 +279,7 @@ class MotoServer(Server):
             "credentials_file": str(credentials_file),
         }
 
-    def source(self) -> Source:
+    def source(self) -> S3Source:
         return S3Source(self.client, f"t-{uuid.uuid4().hex[:8]}", dict(self.options))
 
 

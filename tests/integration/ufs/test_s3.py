@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.ufs import create_ufs
+from fluidcache.ufs import UnderFileSystem, create_ufs
 from fluidcache.ufs.s3 import S3Ufs
 from tests.integration.ufs.conftest import (
     ACCESS_KEY,
@@ -38,8 +38,8 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 FAST = {"retries": "2", "timeout": "1", "connect_timeout": "1"}
 
 
-async def names(ufs: S3Ufs, path: str = "") -> list[tuple[str, bool]]:
-    async with aclosing(ufs.list(path)) as entries:
+async def names(ufs: UnderFileSystem, path: str = "") -> list[tuple[str, bool]]:
+    async with aclosing(ufs.list(path)) as entries:  # type: ignore[type-var]
         return [(e.name, e.is_dir) async for e in entries]
 
 
@@ -109,7 +109,7 @@ async def test_missing_bucket_and_prefix(moto_server: MotoServer) -> None:
 @pytest.fixture(scope="module")
 def auth_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """A moto server of its own that enforces IAM: a user without S3 rights gets 403."""
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     proc, endpoint = start_moto()
     try:
@@ -195,12 +195,12 @@ class FaultProxy:
             data=await request.read(),
             allow_redirects=False,
         ) as up:
-            body = await up.read()
+            payload = await up.read()
             skip = ["transfer-encoding", "content-encoding", "connection"]
             if request.method != "HEAD":
                 skip.append("content-length")
             out = {k: v for k, v in up.headers.items() if k.lower() not in skip}
-            return web.Response(status=up.status, body=body or None, headers=out)
+            return web.Response(status=up.status, body=payload or None, headers=out)
 
 
 @pytest.fixture
