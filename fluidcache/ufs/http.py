@@ -34,8 +34,8 @@ import email.utils
 import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -267,10 +267,15 @@ class HttpUfs(UnderFileSystem):
             )
         return self._session
 
-    def _get(self, url: str, headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
-        return self._client().get(  # type: ignore[return-value]
+    @asynccontextmanager
+    async def _get(
+        self, url: str, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One GET of ``url`` (already %-encoded), redirects followed, credentials added."""
+        async with self._client().get(
             URL(url, encoded=True), headers={**self._auth, **(headers or {})}
-        )
+        ) as resp:
+            yield resp
 
     async def _pause(self, attempt: int, retry_after: float | None) -> None:
         delay = min(self.backoff_max, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
@@ -305,7 +310,7 @@ class HttpUfs(UnderFileSystem):
     def _check(self, resp: aiohttp.ClientResponse, path: str, what: str) -> None:
         """Raise the error an unsuccessful status means (``_Transient`` when worth a retry)."""
         status = resp.status
-        if status < 400:
+        if status < 300:
             return
         if status in _RETRY_STATUSES:
             retry_after = resp.headers.get("Retry-After", "")
@@ -317,7 +322,7 @@ class HttpUfs(UnderFileSystem):
             raise errors.NotFound(f"{path or '/'}: not found at the source (HTTP {status})")
         if status in (401, 403, 407):
             raise errors.PermissionDenied(f"{what}: the source refused access (HTTP {status})")
-        raise errors.SourceError(f"{what}: HTTP {status} {resp.reason or ''}".strip())
+        raise errors.SourceError(f"{what}: unexpected HTTP {status} {resp.reason or ''}".strip())
 
     @staticmethod
     def _is_dir_answer(url: str, resp: aiohttp.ClientResponse) -> bool:
