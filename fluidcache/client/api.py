@@ -247,7 +247,9 @@ class AsyncFile:
 
     Sequential reads trigger read-ahead with a window that doubles (up to the client's
     ``readahead_blocks``) while access stays sequential and falls back to none on a jump, so
-    random access never over-fetches.
+    random access never over-fetches. "Sequential" tolerates the reordering of a kernel that has
+    several read-ahead requests in flight: a read within a block of the furthest end seen so far
+    counts.
     """
 
     def __init__(self, client: AsyncClient, info: FileInfo) -> None:
@@ -274,15 +276,15 @@ class AsyncFile:
 
     async def pread(self, offset: int, size: int) -> bytes:
         """Read at ``offset`` without moving the position; sequential access reads ahead."""
-        if offset == self._next_sequential:
+        end = min(offset + size, self.info.size)
+        if abs(offset - self._next_sequential) <= self.info.block_size:
             self._window = min(max(1, self._window * 2), self.client.readahead_blocks)
+            self._next_sequential = max(self._next_sequential, end)
+            self._read_ahead(self._next_sequential)
         else:
             self._window, self._ahead = 0, 0
-        data = await self.client.pread(self.info, offset, size)
-        self._next_sequential = offset + len(data)
-        if self._window and data:
-            self._read_ahead(self._next_sequential)
-        return data
+            self._next_sequential = end
+        return await self.client.pread(self.info, offset, size)
 
     def _read_ahead(self, end: int) -> None:
         bs = self.info.block_size

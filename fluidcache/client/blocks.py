@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -24,6 +25,7 @@ from fluidcache.common.aio import SingleFlight
 from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
 from fluidcache.common.protocol import (
     BLOCK,
+    BLOCK_CACHE,
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
     WORKERS,
@@ -140,7 +142,8 @@ class BlockReader:
     async def _open_local(self, ref: BlockRef) -> int | None:
         """An open descriptor of the block's file on this node's worker, if one holds it."""
         workers = {w.worker_id: w for w in await self.workers()}
-        for holder in await self._holders(ref):
+        holders = await self._holders(ref)
+        for holder in holders:
             w = workers.get(holder)
             if w is None or w.node != self.node:
                 continue
@@ -155,7 +158,25 @@ class BlockReader:
                 fd = self.fds.open(ref.id, path)
                 if fd is not None:
                     return fd
-        return None
+        if holders:
+            return None
+        # Cold: when the worker placed for the block is on this node, have it fetch the block
+        # and read the file it wrote, rather than stream the bytes through HTTP.
+        placed = placement(ref.id, list(workers.values()))[0]
+        if placed.node != self.node:
+            return None
+        path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + urlencode(ref.to_query())
+        try:
+            reply = await RpcClient(placed.address, self._token, self._session()).call(
+                path_and_query, None, LocalBlocksReply
+            )
+        except errors.Unavailable:
+            return None
+        path = reply.paths.get(ref.id)
+        if path is None:
+            return None
+        self._locations.put(ref.id, [placed.worker_id])
+        return self.fds.open(ref.id, path)
 
     async def fetch(self, ref: BlockRef) -> bytes:
         """The whole block from a worker; concurrent callers share one request."""

@@ -32,23 +32,25 @@ from fluidcache.worker.store import Block, BlockStore
 
 log = logging.getLogger(__name__)
 
-STREAM_CHUNK = 256 * 1024
+STREAM_CHUNK = 1 << 20
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2, sock_read=5)
 PEERS_TTL = 5.0
 
 
 class Inflight:
-    """One block on its way in: readers follow its bytes while they arrive."""
+    """One block on its way in: readers follow its chunks while they arrive (never copied)."""
 
     def __init__(self, ref: BlockRef) -> None:
         self.ref = ref
-        self.buf = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
         self.error: BaseException | None = None
         self.done = False
         self._changed = asyncio.Event()
 
     def append(self, chunk: bytes) -> None:
-        self.buf += chunk
+        self.parts.append(chunk)
+        self.size += len(chunk)
         self._wake()
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -61,13 +63,12 @@ class Inflight:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The block's bytes in order, as they arrive; raises the fetch's error."""
-        pos = 0
+        index = 0
         while True:
             changed = self._changed
-            if pos < len(self.buf):
-                chunk = bytes(self.buf[pos:])
-                pos += len(chunk)
-                yield chunk
+            if index < len(self.parts):
+                index += 1
+                yield self.parts[index - 1]
             elif self.done:
                 if self.error is not None:
                     raise self.error
@@ -81,7 +82,7 @@ class Inflight:
             await self._changed.wait()
         if self.error is not None:
             raise self.error
-        return bytes(self.buf)
+        return b"".join(self.parts)
 
 
 class Fetcher:
@@ -147,13 +148,13 @@ class Fetcher:
         ref = flight.ref
         try:
             origin = await self._from_peers(flight) or await self._from_source(flight)
-            if len(flight.buf) != ref.length:
+            if flight.size != ref.length:
                 raise errors.SourceError(
-                    f"{ref.uri}: got {len(flight.buf)} bytes for block {ref.index}, expected "
+                    f"{ref.uri}: got {flight.size} bytes for block {ref.index}, expected "
                     f"{ref.length} (the file changed at the source?)"
                 )
             self.metrics.miss(origin, ref.length)
-            await self.store.commit(ref.id, bytes(flight.buf))
+            await self.store.commit(ref.id, flight.parts)
             flight.finish()
         except Exception as e:
             flight.finish(

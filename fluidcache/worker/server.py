@@ -189,10 +189,15 @@ def _bytes_response(request: web.Request, data: bytes) -> web.Response:
 
 
 async def cache_block(request: web.Request) -> web.Response:
-    """Fetch a block into this worker's store (used by loads and peers)."""
+    """Fetch a block into this worker's store (loads, peers, same-node clients).
+
+    The answer says where the block file is, when it was kept, for a short-circuit read.
+    """
     svc = request.app[SERVICE]
-    await svc.fetcher.ensure(_block_ref(request))
-    return web.Response(status=204)
+    ref = _block_ref(request)
+    await svc.fetcher.ensure(ref)
+    block = await svc.fetcher.lookup(ref.id)
+    return reply(LocalBlocksReply({ref.id: str(block.path)} if block is not None else {}))
 
 
 async def local_blocks(request: web.Request) -> web.Response:

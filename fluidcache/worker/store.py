@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,12 @@ Listener = Callable[[str, str], None]
 """Called with (event, block id); events are ``committed`` and ``removed``."""
 
 
-def checksum(data: bytes | memoryview) -> str:
-    """The checksum recorded with every block."""
-    return xxhash.xxh3_64_hexdigest(data)
+def checksum(parts: Sequence[bytes]) -> str:
+    """The checksum recorded with every block, over its parts in order."""
+    h = xxhash.xxh3_64()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
 
 
 @dataclass(eq=False)
@@ -165,7 +168,7 @@ class BlockStore:
             data = await asyncio.to_thread(block.path.read_bytes)
         except OSError:
             data = b""
-        if len(data) == block.size and checksum(data) == block.checksum:
+        if len(data) == block.size and checksum([data]) == block.checksum:
             block.verified = True
             return True
         log.warning("block %s failed its checksum on %s; deleting it", block.id, block.path)
@@ -177,28 +180,31 @@ class BlockStore:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def commit(self, block_id: str, data: bytes) -> Block | None:
-        """Cache ``data`` as ``block_id`` on the top level with room; None if it cannot fit.
+    async def commit(self, block_id: str, data: bytes | Sequence[bytes]) -> Block | None:
+        """Cache ``data`` (bytes, or parts in order) as ``block_id`` on the top level with room;
+        None if it cannot fit.
 
         Idempotent: a block already held is returned as is.
         """
+        parts = [data] if isinstance(data, bytes) else data
+        size = sum(map(len, parts))
         async with self._lock:
             held = self.blocks.get(block_id)
             if held is not None:
                 return held
-            index = await self._reserve_any(len(data))
+            index = await self._reserve_any(size)
         if index is None:
             self.counters.passthrough += 1
             return None
         level = self.levels[index]
-        digest = checksum(data)
+        digest = checksum(parts)
         path = level.directory(block_id) / f"{block_id}.{digest}"
         try:
-            await asyncio.to_thread(_write_file, path, data)
+            await asyncio.to_thread(_write_file, path, parts)
         except OSError:
-            level.used -= len(data)
+            level.used -= size
             raise
-        block = Block(block_id, len(data), digest, index, path)
+        block = Block(block_id, size, digest, index, path)
         async with self._lock:
             self.blocks[block_id] = block
             level.lru[block_id] = block
@@ -304,10 +310,10 @@ def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None
     return None
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, parts: Sequence[bytes]) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
     with open(tmp, "wb") as f:
-        f.write(data)
+        f.writelines(parts)
     os.replace(tmp, path)
 
 
