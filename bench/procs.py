@@ -1,0 +1,124 @@
+"""Child processes for the benchmarks: started in their own group, always stopped, output logged."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+class Proc:
+    """A child in its own process group; its output lines are kept and copied to ``log``."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = argv
+        self.log = log
+        self.lines: list[str] = []
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "a", buffering=1)  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env if env is not None else dict(os.environ),
+            cwd=cwd,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            line = line.rstrip("\n")
+            if len(self.lines) < 10_000:
+                self.lines.append(line)
+            with contextlib.suppress(ValueError):
+                self._log.write(line + "\n")
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 20) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
+        """The first output line starting with ``prefix``; RuntimeError if it does not come."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.startswith(prefix):
+                    return line
+            if self.popen.poll() is not None:
+                self._reader.join(2)
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                raise RuntimeError(
+                    f"{' '.join(self.argv[:4])} exited {self.popen.returncode}:\n{self.tail()}"
+                )
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{' '.join(self.argv[:4])}: no {prefix!r} in {timeout} s:\n{self.tail()}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Signal the group, wait, then kill whatever of the group is left."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # stragglers of the group
+        self._reader.join(5)
+        if self.popen.stdout is not None and not self._reader.is_alive():
+            self.popen.stdout.close()
+        self._log.close()
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == str(mountpoint) for line in f)
+
+
+def unmount(mountpoint: Path) -> None:
+    """Lazy-unmount ``mountpoint`` if anything (even a dead FUSE server) is mounted there."""
+    if is_mounted(mountpoint):
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+    if is_mounted(mountpoint):
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False, capture_output=True)
+
+
+def wait_mounted(mountpoint: Path, proc: Proc, timeout: float = 30.0) -> None:
+    """Until a file system is mounted at ``mountpoint``; RuntimeError if ``proc`` dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{proc.argv[0]} exited {proc.popen.returncode}:\n{proc.tail()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{mountpoint}: not mounted within {timeout} s:\n{proc.tail()}")
