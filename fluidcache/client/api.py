@@ -8,9 +8,10 @@ placed for it by a stable hash of the block id, which fetches it from the source
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -24,6 +25,7 @@ from fluidcache.common.protocol import (
     NS_STAT,
     REPORT,
     ROOT_INO,
+    BlockRef,
     FileInfo,
     ListReply,
     ListRequest,
@@ -118,11 +120,17 @@ class AsyncClient:
         if info.path == self._prefix:
             self._root_ino = info.ino
         root = self._root_ino
-        info = dataclasses.replace(
-            info,
-            ino=ROOT_INO if info.ino == root else info.ino,
-            parent=ROOT_INO if info.parent in (root, ROOT_INO) else info.parent,
-            path=info.path[len(self._prefix) :] or "/",
+        info = FileInfo(
+            ROOT_INO if info.ino == root else info.ino,
+            ROOT_INO if info.parent in (root, ROOT_INO) else info.parent,
+            info.name,
+            info.path[len(self._prefix) :] or "/",
+            info.is_dir,
+            info.size,
+            info.mtime,
+            info.uri,
+            info.version,
+            info.block_size,
         )
         self._stats.put(info.path, info)
         self._inodes.put(info.ino, info)
@@ -163,7 +171,15 @@ class AsyncClient:
         """One page of directory ``ino`` after the name ``cursor``."""
         request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
         page = await self._master.call(NS_LIST, request, ListReply)
-        return ListReply([self._remember(e) for e in page.entries], page.cursor)
+        entries = [self._remember(e) for e in page.entries]
+        firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0]
+        if firsts:
+            self._spawn(self._warm(firsts))
+        return ListReply(entries, page.cursor)
+
+    async def _warm(self, refs: list[BlockRef]) -> None:
+        with contextlib.suppress(errors.FluidcacheError):  # a hint: reads work without it
+            await self.blocks.warm(refs)
 
     async def iter_dir(self, path: str) -> AsyncIterator[FileInfo]:
         """The entries of a directory, page by page."""
@@ -199,7 +215,10 @@ class AsyncClient:
 
     def prefetch(self, info: FileInfo, index: int) -> None:
         """Start bringing block ``index`` of ``info`` close, in the background."""
-        task = asyncio.ensure_future(self.blocks.prefetch(info.block(index)))
+        self._spawn(self.blocks.prefetch(info.block(index)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -75,6 +75,7 @@ class BlockReader:
         self.short_circuit = short_circuit
         self._workers: TtlCache[str, list[WorkerInfo]] = TtlCache(ttl, 1, clock)
         self._locations: TtlCache[str, list[str]] = TtlCache(ttl, 100_000, clock)
+        self._paths: TtlCache[str, str] = TtlCache(ttl, 100_000, clock)
         self.buffer = BlockCache(buffer_bytes)
         self.fds = FdCache(1024)
         self._flight: SingleFlight[bytes] = SingleFlight()
@@ -83,6 +84,7 @@ class BlockReader:
     def close(self) -> None:
         self.fds.close()
         self.buffer.clear()
+        self._paths.clear()
 
     # ---- cluster view -------------------------------------------------------------------
 
@@ -112,12 +114,31 @@ class BlockReader:
                 BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
             )
             for block_id in batch:
-                holders = found[block_id] = reply.locations.get(block_id, [])
-                if holders:
-                    self._locations.put(block_id, holders)
-                else:
-                    self._locations.pop(block_id)  # a cold block may be cached any moment
+                # Holding "no holder" is safe: a cold read goes to the placed worker, which
+                # serves the block if it was cached meanwhile.
+                found[block_id] = reply.locations.get(block_id, [])
+                self._locations.put(block_id, found[block_id])
         return found
+
+    async def warm(self, refs: list[BlockRef]) -> None:
+        """Learn, in a few batched calls, where this node's workers keep these blocks, so that
+        reading them later costs no call at all (used on directory listings)."""
+        if not self.short_circuit or not refs:
+            return
+        workers = {w.worker_id: w for w in await self.workers() if w.node == self.node}
+        by_worker: dict[str, list[str]] = {}
+        for block_id, holders in (await self.locate(refs)).items():
+            local = next((h for h in holders if h in workers), None)
+            if local is not None:
+                by_worker.setdefault(local, []).append(block_id)
+        for worker_id, ids in by_worker.items():
+            rpc = RpcClient(workers[worker_id].address, self._token, self._session())
+            for i in range(0, len(ids), LOCATE_BATCH):
+                reply = await rpc.call(
+                    BLOCKS_LOCAL, LocalBlocksRequest(ids[i : i + LOCATE_BATCH]), LocalBlocksReply
+                )
+                for block_id, path in reply.paths.items():
+                    self._paths.put(block_id, path)
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])
@@ -141,6 +162,12 @@ class BlockReader:
 
     async def _open_local(self, ref: BlockRef) -> int | None:
         """An open descriptor of the block's file on this node's worker, if one holds it."""
+        known = self._paths.get(ref.id)
+        if known is not None:
+            fd = self.fds.open(ref.id, known)
+            if fd is not None:
+                return fd
+            self._paths.pop(ref.id)  # evicted since
         workers = {w.worker_id: w for w in await self.workers()}
         holders = await self._holders(ref)
         for holder in holders:

@@ -7,10 +7,9 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import msgpack
@@ -45,55 +44,120 @@ T = TypeVar("T")
 
 
 class Message:
-    """Mixin: msgpack encoding of a dataclass, nested messages included."""
+    """Mixin: msgpack encoding of a dataclass, nested messages included.
+
+    Each class gets an encoder and a decoder built once from its field types (reflection per
+    object made listing pages slow), and decoding checks every field's type.
+    """
 
     def to_wire(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return _codec(type(self))[0](self)  # type: ignore[no-any-return]
 
     def encode(self) -> bytes:
         return msgpack.packb(self.to_wire())  # type: ignore[no-any-return]
 
     @classmethod
     def from_wire(cls: type[T], data: Any) -> T:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
-        hints = _hints(cls)  # type: ignore[arg-type]
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name in data:
-                kwargs[f.name] = _convert(hints[f.name], data[f.name])
-        return cls(**kwargs)
+        return _codec(cls)[1](data)  # type: ignore[no-any-return]
 
     @classmethod
     def decode(cls: type[T], body: bytes) -> T:
         return cls.from_wire(msgpack.unpackb(body))  # type: ignore[attr-defined, no-any-return]
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """Resolved field types of a message class (resolving them is slow: do it once)."""
-    return get_type_hints(cls)
+Convert = Callable[[Any], Any]
 
 
-def _convert(tp: Any, value: Any) -> Any:
+_CODECS: dict[type, tuple[Convert, Convert]] = {}
+
+
+def _codec(cls: type) -> tuple[Convert, Convert]:
+    """(encode, decode) of a message class, planned once from its resolved field types."""
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _plan(cls)
+    return codec
+
+
+def _plan(cls: type) -> tuple[Convert, Convert]:
+    hints = get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    encoders = [(name, _encoder(hints[name])) for name in fields]
+    decoders = [(name, _decoder(hints[name])) for name in fields]
+
+    def encode(obj: Any) -> dict[str, Any]:
+        return {name: enc(getattr(obj, name)) for name, enc in encoders}
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+        return cls(**{name: dec(data[name]) for name, dec in decoders if name in data})
+
+    return encode, decode
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _encoder(tp: Any) -> Convert:
     origin = get_origin(tp)
     if isinstance(tp, type) and issubclass(tp, Message):
-        return tp.from_wire(value)
-    if origin is list and isinstance(value, list):
-        (item,) = get_args(tp)
-        return [_convert(item, v) for v in value]
-    if origin is dict and isinstance(value, Mapping):
-        _, item = get_args(tp)
-        return {k: _convert(item, v) for k, v in value.items()}
-    if origin in (types.UnionType, typing.Union) and value is not None:
-        for arg in get_args(tp):
-            if arg is not type(None):
-                return _convert(arg, value)
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if isinstance(tp, type) and tp in (int, str, bool, float) and not isinstance(value, tp):
-        raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
-    return value
+        return lambda v: v.to_wire()
+    if origin is list:
+        item = _encoder(get_args(tp)[0])
+        return _identity if item is _identity else (lambda v: [item(x) for x in v])
+    if origin is dict:
+        value = _encoder(get_args(tp)[1])
+        return _identity if value is _identity else (lambda v: {k: value(x) for k, x in v.items()})
+    if origin in (types.UnionType, typing.Union):
+        inner = _encoder(next(a for a in get_args(tp) if a is not type(None)))
+        return _identity if inner is _identity else (lambda v: None if v is None else inner(v))
+    return _identity
+
+
+def _decoder(tp: Any) -> Convert:
+    origin = get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, Message):
+        return tp.from_wire
+    if origin is list:
+        item = _decoder(get_args(tp)[0])
+
+        def as_list(v: Any) -> Any:
+            if not isinstance(v, list):
+                raise TypeError(f"expected a list, got {type(v).__name__}")
+            return [item(x) for x in v]
+
+        return as_list
+    if origin is dict:
+        value = _decoder(get_args(tp)[1])
+
+        def as_dict(v: Any) -> Any:
+            if not isinstance(v, Mapping):
+                raise TypeError(f"expected a map, got {type(v).__name__}")
+            return {k: value(x) for k, x in v.items()}
+
+        return as_dict
+    if origin in (types.UnionType, typing.Union):
+        inner = _decoder(next(a for a in get_args(tp) if a is not type(None)))
+        return lambda v: None if v is None else inner(v)
+    if tp is float:
+
+        def as_float(v: Any) -> float:
+            if not isinstance(v, (int, float)):
+                raise TypeError(f"expected float, got {type(v).__name__}")
+            return float(v)
+
+        return as_float
+    if tp in (int, str, bool):
+
+        def checked(v: Any) -> Any:
+            if not isinstance(v, tp):
+                raise TypeError(f"expected {tp.__name__}, got {type(v).__name__}")
+            return v
+
+        return checked
+    return _identity
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
