@@ -8,10 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from fluidcache import __version__
 from fluidcache.common import errors, logs
 from fluidcache.common.config import DEFAULT_BLOCK_SIZE, TOKEN_FILE_ENV, load_token, parse_size
+
+if TYPE_CHECKING:
+    from fluidcache.common.protocol import Message
+
+M = TypeVar("M", bound="Message")
 
 EXIT_CONFIG = 2
 
@@ -122,6 +128,44 @@ def cmd_report(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]) -> M:
+    """One control call to the master, for the admin commands."""
+    import aiohttp
+
+    from fluidcache.common.http import RpcClient
+
+    async def main() -> M:
+        async with aiohttp.ClientSession() as session:
+            rpc = RpcClient(args.master, load_token(args.token_file), session, timeout=3600)
+            return await rpc.call(path, request, reply)
+
+    return asyncio.run(main())
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    from fluidcache.common.protocol import BACKUP, BackupReply, BackupRequest
+
+    r = _admin(args, BACKUP, BackupRequest(args.name or ""), BackupReply)
+    print(f"backup: {r.path} ({r.size} bytes, {r.inodes} inodes, xxh3 {r.checksum})")
+
+
+def cmd_load_metadata(args: argparse.Namespace) -> None:
+    from fluidcache.common.protocol import (
+        NS_LOAD_METADATA,
+        LoadMetadataReply,
+        LoadMetadataRequest,
+    )
+
+    request = LoadMetadataRequest(path=args.path, force=args.force, wait=True)
+    r = _admin(args, NS_LOAD_METADATA, request, LoadMetadataReply)
+    print(
+        f"{r.state}: {r.path}: {r.dirs_listed} directories listed, {r.files} files, "
+        f"{r.dirs} directories, {r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s"
+    )
+    if r.state != "done":
+        raise errors.SourceError(r.error or r.state)
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from fluidcache.cluster import LocalCluster
 
@@ -214,6 +258,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--master", required=True, help="master URL")
     r.add_argument("--token-file")
     r.set_defaults(fn=cmd_report)
+
+    b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
+    b.add_argument("--master", required=True, help="master URL")
+    b.add_argument("--name", help="file name in the master's backup directory")
+    b.add_argument("--token-file")
+    b.set_defaults(fn=cmd_backup)
+
+    lm = sub.add_parser(
+        "load-metadata", help="list a dataset or subtree from its sources into the namespace now"
+    )
+    lm.add_argument("path", nargs="?", default="/", help="namespace path, e.g. /default/imgs")
+    lm.add_argument("--master", required=True, help="master URL")
+    lm.add_argument("--force", action="store_true", help="re-list directories still fresh")
+    lm.add_argument("--token-file")
+    lm.set_defaults(fn=cmd_load_metadata)
 
     u = sub.add_parser(
         "up",
