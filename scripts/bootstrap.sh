@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light rclone s3fs)
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -49,8 +49,8 @@ def make_source(root: Path) -> None:
             subprocess.run(
                 [FIO, f"--name={rw}", f"--filename={root / f'fio-{rw}.dat'}", "--rw=write",
                  "--bs=64k", "--size=8m", "--verify=crc32c", "--do_verify=0",
-                 "--output-format=terse"],
-                check=True, capture_output=True,
+                 "--output-format=terse", "--verify_state_save=0"],
+                check=True, capture_output=True, cwd=root,
             )  # fmt: skip
 
 
@@ -187,8 +187,8 @@ def test_fio_verifies_reads(mounted: Mounted, name: str, rw: str) -> None:
     out = subprocess.run(
         [FIO, f"--name={name}", f"--filename={mounted.mnt / f'fio-{name}.dat'}", f"--rw={rw}",
          "--bs=64k", "--size=8m", "--verify=crc32c", "--numjobs=4", "--group_reporting",
-         "--readonly"],
-        capture_output=True, text=True, timeout=120,
+         "--readonly", "--verify_state_save=0"],
+        capture_output=True, text=True, timeout=120, cwd=mounted.src.parent,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "verify failed" not in out.stdout + out.stderr
