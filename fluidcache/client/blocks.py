@@ -239,7 +239,7 @@ class BlockReader:
             holders = set(await self._holders(ref, refresh))
             ordered = placement(ref.id, workers)
             candidates = [w for w in ordered if w.worker_id in holders]
-            candidates += [w for w in ordered if w.worker_id not in holders][:1]
+            candidates += [w for w in ordered if w.worker_id not in holders][:2]
             for worker in candidates:
                 try:
                     return await self._get_from(worker, ref)
