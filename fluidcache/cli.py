@@ -303,6 +303,13 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--worker-port", type=int, default=0, help="first worker port, next ones follow")
     u.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
     u.add_argument("--dataset", default="default", help="dataset name (default: default)")
+    u.add_argument(
+        "--ttl",
+        type=float,
+        default=0.0,
+        help="re-list a directory from its source once its listing is this old, in seconds "
+        "(default 0: never, for immutable datasets)",
+    )
     u.set_defaults(fn=cmd_up)
     return ap
 

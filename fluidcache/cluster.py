@@ -115,6 +115,7 @@ class LocalCluster:
     worker_port: int = 0
     block_size: str = "4Mi"
     dataset: str = "default"
+    ttl: float = 0.0
     host: str = "127.0.0.1"
     children: list[Child] = field(default_factory=list)
     _own_data_dir: bool = False
@@ -134,6 +135,7 @@ class LocalCluster:
             worker_port=args.worker_port,
             block_size=args.block_size,
             dataset=args.dataset,
+            ttl=args.ttl,
         )
 
     def validate(self) -> None:
@@ -236,6 +238,8 @@ class LocalCluster:
                     self.block_size,
                     "--dataset",
                     self.dataset,
+                    "--ttl",
+                    str(self.ttl),
                 ],
             )
         )

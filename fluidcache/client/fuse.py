@@ -7,6 +7,7 @@ of its own; errors are mapped to errno in one place, :func:`_errno`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -169,8 +170,13 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         fh = self._fh()
         self._files[fh] = AsyncFile(self.client, info)
         # Keep the kernel's pages across opens only while the source version is unchanged.
-        unchanged = self._versions.get(inode) == info.version
+        seen = self._versions.get(inode)
+        unchanged = seen == info.version
         self._versions[inode] = info.version
+        if seen is not None and not unchanged:
+            # The source changed: drop the kernel's attributes (size) too, not only its pages.
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_inode(inode, attr_only=False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=self.options.kernel_cache and unchanged)
 
     @_errno

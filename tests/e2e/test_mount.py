@@ -235,3 +235,27 @@ def test_unreachable_source_gives_eio_not_a_hang(tmp_path: Path) -> None:
             assert err((mnt / "b.bin").read_bytes) == errno.EIO
     finally:
         http.stop()
+
+
+def test_a_changed_source_file_is_seen_after_the_ttl(tmp_path: Path) -> None:
+    src, mnt = tmp_path / "src", tmp_path / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    (src / "f.txt").write_bytes(b"old contents\n" * 100)
+    up = fluidcache(
+        "up", f"local://{src}", "--mountpoint", str(mnt), "--ttl", "1",
+        "--data-dir", str(tmp_path / "cluster"),
+    )  # fmt: skip
+    with running(up, mnt):
+        up.wait_for("mounted:")
+        assert (mnt / "f.txt").read_bytes() == b"old contents\n" * 100
+        new = b"new, longer contents\n" * 150
+        (src / "f.txt").write_bytes(new)
+        seen = b""
+        for _ in range(100):  # the master's TTL, then the mount's metadata TTL
+            seen = (mnt / "f.txt").read_bytes()
+            if seen == new:
+                break
+            threading.Event().wait(0.2)
+        assert seen == new
+        assert (mnt / "f.txt").stat().st_size == len(new)
