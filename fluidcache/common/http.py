@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hmac
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -123,3 +126,37 @@ class RpcClient:
 
 def auth_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def run_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    started: Callable[[str], Awaitable[None]],
+) -> None:
+    """Serve ``app`` on host:port until SIGINT or SIGTERM (or cancellation), then clean up.
+
+    ``started`` gets the base URL (with the real port when ``port`` is 0) once listening. A port
+    that cannot be bound is a ConfigError naming it.
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as e:
+            what = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
+            raise errors.ConfigError(f"port: {host}:{port} {what}") from None
+        shown = f"[{host}]" if ":" in host else host
+        await started(f"http://{shown}:{runner.addresses[0][1]}")
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

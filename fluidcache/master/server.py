@@ -6,16 +6,12 @@ authentication and the mapping of errors to answers are the shared middleware's.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
-import signal
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from fluidcache.common import errors
-from fluidcache.common.http import health, make_middlewares, read_message, reply
+from fluidcache.common.http import health, make_middlewares, read_message, reply, run_app
 from fluidcache.common.protocol import (
     BACKUP,
     BLOCK_LOCATIONS,
@@ -144,28 +140,11 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
 async def serve(config: MasterConfig, ready: Callable[[str], None] | None = None) -> None:
     """Serve until cancelled, SIGINT or SIGTERM; ``ready`` gets the base URL once listening."""
     config.validate()
-    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    try:
-        site = web.TCPSite(runner, config.host, config.port)
-        try:
-            await site.start()
-        except OSError as e:
-            what = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
-            raise errors.ConfigError(f"port: {config.host}:{config.port} {what}") from None
-        port = runner.addresses[0][1]
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        address = f"http://{host}:{port}"
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+
+    async def started(address: str) -> None:
         log.info("master serving dataset %s on %s", config.dataset, address)
         if ready is not None:
             ready(address)
-        await stop.wait()
-        log.info("master stopping")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
+
+    await run_app(make_app(config), config.host, config.port, started)
+    log.info("master stopped")

@@ -6,18 +6,15 @@ Handlers are thin: each decodes its request and calls :class:`WorkerService`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient, health, make_middlewares, read_message, reply
+from fluidcache.common.http import RpcClient, health, make_middlewares, read_message, reply, run_app
 from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
@@ -247,26 +244,11 @@ def make_app(config: WorkerConfig) -> web.Application:
 async def serve(config: WorkerConfig, ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM; ``ready`` gets the base URL once registered."""
     app = make_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.host, config.port)
-        try:
-            await site.start()
-        except OSError as e:
-            what = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
-            raise errors.ConfigError(f"port: {config.host}:{config.port} {what}") from None
-        port = runner.addresses[0][1]
-        address = f"http://{config.host}:{port}"
+
+    async def started(address: str) -> None:
         await app[SERVICE].start(address)
         log.info("worker %s serving on %s", config.worker_id, address)
         if ready is not None:
             ready(address)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
+
+    await run_app(app, config.host, config.port, started)
