@@ -37,7 +37,7 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-async def _scrape(addresses: list[str], token: str) -> list[dict[str, float]]:
+async def scrape(addresses: list[str], token: str) -> list[dict[str, float]]:
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
 
@@ -69,7 +69,7 @@ class Cluster:
 
     def metrics(self) -> dict[str, float]:
         """Every worker's metrics, summed."""
-        return sum_metrics(asyncio.run(_scrape(list(self.workers.values()), self.token)))
+        return sum_metrics(asyncio.run(scrape(list(self.workers.values()), self.token)))
 
     def mount_pid(self) -> int | None:
         """The FUSE server's pid (a child of ``fluidcache up``)."""

@@ -64,6 +64,7 @@ def _model(root: Path, shards: int, shard_mib: int, rng: np.random.Generator) ->
             weight_map[key] = name
             total += w.nbytes
         save_file(tensors, root / name, metadata={"format": "np"})
+        (root / name).chmod(0o644)  # safetensors writes 0600; nginx's workers must read it
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
 

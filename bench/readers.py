@@ -169,7 +169,8 @@ async def gather_bounded(items: list[T], workers: int, fn: Callable[[T], Awaitab
     async def run() -> None:
         nonlocal total
         for item in it:
-            total += await fn(item)
+            n = await fn(item)  # not "total += await ...": that reads total before awaiting
+            total += n
 
     await asyncio.gather(*(run() for _ in range(max(1, workers))))
     return total

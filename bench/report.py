@@ -28,6 +28,8 @@ def fmt(v: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     a = abs(v)
+    if a == 0:
+        return "0"
     if a >= 1000:
         return f"{v:,.0f}"
     if a >= 100:
@@ -37,6 +39,10 @@ def fmt(v: float | None) -> str:
     if a >= 1:
         return f"{v:.2f}"
     return f"{v:.3f}"
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x" if x >= 1 else f"{x:.2f}x"
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> str:
@@ -73,7 +79,9 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
         if not r.series:
             continue
         metric = r.extra.get("headline_metric") or r.series[0].metric
-        ratios = {(x["case"], x["system"]): x["speedup"] for x in r.speedups()}
+        ratios = {
+            (x["case"], x["system"]): x["speedup"] for x in r.speedups() if x["metric"] == metric
+        }
         cases: list[str] = []
         for s in r.series:
             if s.metric == metric and s.case not in cases:
@@ -86,7 +94,9 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
                     cells.append("")
                     continue
                 ratio = ratios.get((case, system))
-                cells.append(fmt(s.median) + (f" ({ratio:.1f}x)" if ratio is not None else ""))
+                cells.append(
+                    fmt(s.median) + (f" ({fmt_ratio(ratio)})" if ratio is not None else "")
+                )
             if any(cells):
                 rows.append([r.name, case, metric, *cells])
     return header, rows
@@ -122,7 +132,7 @@ def scenario_markdown(r: Result, plots: list[str]) -> str:
         ratio = ratios.get((s.case, s.system, s.metric))
         vs = ""
         if ratio is not None:
-            vs = f"{ratio['speedup']:.2f}x vs {ratio['baseline']} ({ratio['baseline_case']})"
+            vs = f"{fmt_ratio(ratio['speedup'])} vs {ratio['baseline']} ({ratio['baseline_case']})"
         rows.append(
             [
                 s.case,
@@ -275,19 +285,21 @@ def _bars(ax: Any, series: list[Series]) -> None:
 
 def _lines(ax: Any, series: list[Series]) -> None:
     """One line per system, through its series' x positions."""
-    systems = [x for x in SYSTEM_ORDER if any(s.system == x for s in series)]
-    for system in systems:
-        ss = sorted(
-            (s for s in series if s.system == system and s.x is not None and s.values),
-            key=lambda s: s.x or 0.0,
-        )
+    lines: dict[tuple[str, str], list[Series]] = {}
+    for s in series:
+        if s.x is not None and s.values:
+            what = s.case.split(": ", 1)[1] if ": " in s.case else ""
+            lines.setdefault((s.system, what), []).append(s)
+    order = sorted(lines, key=lambda k: SYSTEM_ORDER.index(k[0]) if k[0] in SYSTEM_ORDER else 99)
+    for system, what in order:
+        ss = sorted(lines[(system, what)], key=lambda s: s.x or 0.0)
         ax.errorbar(
             [s.x for s in ss],
             [s.median for s in ss],
             yerr=[[s.median - min(s.values) for s in ss], [max(s.values) - s.median for s in ss]],
             marker="o",
             capsize=3,
-            label=system,
+            label=f"{system} — {what}" if what else system,
             color=COLORS.get(system),
             linestyle="--" if system in BASELINES else "-",
         )

@@ -34,6 +34,7 @@ BUCKET = "bench"
 ACCESS_KEY = "S3RVER"  # s3rver's built-in credentials
 SECRET_KEY = "S3RVER"
 REGION = "us-east-1"
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 METADATA = json.dumps({"content-type": "application/octet-stream"})
 
 
@@ -90,20 +91,38 @@ def s3rver_version() -> str:
         return "unknown"
 
 
+def _put(store: Path, key: str, source: Path | None, digest: str) -> bool:
+    obj = store / BUCKET / f"{key}._S3rver_object"
+    if obj.exists():
+        return False
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        obj.touch()
+    else:
+        os.link(source, obj)
+    Path(f"{obj}.md5").write_text(digest)
+    (store / BUCKET / f"{key}._S3rver_metadata.json").write_text(METADATA)
+    return True
+
+
 def seed(store: Path, data: Data, prefix: str = "") -> int:
-    """Put every data file under ``prefix`` (and its views) in the bucket; objects added."""
+    """Put every data file under ``prefix`` in the bucket; the number of objects added.
+
+    Each directory also gets an empty folder-marker object (``dir/``, as the S3 console's
+    "create folder" makes): s3rver 3.7.1 finds a common prefix only through an object directly
+    under it, so without markers ``small/`` (which holds only ``part-NN/`` prefixes) would not
+    be listed at the bucket's root.
+    """
     added = 0
+    dirs: set[str] = set()
     for key, digest in data.md5.items():
         if prefix and not key.startswith(prefix):
             continue
-        obj = store / BUCKET / f"{key}._S3rver_object"
-        if obj.exists():
-            continue
-        obj.parent.mkdir(parents=True, exist_ok=True)
-        os.link(data.root / key, obj)
-        Path(f"{obj}.md5").write_text(digest)
-        (store / BUCKET / f"{key}._S3rver_metadata.json").write_text(METADATA)
-        added += 1
+        added += _put(store, key, data.root / key, digest)
+        parts = key.split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) + "/" for i in range(len(parts)))
+    for d in sorted(dirs):
+        added += _put(store, d, None, EMPTY_MD5)
     return added
 
 
@@ -114,7 +133,10 @@ def s3rver(store: Path, log: Path) -> Iterator[str]:
     (store / BUCKET).mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [str(binary), "-d", str(store), "-a", "127.0.0.1", "-p", str(port), "--silent"]
-    proc = Proc(argv, log=log)
+    # s3rver makes ListObjectsV2 continuation tokens with DES, which Node 17+ (OpenSSL 3) only
+    # offers through the legacy provider: without it every listing past one page fails (500).
+    env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
+    proc = Proc(argv, log=log, env=env)
     try:
         deadline = time.monotonic() + 30
         while True:
