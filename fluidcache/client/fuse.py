@@ -16,7 +16,7 @@ import signal
 import stat
 import subprocess
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,6 +30,7 @@ from fluidcache.common.protocol import FileInfo
 log = logging.getLogger(__name__)
 
 CACHED_XATTR = b"user.fluidcache.cached"
+DIR_PAGE = 1000  # entries per listing call; the master never returns fewer unless at the end
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -74,10 +75,17 @@ def _errno(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
 
 @dataclass
 class _DirHandle:
+    """An open directory, streamed a page at a time.
+
+    Offsets handed to the kernel are entry indexes; page ``i`` holds indexes ``i * PAGE`` on,
+    and ``cursors[i]`` is the name it starts after, so any offset can be resumed without
+    keeping more than one page of entries.
+    """
+
     ino: int
-    entries: list[FileInfo]
-    cursor: str = ""
-    done: bool = False
+    cursors: list[str] = field(default_factory=lambda: [""])
+    page_index: int = -1
+    page: list[FileInfo] = field(default_factory=list)
 
 
 class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
@@ -136,7 +144,7 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         if not info.is_dir:
             raise errors.NotADirectory(info.path)
         fh = self._fh()
-        self._dirs[fh] = _DirHandle(inode, [])
+        self._dirs[fh] = _DirHandle(inode)
         return fh
 
     @_errno
@@ -144,13 +152,17 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         handle = self._dirs[fh]
         index = start_id
         while True:
-            while index >= len(handle.entries) and not handle.done:
-                page = await self.client.list_page(handle.ino, handle.cursor)
-                handle.entries.extend(page.entries)
-                handle.cursor, handle.done = page.cursor, not page.cursor
-            if index >= len(handle.entries):
+            number, offset = divmod(index, DIR_PAGE)
+            if number != handle.page_index:
+                if number >= len(handle.cursors):
+                    return  # past the last page
+                page = await self.client.list_page(handle.ino, handle.cursors[number], DIR_PAGE)
+                handle.page_index, handle.page = number, page.entries
+                if page.cursor and len(handle.cursors) == number + 1:
+                    handle.cursors.append(page.cursor)
+            if offset >= len(handle.page):
                 return
-            entry = handle.entries[index]
+            entry = handle.page[offset]
             if not pyfuse3.readdir_reply(
                 token, os.fsencode(entry.name), self._attr(entry), index + 1
             ):
