@@ -169,6 +169,23 @@ def _http_date(value: str | None) -> float:
         return 0.0
 
 
+def _retryable(what: str, e: BaseException) -> tuple[str, float | None]:
+    """Why ``what`` failed and may be tried again (with the server's Retry-After, if any).
+
+    Raises SourceError for the failures another try would not mend (TLS, redirect loops,
+    other client errors).
+    """
+    if isinstance(e, _Transient):
+        return str(e), e.retry_after
+    if isinstance(e, aiohttp.ClientSSLError):
+        raise errors.SourceError(f"{what}: TLS failure: {e}") from None
+    if isinstance(e, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)):
+        return _describe(e), None
+    if isinstance(e, aiohttp.TooManyRedirects):
+        raise errors.SourceError(f"{what}: too many redirects") from None
+    raise errors.SourceError(f"{what}: {_describe(e)}") from None
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, TimeoutError):
         return "timed out"
@@ -290,16 +307,8 @@ class HttpUfs(UnderFileSystem):
             retry_after = None
             try:
                 return await attempt_fn()
-            except _Transient as e:
-                last, retry_after = str(e), e.retry_after
-            except aiohttp.ClientSSLError as e:
-                raise errors.SourceError(f"{what}: TLS failure: {e}") from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-                last = _describe(e)
-            except aiohttp.TooManyRedirects:
-                raise errors.SourceError(f"{what}: too many redirects") from None
-            except aiohttp.ClientError as e:
-                raise errors.SourceError(f"{what}: {_describe(e)}") from None
+            except (_Transient, aiohttp.ClientError, TimeoutError) as e:
+                last, retry_after = _retryable(what, e)
             if attempt < self.retries:
                 log.debug("%s: %s; retrying (attempt %d)", what, last, attempt + 2)
                 await self._pause(attempt, retry_after)
@@ -391,16 +400,8 @@ class HttpUfs(UnderFileSystem):
                         done.add(entry.name)
                         yield entry
                 return
-            except _Transient as e:
-                last, retry_after = str(e), e.retry_after
-            except aiohttp.ClientSSLError as e:
-                raise errors.SourceError(f"GET {url}: TLS failure: {e}") from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-                last = _describe(e)
-            except aiohttp.TooManyRedirects:
-                raise errors.SourceError(f"GET {url}: too many redirects") from None
-            except aiohttp.ClientError as e:
-                raise errors.SourceError(f"GET {url}: {_describe(e)}") from None
+            except (_Transient, aiohttp.ClientError, TimeoutError) as e:
+                last, retry_after = _retryable(f"GET {url}", e)
             except errors.NotFound:
                 if path and not (await self.stat(path)).is_dir:
                     raise errors.NotADirectory(f"{path}: not a directory") from None
@@ -513,16 +514,8 @@ class HttpUfs(UnderFileSystem):
                         attempt = 0
                         yield piece
                 return
-            except _Transient as e:
-                last, retry_after = str(e), e.retry_after
-            except aiohttp.ClientSSLError as e:
-                raise errors.SourceError(f"GET {url}: TLS failure: {e}") from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as e:
-                last = _describe(e)
-            except aiohttp.TooManyRedirects:
-                raise errors.SourceError(f"GET {url}: too many redirects") from None
-            except aiohttp.ClientError as e:
-                raise errors.SourceError(f"GET {url}: {_describe(e)}") from None
+            except (_Transient, aiohttp.ClientError, TimeoutError) as e:
+                last, retry_after = _retryable(f"GET {url}", e)
             if attempt >= self.retries:
                 raise errors.SourceUnavailable(
                     f"GET {url}: {last} (gave up after {self.retries + 1} attempts)"
