@@ -11,6 +11,10 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m bench.demo
 
+# make bench — the benchmark harness; BENCH_ARGS=--quick for the short (CI smoke) run
+bench: bootstrap
+	$(PY) -m bench $(BENCH_ARGS)
+
 check: bootstrap
 	$(VENV)/bin/ruff format --check fluidcache tests bench
 	$(VENV)/bin/ruff check fluidcache tests bench

@@ -58,7 +58,7 @@ def run(b: Bench) -> Result:
             paths = [c.mountpoint / "web" / f for f in files]
             rd.read_files(paths, WORKER_READERS)  # cache it
             for n_readers in s.scale_readers:
-                case = f"{n_readers} readers"
+                case = "1 reader" if n_readers == 1 else f"{n_readers} readers"
                 x = float(n_readers)
                 for system in b.order(["http-direct", "fc-fuse-http", "fc-client-http"], rep):
                     if system == "http-direct":
@@ -83,7 +83,8 @@ def run(b: Bench) -> Result:
             ) as c:
                 assert c.mountpoint is not None
                 mnt: Path = c.mountpoint
-                base = f"{workers} workers: source, {WORKER_READERS} readers"
+                label = "1 worker" if workers == 1 else f"{workers} workers"
+                base = f"{label}: source, {WORKER_READERS} readers"
                 for system in b.order(["http-direct", "fluidcache"], rep):
                     if system == "http-direct":
                         r.add(
@@ -94,7 +95,7 @@ def run(b: Bench) -> Result:
                     paths = [mnt / "web" / f for f in files]
                     n, t = rd.timed(lambda p=paths: rd.read_files(p, WORKER_READERS))
                     r.add(
-                        f"{workers} workers: cold (FUSE)",
+                        f"{label}: cold (FUSE)",
                         "fc-fuse-http",
                         "MB/s",
                         mbps(n, t),
@@ -107,7 +108,7 @@ def run(b: Bench) -> Result:
                         _client_read(c.master_url, c.token, files, WORKER_READERS, False)
                     )
                     r.add(
-                        f"{workers} workers: warm, no short-circuit",
+                        f"{label}: warm, no short-circuit",
                         "fc-client-http",
                         "MB/s",
                         mbps(n, t),

@@ -1,0 +1,53 @@
+"""``python -m bench --quick`` end to end: every scenario reports numbers, and plots are drawn.
+
+The figures themselves are not asserted (they depend on the machine); only that the harness
+runs, measures every scenario, and writes what it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.scenarios import NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(420)
+def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--workdir", str(tmp_path / "work"),
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["params"]["sizes"]["mode"] == "quick"
+    assert doc["machine"]["cores"] and doc["versions"]["fluidcache"]
+    assert set(doc["scenarios"]) == set(NAMES)
+    for name, scenario in doc["scenarios"].items():
+        assert scenario["error"] is None, f"{name}: {scenario['error']}"
+        assert scenario["series"], f"{name}: no measurements"
+        for s in scenario["series"]:
+            assert s["values"], f"{name}/{s['case']}/{s['system']}: no values"
+            assert all(math.isfinite(v) and v >= 0 for v in s["values"]), s
+        fluidcache = [s for s in scenario["series"] if s["system"].startswith("fc-")]
+        baseline = [s for s in scenario["series"] if s["system"].endswith("-direct")]
+        assert fluidcache and baseline, f"{name}: needs fluidcache and a baseline side by side"
+    report = (out / "report.md").read_text()
+    plots = sorted(out.glob("*.png"))
+    assert plots
+    for name in NAMES:
+        assert any(p.name.startswith(name) for p in plots), f"no plot for {name}"
+    for p in plots:
+        assert p.stat().st_size > 5000
+        assert f"]({p.name})" in report
+    assert "## Summary" in report and "## Machine" in report
+    assert "wall time" in proc.stdout
