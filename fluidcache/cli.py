@@ -166,6 +166,19 @@ def cmd_load_metadata(args: argparse.Namespace) -> None:
         raise errors.SourceError(r.error or r.state)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Run the benchmark harness of a source checkout (``bench/`` beside the package)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").exists():
+        raise errors.ConfigError(
+            "bench: the benchmark harness ships with the source checkout (run it there: make bench)"
+        )
+    forwarded = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+    sys.exit(subprocess.call([sys.executable, "-m", "bench", *forwarded], cwd=root))
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from fluidcache.cluster import LocalCluster
 
@@ -274,6 +287,14 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--token-file")
     lm.set_defaults(fn=cmd_load_metadata)
 
+    bn = sub.add_parser(
+        "bench",
+        help="run the benchmark harness (python -m bench; e.g. fluidcache bench --quick)",
+        add_help=False,
+    )
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for python -m bench")
+    bn.set_defaults(fn=cmd_bench)
+
     u = sub.add_parser(
         "up",
         help="run a whole cluster on this machine: master, workers and a FUSE mount",
@@ -315,6 +336,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every further argument is the harness's, --help included
+        argv = ["bench", "--", *argv[1:]]
     args = parser().parse_args(argv)
     logs.setup(args.command)
     try:
