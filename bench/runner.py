@@ -132,6 +132,17 @@ def versions() -> dict[str, str]:
     }
 
 
+def check_traversable(path: Path) -> None:
+    """nginx's workers run as an unprivileged user: every directory above the data must let
+    others through (pytest's and mkdtemp's 0700 directories do not)."""
+    for p in [path.absolute(), *path.absolute().parents]:
+        if p.exists() and not p.stat().st_mode & 0o001:
+            raise SystemExit(
+                f"--workdir: {p} is not searchable by other users (mode "
+                f"{p.stat().st_mode & 0o777:o}); nginx's workers could not read the data sets"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now()
@@ -142,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     shaping = Shaping(bandwidth=args.bandwidth * 1e6, latency=args.latency / 1000)
     names = [n for n in scenarios.NAMES if n in args.scenarios.split(",")]
     workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_traversable(workdir)
     params = Params(sizes=sizes, shaping=shaping, scenarios=tuple(names), workdir=str(workdir))
     out = Path(args.out) if args.out else RESULTS / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

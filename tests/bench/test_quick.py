@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +22,22 @@ from bench.scenarios import NAMES
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch directory nginx's unprivileged workers can read (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="fluidcache-bench-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.timeout(420)
-def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:
+def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--workdir", str(tmp_path / "work"),
-         "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--workdir", str(workdir), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
