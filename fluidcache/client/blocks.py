@@ -192,7 +192,8 @@ class BlockReader:
         placed = placement(ref.id, list(workers.values()))[0]
         if placed.node != self.node:
             return None
-        path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + urlencode(ref.to_query())
+        query = urlencode({**ref.to_query(), "peers": "0"})  # no holder: skip the P2P lookup
+        path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
         try:
             reply = await RpcClient(placed.address, self._token, self._session()).call(
                 path_and_query, None, LocalBlocksReply

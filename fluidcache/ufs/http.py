@@ -16,7 +16,7 @@ Options (all strings):
 - ``timeout`` (s, default 30): a HEAD's whole answer, the longest silence while reading a body;
 - ``connect_timeout`` (10);
 - ``retries`` (4 more attempts), ``backoff`` (0.2 s, doubled per attempt), ``backoff_max`` (5 s);
-- ``list_concurrency`` (8 HEADs at once while listing), ``max_listing_bytes`` (64Mi);
+- ``list_concurrency`` (32 HEADs at once while listing), ``max_listing_bytes`` (64Mi);
 - ``skip_missing_entries`` (false: a listed file that answers 404 raises NotFound; true skips it);
 - ``verify_tls`` (true), ``ca_file``;
 - ``credentials_file``: a file of ``username=`` / ``password=`` lines (Basic) or ``token=``
@@ -213,7 +213,7 @@ class HttpUfs(UnderFileSystem):
         self.retries = int(option_number(opts, "retries", 4))
         self.backoff = option_number(opts, "backoff", 0.2)
         self.backoff_max = option_number(opts, "backoff_max", 5.0)
-        self.list_concurrency = max(1, int(option_number(opts, "list_concurrency", 8, 1)))
+        self.list_concurrency = max(1, int(option_number(opts, "list_concurrency", 32, 1)))
         self.max_listing_bytes = parse_size(
             opts.get("max_listing_bytes", "64Mi"), "option max_listing_bytes"
         )

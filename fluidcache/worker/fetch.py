@@ -119,8 +119,12 @@ class Fetcher:
             return None
         return block
 
-    async def get(self, ref: BlockRef) -> Block | Inflight:
-        """The block ``ref`` from the store, or the one fetch of it under way."""
+    async def get(self, ref: BlockRef, peers: bool = True) -> Block | Inflight:
+        """The block ``ref`` from the store, or the one fetch of it under way.
+
+        ``peers`` False skips asking the master for holders (the caller just learnt there are
+        none); a stale hint costs a source read, never wrong bytes.
+        """
         block = await self.lookup(ref.id)
         if block is not None:
             self.metrics.hit(self.store.levels[block.level].config.medium)
@@ -128,14 +132,14 @@ class Fetcher:
         flight = self._inflight.get(ref.id)
         if flight is None:
             flight = self._inflight[ref.id] = Inflight(ref)
-            task = asyncio.ensure_future(self._run(flight))
+            task = asyncio.ensure_future(self._run(flight, peers))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def ensure(self, ref: BlockRef) -> None:
+    async def ensure(self, ref: BlockRef, peers: bool = True) -> None:
         """Return once the block is held (or was fetched, if it could not be kept)."""
-        got = await self.get(ref)
+        got = await self.get(ref, peers)
         if isinstance(got, Inflight):
             await got.data()
 
@@ -144,10 +148,12 @@ class Fetcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, flight: Inflight) -> None:
+    async def _run(self, flight: Inflight, peers: bool) -> None:
         ref = flight.ref
         try:
-            origin = await self._from_peers(flight) or await self._from_source(flight)
+            origin = await self._from_peers(flight) if peers else None
+            if origin is None:
+                origin = await self._from_source(flight)
             if flight.size != ref.length:
                 raise errors.SourceError(
                     f"{ref.uri}: got {flight.size} bytes for block {ref.index}, expected "

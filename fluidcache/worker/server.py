@@ -128,6 +128,11 @@ def _block_ref(request: web.Request) -> BlockRef:
     return ref
 
 
+def _peers_hint(request: web.Request) -> bool:
+    """False when the reader says no worker held the block a moment ago (``?peers=0``)."""
+    return request.query.get("peers") != "0"
+
+
 async def get_block(request: web.Request) -> web.StreamResponse:
     """The bytes of a block (Range supported): sendfile from its tier, else pass-through."""
     svc = request.app[SERVICE]
@@ -135,7 +140,7 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     if PEER_HEADER in request.headers:
         svc.metrics.peer_served.inc()
     for _ in range(3):
-        got = await svc.fetcher.get(ref)
+        got = await svc.fetcher.get(ref, _peers_hint(request))
         if isinstance(got, Inflight):
             svc.metrics.served_bytes.inc(ref.length)
             return await _stream_response(request, got)
@@ -192,7 +197,7 @@ async def cache_block(request: web.Request) -> web.Response:
     """
     svc = request.app[SERVICE]
     ref = _block_ref(request)
-    await svc.fetcher.ensure(ref)
+    await svc.fetcher.ensure(ref, _peers_hint(request))
     block = await svc.fetcher.lookup(ref.id)
     return reply(LocalBlocksReply({ref.id: str(block.path)} if block is not None else {}))
 
