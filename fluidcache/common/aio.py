@@ -1,9 +1,9 @@
-"""Small asyncio tools: single-flight and bounded gather."""
+"""Small asyncio tools: single-flight."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -31,14 +31,3 @@ class SingleFlight(Generic[T]):
             # The result is consumed by the waiters; never let an unread exception be logged.
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(fut)
-
-
-async def bounded_gather(limit: int, aws: Iterable[Awaitable[T]]) -> list[T]:
-    """Like ``asyncio.gather`` but with at most ``limit`` awaitables running at once."""
-    sem = asyncio.Semaphore(limit)
-
-    async def run(aw: Awaitable[T]) -> T:
-        async with sem:
-            return await aw
-
-    return await asyncio.gather(*(run(aw) for aw in aws))

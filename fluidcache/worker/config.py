@@ -80,7 +80,7 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     node: str = field(default_factory=socket.gethostname)
-    fetch_concurrency: int = 16
+    fetch_concurrency: int = 16  # source reads under way at once; more misses queue
 
     def validate(self) -> None:
         if not self.worker_id or "/" in self.worker_id:

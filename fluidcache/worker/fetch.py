@@ -98,6 +98,7 @@ class Fetcher:
         token: str,
         self_id: str,
         refresh_mounts: Callable[[], Awaitable[None]],
+        concurrency: int = 16,
     ) -> None:
         self.store = store
         self.sources = sources
@@ -108,6 +109,7 @@ class Fetcher:
         self.self_id = self_id
         self._refresh_mounts = refresh_mounts
         self._inflight: dict[str, Inflight] = {}
+        self._source_slots = asyncio.Semaphore(concurrency)  # reads from sources at once
         self._tasks: set[asyncio.Task[None]] = set()
         self._peers: dict[str, str] = {}
         self._peers_at = -PEERS_TTL
@@ -176,8 +178,9 @@ class Fetcher:
         except errors.InvalidArgument:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
-        async for chunk in ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK):
-            flight.append(chunk)
+        async with self._source_slots:
+            async for chunk in ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK):
+                flight.append(chunk)
         return "source"
 
     async def _from_peers(self, flight: Inflight) -> str | None:

@@ -63,6 +63,7 @@ class WorkerService:
             config.token,
             config.worker_id,
             self.reporter.register,
+            config.fetch_concurrency,
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
