@@ -1,5 +1,8 @@
 """Writes a run's results: ``results.json``, ``report.md`` (tables) and PNG plots; and the short
-summary printed on the terminal."""
+summary printed on the terminal.
+
+``python -m bench.report DIR`` draws the report and plots again from ``DIR/results.json``.
+"""
 
 from __future__ import annotations
 
@@ -234,6 +237,7 @@ def plot_all(results: list[Result], out_dir: Path) -> dict[str, list[str]]:
                 _lines(ax, series)
             else:
                 _bars(ax, series)
+                _expected(ax, series, r.extra.get("expected", {}).get(metric))
             better = "higher" if series[0].higher_is_better else "lower"
             ax.set_ylabel(f"{metric} ({better} is better)")
             ax.set_title(f"{r.title}" + (f" — {group}" if group else "") + f" [{metric}]")
@@ -283,6 +287,20 @@ def _bars(ax: Any, series: list[Series]) -> None:
         ax.set_yscale("log")
 
 
+def _expected(ax: Any, series: list[Series], model: dict[str, Any] | None) -> None:
+    """A model's prediction per case (computed, not measured), drawn as markers on the bars.
+
+    ``model`` is ``{"label": ..., "values": {case: value}}``.
+    """
+    if not model:
+        return
+    cases = list(dict.fromkeys(s.case for s in series))
+    points = [(cases.index(c), v) for c, v in model["values"].items() if c in cases]
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.scatter(xs, ys, marker="_", s=900, color="black", label=model["label"], zorder=5)
+
+
 def _lines(ax: Any, series: list[Series]) -> None:
     """One line per system, through its series' x positions."""
     lines: dict[tuple[str, str], list[Series]] = {}
@@ -315,3 +333,23 @@ def write_json(path: Path, meta: dict[str, Any], results: list[Result]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m bench.report RESULTS_DIR", file=sys.stderr)
+        return 2
+    out = Path(args[0])
+    doc = json.loads((out / "results.json").read_text())
+    results = [Result.from_dict(d) for d in doc.pop("scenarios").values()]
+    plots = plot_all(results, out)
+    write_markdown(out / "report.md", doc, results, plots)
+    print(terminal_summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,7 @@ SYSTEMS: dict[str, str] = {
     "fc-client-http": "fluidcache client library, HTTP source",
     "fc-fuse-s3": "fluidcache FUSE mount, S3 source",
     "fc-client-s3": "fluidcache client library, S3 source",
-    "rclone-s3": "rclone mount --vfs-cache-mode full, S3 source",
+    "rclone-s3": "rclone mount --vfs-cache-mode full --use-server-modtime, S3 source",
     "s3fs-s3": "s3fs-fuse with use_cache, S3 source",
 }
 BASELINES = ("http-direct", "s3-direct")
@@ -42,6 +42,19 @@ class Series:
     @property
     def median(self) -> float:
         return statistics.median(self.values) if self.values else float("nan")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Series:
+        return cls(
+            d["case"],
+            d["system"],
+            d["metric"],
+            list(d["values"]),
+            d["higher_is_better"],
+            d.get("vs_case"),
+            d.get("x"),
+            d.get("group", ""),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +138,20 @@ class Result:
                 }
             )
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Result:
+        return cls(
+            d["name"],
+            d["title"],
+            d.get("params", {}),
+            [Series.from_dict(s) for s in d.get("series", [])],
+            d.get("skipped", {}),
+            d.get("notes", []),
+            d.get("extra", {}),
+            d.get("seconds", 0.0),
+            d.get("error"),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -282,9 +282,18 @@ def setup_lines(
         "measurement; hot measurements follow the previous read at once."
     )
     lines.append(
-        "Each repetition starts a fresh fluidcache cluster (`fluidcache up`, MEM tier in "
-        "/dev/shm) and fresh peer caches, so every cold read is cold."
+        "Each repetition starts a fresh fluidcache cluster (`fluidcache up web=HTTP s3=S3`, "
+        "2 workers unless said otherwise, MEM tier in /dev/shm, 4 MiB blocks; P2P starts "
+        "`fluidcache master` and `worker --node` itself) and fresh peer caches, so every cold "
+        "read is cold. Within one repetition, systems that must each start cold read "
+        "hard-linked copies of the data (`views/NAME/...`), which every cache keys apart."
     )
+    if s3_info is not None:
+        lines.append(
+            "fluidcache reads the bucket with its own S3 adapter (source `s3=s3://bench`, "
+            "endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_REGION)."
+        )
     return lines
 
 

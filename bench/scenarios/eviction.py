@@ -99,6 +99,7 @@ def run(b: Bench) -> Result:
         if got:
             expected[label] = 100 * sum(got) / len(got)
     r.extra["lru_model_hit_percent"] = expected
+    r.extra["expected"] = {"hit %": {"label": "exact LRU model (computed)", "values": expected}}
     tier_used: list[float] = []
     evictions: list[float] = []
     held: list[dict[str, float]] = []
