@@ -101,7 +101,9 @@ def cmd_mount(args: argparse.Namespace) -> None:
     ready = _ready_writer(args.ready_file)
 
     async def main() -> None:
-        async with AsyncClient(args.master, token, dataset=args.dataset) as client:
+        async with AsyncClient(
+            args.master, token, dataset=args.dataset, meta_ttl=args.meta_ttl
+        ) as client:
             await run_mount(client, mountpoint, options, ready=lambda: ready(str(mountpoint)))
 
     _run(main)
@@ -256,6 +258,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--master", required=True, help="master URL")
     f.add_argument("--attr-timeout", type=float, default=60.0, help="kernel attribute cache, s")
     f.add_argument("--entry-timeout", type=float, default=60.0, help="kernel entry cache, s")
+    f.add_argument(
+        "--meta-ttl",
+        type=float,
+        default=60.0,
+        help="how long the mount trusts metadata and block locations it learnt, s (default 60)",
+    )
     f.add_argument("--no-kernel-cache", action="store_true", help="drop page cache on open")
     f.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     f.add_argument(

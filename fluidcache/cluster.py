@@ -269,9 +269,23 @@ class LocalCluster:
         self._start(
             self._child(
                 "mount",
-                ["mount", self.dataset, str(self.mountpoint), "--master", self.master_url],
+                [
+                    "mount",
+                    self.dataset,
+                    str(self.mountpoint),
+                    "--master",
+                    self.master_url,
+                    *self._mount_timeouts(),
+                ],
             )
         )
+
+    def _mount_timeouts(self) -> list[str]:
+        """A dataset re-checked every ``ttl`` seconds is trusted no longer by the mount."""
+        if self.ttl <= 0:
+            return []
+        t = str(self.ttl)
+        return ["--meta-ttl", t, "--attr-timeout", t, "--entry-timeout", t]
 
     def _ssd_tier(self, index: int) -> list[str]:
         if self.ssd_dir is None:

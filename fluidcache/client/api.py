@@ -163,7 +163,12 @@ class AsyncClient:
         return self._remember(await self._master.call(NS_STAT, request, FileInfo))
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
-        """The entry ``name`` of directory ``parent``."""
+        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
+        known = self._inodes.get(parent)
+        if known is not None:
+            hit = self._stats.get(known.path.rstrip("/") + "/" + name)
+            if hit is not None:
+                return hit
         request = LookupRequest(await self._master_ino(parent), name)
         return self._remember(await self._master.call(NS_LOOKUP, request, FileInfo))
 

@@ -41,6 +41,7 @@ from fluidcache.common.protocol import (
 log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3
+FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descriptors, at most
 LOCATE_BATCH = 512
 
 
@@ -77,7 +78,7 @@ class BlockReader:
         self._locations: TtlCache[str, list[str]] = TtlCache(ttl, 100_000, clock)
         self._paths: TtlCache[str, str] = TtlCache(ttl, 100_000, clock)
         self.buffer = BlockCache(buffer_bytes)
-        self.fds = FdCache(1024)
+        self.fds = FdCache(1024, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
         self._local_flight: SingleFlight[int | None] = SingleFlight()
 
@@ -180,11 +181,9 @@ class BlockReader:
                 )
             except errors.FluidcacheError:
                 continue
-            path = reply.paths.get(ref.id)
-            if path is not None:
-                fd = self.fds.open(ref.id, path)
-                if fd is not None:
-                    return fd
+            fd = self._open_path(ref.id, reply.paths.get(ref.id))
+            if fd is not None:
+                return fd
         if holders:
             return None
         # Cold: when the worker placed for the block is on this node, have it fetch the block
@@ -200,11 +199,19 @@ class BlockReader:
             )
         except errors.Unavailable:
             return None
-        path = reply.paths.get(ref.id)
+        fd = self._open_path(ref.id, reply.paths.get(ref.id))
+        if fd is not None:
+            self._locations.put(ref.id, [placed.worker_id])
+        return fd
+
+    def _open_path(self, block_id: str, path: str | None) -> int | None:
+        """Open a block file a worker pointed at and remember where it is."""
         if path is None:
             return None
-        self._locations.put(ref.id, [placed.worker_id])
-        return self.fds.open(ref.id, path)
+        fd = self.fds.open(block_id, path)
+        if fd is not None:
+            self._paths.put(block_id, path)
+        return fd
 
     async def fetch(self, ref: BlockRef) -> bytes:
         """The whole block from a worker; concurrent callers share one request."""

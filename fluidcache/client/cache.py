@@ -72,17 +72,22 @@ class FdCache:
 
     A descriptor stays valid after the worker evicts or moves the file: the bytes stay readable
     until it is closed here. Block files are named by content, so a path never changes bytes.
+    Because an open descriptor keeps an evicted file's memory alive, the cache is bounded by the
+    bytes it holds open as well as by count.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int) -> None:
         self.size = size
-        self._fds: OrderedDict[str, int] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._fds: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (fd, file size)
 
     def get(self, block_id: str) -> int | None:
-        fd = self._fds.get(block_id)
-        if fd is not None:
-            self._fds.move_to_end(block_id)
-        return fd
+        entry = self._fds.get(block_id)
+        if entry is None:
+            return None
+        self._fds.move_to_end(block_id)
+        return entry[0]
 
     def open(self, block_id: str, path: str) -> int | None:
         """Open and keep ``path`` for ``block_id``; None if the file is gone already."""
@@ -90,23 +95,26 @@ class FdCache:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        old = self._fds.pop(block_id, None)
-        if old is not None:
-            os.close(old)
-        self._fds[block_id] = fd
-        while len(self._fds) > self.size:
-            _, stale = self._fds.popitem(last=False)
+        self.drop(block_id)
+        size = os.fstat(fd).st_size
+        self._fds[block_id] = (fd, size)
+        self.bytes += size
+        while len(self._fds) > 1 and (len(self._fds) > self.size or self.bytes > self.max_bytes):
+            _, (stale, stale_size) = self._fds.popitem(last=False)
+            self.bytes -= stale_size
             os.close(stale)
         return fd
 
     def drop(self, block_id: str) -> None:
-        fd = self._fds.pop(block_id, None)
-        if fd is not None:
+        entry = self._fds.pop(block_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(entry[0])
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        for fd, _ in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        self.bytes = 0
