@@ -52,7 +52,7 @@ class AsyncClient:
         dataset: str = "default",
         meta_ttl: float = 5.0,
         buffer_bytes: int = 128 * 1024 * 1024,
-        readahead_blocks: int = 8,
+        readahead_blocks: int = 16,
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
