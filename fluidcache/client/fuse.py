@@ -15,6 +15,7 @@ import os
 import signal
 import stat
 import subprocess
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from fluidcache.common.protocol import FileInfo
 log = logging.getLogger(__name__)
 
 CACHED_XATTR = b"user.fluidcache.cached"
+VERSIONS_KEPT = 100_000
 DIR_PAGE = 1000  # entries per listing call; the master never returns fewer unless at the end
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,7 +103,9 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = 1
         self._uid, self._gid = os.getuid(), os.getgid()
-        self._versions: dict[int, str] = {}  # inode -> version whose pages the kernel may keep
+        # inode -> version whose pages the kernel may keep; bounded (a forgotten inode simply
+        # has its pages dropped at its next open)
+        self._versions: OrderedDict[int, str] = OrderedDict()
 
     def _fh(self) -> int:
         self._next_fh += 1
@@ -182,9 +186,11 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         fh = self._fh()
         self._files[fh] = AsyncFile(self.client, info)
         # Keep the kernel's pages across opens only while the source version is unchanged.
-        seen = self._versions.get(inode)
+        seen = self._versions.pop(inode, None)
         unchanged = seen == info.version
         self._versions[inode] = info.version
+        if len(self._versions) > VERSIONS_KEPT:
+            self._versions.popitem(last=False)
         if seen is not None and not unchanged:
             # The source changed: drop the kernel's attributes (size) too, not only its pages.
             with contextlib.suppress(OSError):
