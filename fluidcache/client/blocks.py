@@ -80,7 +80,7 @@ class BlockReader:
         self.buffer = BlockCache(buffer_bytes)
         self.fds = FdCache(1024, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
-        self._local_flight: SingleFlight[int | None] = SingleFlight()
+        self._local_flight: SingleFlight[str | None] = SingleFlight()
 
     def close(self) -> None:
         self.fds.close()
@@ -149,26 +149,49 @@ class BlockReader:
     async def read(self, ref: BlockRef, start: int, length: int) -> bytes:
         """Bytes ``[start, start + length)`` of block ``ref`` (fewer only at its end)."""
         length = max(0, min(length, ref.length - start))
-        fd = self.fds.get(ref.id)
-        if fd is None:
-            data = self.buffer.get(ref.id)
+        if self.short_circuit:
+            data = self._pread_local(ref.id, start, length)
             if data is not None:
-                return data[start : start + length]
-            if self.short_circuit:
-                fd = await self._local_flight.do(ref.id, lambda: self._open_local(ref))
-        if fd is not None:
-            return os.pread(fd, length, start)
+                return data
+        data = self.buffer.get(ref.id)
+        if data is not None:
+            return data[start : start + length]
+        if self.short_circuit:
+            path = await self._local_flight.do(ref.id, lambda: self._find_local(ref))
+            local = self._pread_local(ref.id, start, length, path)  # same step as the await
+            if local is not None:
+                return local
         data = await self.fetch(ref)
         return data[start : start + length]
 
-    async def _open_local(self, ref: BlockRef) -> int | None:
-        """An open descriptor of the block's file on this node's worker, if one holds it."""
+    def _pread_local(
+        self, block_id: str, start: int, length: int, path: str | None = None
+    ) -> bytes | None:
+        """Read this node's copy of a block when its file is known (or given), else None.
+
+        Never awaits: a descriptor is used in the same step it is taken from the cache, so no
+        other read can close it (or reuse its number) in between.
+        """
+        fd = self.fds.get(block_id)
+        if fd is None:
+            path = path or self._paths.get(block_id)
+            if path is None:
+                return None
+            fd = self.fds.open(block_id, path)
+            if fd is None:
+                self._paths.pop(block_id)  # evicted since
+                return None
+        return os.pread(fd, length, start)
+
+    async def _find_local(self, ref: BlockRef) -> str | None:
+        """The path of the block's file on this node's worker, if there is one.
+
+        A holder on this node is asked where its file is; a cold block whose placed worker is
+        on this node is fetched there first (the bytes then need no HTTP hop to us).
+        """
         known = self._paths.get(ref.id)
         if known is not None:
-            fd = self.fds.open(ref.id, known)
-            if fd is not None:
-                return fd
-            self._paths.pop(ref.id)  # evicted since
+            return known
         workers = {w.worker_id: w for w in await self.workers()}
         holders = await self._holders(ref)
         for holder in holders:
@@ -181,13 +204,11 @@ class BlockReader:
                 )
             except errors.FluidcacheError:
                 continue
-            fd = self._open_path(ref.id, reply.paths.get(ref.id))
-            if fd is not None:
-                return fd
+            path = self._learn_path(ref.id, reply)
+            if path is not None:
+                return path
         if holders:
             return None
-        # Cold: when the worker placed for the block is on this node, have it fetch the block
-        # and read the file it wrote, rather than stream the bytes through HTTP.
         placed = placement(ref.id, list(workers.values()))[0]
         if placed.node != self.node:
             return None
@@ -199,19 +220,16 @@ class BlockReader:
             )
         except errors.Unavailable:
             return None
-        fd = self._open_path(ref.id, reply.paths.get(ref.id))
-        if fd is not None:
+        path = self._learn_path(ref.id, reply)
+        if path is not None:
             self._locations.put(ref.id, [placed.worker_id])
-        return fd
+        return path
 
-    def _open_path(self, block_id: str, path: str | None) -> int | None:
-        """Open a block file a worker pointed at and remember where it is."""
-        if path is None:
-            return None
-        fd = self.fds.open(block_id, path)
-        if fd is not None:
+    def _learn_path(self, block_id: str, reply: LocalBlocksReply) -> str | None:
+        path = reply.paths.get(block_id)
+        if path is not None:
             self._paths.put(block_id, path)
-        return fd
+        return path
 
     async def fetch(self, ref: BlockRef) -> bytes:
         """The whole block from a worker; concurrent callers share one request."""
@@ -227,14 +245,18 @@ class BlockReader:
         return await self._flight.do(ref.id, fetch)
 
     async def prefetch(self, ref: BlockRef) -> None:
-        """Bring a block close (open its local file, else fetch it); errors are ignored."""
-        if self.fds.get(ref.id) is not None or self.buffer.get(ref.id) is not None:
+        """Bring a block close (learn its local file, else fetch it); errors are ignored."""
+        if (
+            self.fds.get(ref.id) is not None
+            or self._paths.get(ref.id) is not None
+            or self.buffer.get(ref.id) is not None
+        ):
             return
         try:
-            if self.short_circuit:
-                fd = await self._local_flight.do(ref.id, lambda: self._open_local(ref))
-                if fd is not None:
-                    return
+            if self.short_circuit and await self._local_flight.do(
+                ref.id, lambda: self._find_local(ref)
+            ):
+                return  # its path is known now: reads open it when they come
             await self.fetch(ref)
         except errors.FluidcacheError:
             pass  # a prefetch is a hint; the real read reports the error
