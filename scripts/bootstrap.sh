@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what fluidcache needs on a fresh Debian machine: FUSE 3 and its headers (apt), then a
-# .venv with the project and its dev tools. Safe to run again: it skips what is already there.
+# Installs what fluidcache needs on a fresh Debian machine: FUSE 3 and its headers, fio, nginx,
+# rclone, s3fs and Node.js for the tests and benchmarks (apt), then a .venv with the project and
+# its dev tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# The benchmarks' S3 server (s3rver) runs on Node.js; any node and npm on PATH will do.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
