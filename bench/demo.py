@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bench.readers import drop_caches
 from bench.sources import make_sample, nginx
 from fluidcache.client import AsyncClient
 from fluidcache.common.protocol import Report
@@ -72,16 +73,6 @@ async def read_source(url: str, paths: list[str]) -> tuple[int, float]:
     return total, time.perf_counter() - start
 
 
-def drop_page_cache() -> bool:
-    """Drop the kernel page cache so the warm pass reads from fluidcache, not the kernel."""
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
-
-
 class Up:
     """``fluidcache up`` as a child process, stopped (and unmounted) on exit."""
 
@@ -127,9 +118,15 @@ class Up:
                 subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
 
 
-async def fetch_report(master: str, token: str) -> Report:
+async def fetch_report(master: str, token: str, total: int) -> Report:
+    """The dataset's statistics, once the workers' usage reports (heartbeats) caught up."""
     async with AsyncClient(master, token, dataset="default") as client:
-        return await client.report()
+        for _ in range(50):
+            report = await client.report()
+            if report.cached_bytes >= total:
+                break
+            await asyncio.sleep(0.1)
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             master = up.wait_for("master:").split()[-1]
             up.wait_for("mounted:")
             token = (Path(run_dir) / "cluster" / "token").read_text().strip()
-            drop_page_cache()
+            drop_caches()
             src_bytes, src_s = asyncio.run(read_source(url, relative_files(data)))
-            drop_page_cache()
+            drop_caches()
             cold_bytes, cold_s = read_tree(mnt / "sample")
-            dropped = drop_page_cache()
+            dropped = drop_caches()
             warm_bytes, warm_s = read_tree(mnt / "sample")
-            report = asyncio.run(fetch_report(master, token))
+            report = asyncio.run(fetch_report(master, token, total))
         finally:
             up.stop()
     if cold_bytes != total or warm_bytes != total:
