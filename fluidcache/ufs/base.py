@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -57,14 +58,26 @@ class UnderFileSystem(abc.ABC):
     def list(self, path: str) -> AsyncIterator[UfsStatus]:
         """The entries of directory ``path``, streamed (never the whole listing at once)."""
 
-    @abc.abstractmethod
+    read_piece: ClassVar[int] = 1 << 20
+    """Chunk size :meth:`read` asks of :meth:`read_stream` by default."""
+
     async def read(self, path: str, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes from ``offset``, fewer only at end of file."""
+        """Exactly ``length`` bytes from ``offset``, fewer only at end of file.
+
+        By default the pieces of :meth:`read_stream`, joined; adapters with a cheaper whole read
+        override it.
+        """
+        if offset < 0 or length < 0:
+            raise InvalidArgument(f"{path}: negative offset or length")
+        if length == 0:
+            return b""
+        async with aclosing(self.read_stream(path, offset, length, self.read_piece)) as pieces:
+            return b"".join([piece async for piece in pieces])
 
     @abc.abstractmethod
     def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes."""
 
     async def close(self) -> None:

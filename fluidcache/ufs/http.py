@@ -196,6 +196,7 @@ class HttpUfs(UnderFileSystem):
     """A directory tree published over HTTP(S) as index pages."""
 
     schemes = ("http", "https")
+    read_piece = _READ_PIECE
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(root_uri, options)
@@ -485,14 +486,6 @@ class HttpUfs(UnderFileSystem):
         return [s for t in tasks if (s := t.result()) is not None]
 
     # -- read ----------------------------------------------------------------------------------
-
-    async def read(self, path: str, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise errors.InvalidArgument(f"{path}: negative offset or length")
-        if length == 0:
-            return b""
-        async with aclosing(self.read_stream(path, offset, length, _READ_PIECE)) as pieces:
-            return b"".join([piece async for piece in pieces])
 
     async def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20

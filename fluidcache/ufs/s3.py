@@ -24,7 +24,6 @@ import builtins
 import contextlib
 import os
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any, NoReturn
 
 import aiohttp
@@ -346,14 +345,6 @@ class S3Ufs(UnderFileSystem):
         return out
 
     # -- read ----------------------------------------------------------------------------------
-
-    async def read(self, path: str, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise errors.InvalidArgument(f"{path}: negative offset or length")
-        if length == 0:
-            return b""
-        async with aclosing(self.read_stream(path, offset, length, 1 << 20)) as pieces:
-            return b"".join([piece async for piece in pieces])
 
     async def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20
