@@ -7,6 +7,7 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
+import time
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -447,3 +448,145 @@ class BackupReply(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class DatasetRequest(Message):
     dataset: str
+
+
+# ---- master: jobs (warm-ups, backups), free ------------------------------------------------------
+
+JOB_SUBMIT = f"{API}/jobs/submit"
+JOB_LIST = f"{API}/jobs/list"
+JOB_STATUS = f"{API}/jobs/status"
+JOB_CANCEL = f"{API}/jobs/cancel"
+FREE = f"{API}/free"
+
+# Worker routes for the operations layer.
+BLOCKS_FREE = f"{API}/blocks/free"
+
+JOB_LOAD = "load"  # Fluid's DataLoad: cache target paths on N workers each
+JOB_BACKUP = "backup"  # Fluid's DataBackup: a metadata backup file on the master
+JOB_KINDS = (JOB_LOAD, JOB_BACKUP)
+
+PENDING, EXECUTING, COMPLETE, FAILED = "Pending", "Executing", "Complete", "Failed"
+JOB_PHASES = (PENDING, EXECUTING, COMPLETE, FAILED)
+REPLICAS_ALL = -1  # ``--replicas all``: every live worker holds every block (peer fan-out)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRequest(Message):
+    """Submit a job. Paths are relative to ``dataset`` (``/`` is its root).
+
+    ``replicas`` is the number of distinct workers that hold each block (:data:`REPLICAS_ALL`
+    for every live worker); ``metadata`` lists the targets from the sources first; ``pin``
+    keeps the loaded blocks from eviction until freed; ``schedule`` is a cron expression (the
+    job then runs at each of its times); ``after`` is a job that must complete first.
+    """
+
+    kind: str = JOB_LOAD
+    dataset: str = "default"
+    paths: list[str] = dataclasses.field(default_factory=lambda: ["/"])
+    replicas: int = 1
+    metadata: bool = False
+    pin: bool = False
+    schedule: str = ""
+    after: str = ""
+    name: str = ""  # backups: the file name in the master's backup dir
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetProgress(Message):
+    """Progress of one target path of a load: exact byte and file counts."""
+
+    path: str
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInfo(Message):
+    """One job as the master keeps it (times are Unix seconds, 0 = not yet).
+
+    A block counts as done once it is held by the job's number of replicas; a file once all its
+    blocks are. ``rate`` is bytes done per second of the current run; ``eta`` its seconds to go
+    (-1 unknown). A scheduled job goes back to Pending after each run, with ``next_run`` set.
+    """
+
+    job_id: str
+    kind: str
+    dataset: str
+    paths: list[str]
+    phase: str
+    replicas: int = 1
+    metadata: bool = False
+    pin: bool = False
+    schedule: str = ""
+    after: str = ""
+    name: str = ""
+    created: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    files_total: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    bytes_done: int = 0
+    source_bytes: int = 0  # bytes the workers read from the sources for this job
+    rate: float = 0.0
+    eta: float = -1.0
+    targets: list[TargetProgress] = dataclasses.field(default_factory=list)
+    runs: int = 0
+    next_run: float = 0.0
+    last_success: float = 0.0
+    error: str = ""
+    result: str = ""  # backups: the file written
+
+    @property
+    def duration(self) -> float:
+        if not self.started:
+            return 0.0
+        return max(0.0, (self.finished or time.time()) - self.started)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobIdRequest(Message):
+    job_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsRequest(Message):
+    """List jobs, newest first; ``phase`` filters (empty: every phase)."""
+
+    phase: str = ""
+    limit: int = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsReply(Message):
+    jobs: list[JobInfo]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FreeRequest(Message):
+    """Evict the blocks of ``paths`` (dataset-relative) from every worker; pins are dropped."""
+
+    dataset: str = "default"
+    paths: list[str] = dataclasses.field(default_factory=lambda: ["/"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FreeReply(Message):
+    files: int
+    blocks: int  # block copies removed, over all workers
+    bytes: int  # bytes removed, over all workers
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlocksFreeRequest(Message):
+    """Ask a worker to remove these blocks (held or not; pinned ones too)."""
+
+    block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlocksFreeReply(Message):
+    blocks: int
+    bytes: int
