@@ -18,18 +18,20 @@ error_log {root}/error.log warn;
 pid {root}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
-    access_log {root}/access.log;
+    log_format fluidcache '$request_method $uri $status $body_bytes_sent "$http_range"';
+    access_log {root}/access.log fluidcache;
     client_body_temp_path {root}/tmp;
     proxy_temp_path {root}/tmp;
     fastcgi_temp_path {root}/tmp;
     uwsgi_temp_path {root}/tmp;
     scgi_temp_path {root}/tmp;
-    sendfile on;
+    sendfile {sendfile};
     server {{
         listen 127.0.0.1:{port};
         root {data};
         autoindex on;
         autoindex_exact_size on;
+        limit_rate {rate};
     }}
 }}
 """
@@ -64,8 +66,13 @@ def make_sample(root: Path, large_mb: int = 200, small: int = 300, small_kb: int
 
 
 @contextlib.contextmanager
-def nginx(data: Path, workdir: Path) -> Iterator[str]:
-    """nginx with autoindex serving ``data`` on a free port; yields the base URL."""
+def nginx(data: Path, workdir: Path, rate: str = "0") -> Iterator[str]:
+    """nginx with autoindex serving ``data`` on a free port; yields the base URL.
+
+    ``rate`` caps each response (nginx's ``limit_rate``, e.g. ``20m``; 0: no cap; sendfile is
+    then off, as nginx does not pace ranged sendfile responses). The access
+    log (``workdir/access.log``) has one line per request: method, path, status, bytes, Range.
+    """
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
         raise RuntimeError("nginx is not installed (run: make bootstrap)")
@@ -73,7 +80,15 @@ def nginx(data: Path, workdir: Path) -> Iterator[str]:
     (workdir / "tmp").mkdir(exist_ok=True)
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(root=workdir, port=port, data=data.absolute()))
+    conf.write_text(
+        NGINX_CONF.format(
+            root=workdir,
+            port=port,
+            data=data.absolute(),
+            rate=rate,
+            sendfile="on" if rate == "0" else "off",
+        )
+    )
     proc = subprocess.Popen(
         [binary, "-c", str(conf), "-p", str(workdir)],
         stdin=subprocess.DEVNULL,
@@ -96,3 +111,5 @@ def nginx(data: Path, workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

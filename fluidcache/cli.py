@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -15,9 +17,11 @@ from fluidcache.common import errors, logs
 from fluidcache.common.config import DEFAULT_BLOCK_SIZE, TOKEN_FILE_ENV, load_token, parse_size
 
 if TYPE_CHECKING:
-    from fluidcache.common.protocol import Message
+    from fluidcache.client import AsyncClient
+    from fluidcache.common.protocol import JobInfo, Message
 
 M = TypeVar("M", bound="Message")
+T = TypeVar("T")
 
 EXIT_CONFIG = 2
 
@@ -144,11 +148,184 @@ def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]
     return asyncio.run(main())
 
 
-def cmd_backup(args: argparse.Namespace) -> None:
-    from fluidcache.common.protocol import BACKUP, BackupReply, BackupRequest
+def _client_call(args: argparse.Namespace, call: Callable[[AsyncClient], Awaitable[T]]) -> T:
+    """Run ``call`` with a client of the master in ``args``."""
+    from fluidcache.client import AsyncClient
 
-    r = _admin(args, BACKUP, BackupRequest(args.name or ""), BackupReply)
-    print(f"backup: {r.path} ({r.size} bytes, {r.inodes} inodes, xxh3 {r.checksum})")
+    async def main() -> T:
+        dataset = getattr(args, "dataset", "default")
+        async with AsyncClient(args.master, load_token(args.token_file), dataset=dataset) as c:
+            return await call(c)
+
+    return asyncio.run(main())
+
+
+def _job_line(job: JobInfo) -> str:
+    """One line of a job's state: phase, counts, rate, ETA, error."""
+    line = (
+        f"{job.job_id}  {job.phase:<9} {job.files_done}/{job.files_total} files  "
+        f"{_mb(job.bytes_done)}/{_mb(job.bytes_total)} MB"
+    )
+    if job.phase == "Executing":
+        eta = f"{job.eta:.0f} s" if job.eta >= 0 else "?"
+        line += f"  {job.rate / 1e6:.1f} MB/s  ETA {eta}"
+    if job.result:
+        line += f"  {job.result}"
+    if job.error:
+        line += f"  error: {job.error}"
+    return line
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+async def _watch(client: AsyncClient, job: JobInfo, interval: float) -> JobInfo:
+    """Follow a job until its run is over: a live bar on a terminal, else a line every
+    ``interval`` seconds."""
+    if not sys.stdout.isatty():
+        last = 0.0
+        while job.phase not in ("Complete", "Failed") or not job.finished:
+            if time.monotonic() - last >= interval:
+                print(_job_line(job), flush=True)
+                last = time.monotonic()
+            await asyncio.sleep(0.2)
+            job = await client.job(job.job_id)
+        return job
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[files]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(job.job_id, total=None, files="")
+        while True:
+            bar.update(
+                task,
+                description=f"{job.job_id} {job.phase}",
+                completed=job.bytes_done,
+                total=job.bytes_total or None,
+                files=f"{job.files_done}/{job.files_total} files",
+            )
+            if job.phase in ("Complete", "Failed") and job.finished:
+                return job
+            await asyncio.sleep(0.2)
+            job = await client.job(job.job_id)
+
+
+def _submit(args: argparse.Namespace, submit: Callable[[AsyncClient], Awaitable[JobInfo]]) -> None:
+    """Submit a job; with --detach (or a schedule) print its id, else follow it to its end."""
+
+    async def run(client: AsyncClient) -> JobInfo:
+        job = await submit(client)
+        if args.detach or job.schedule:
+            return job
+        return await _watch(client, job, args.interval)
+
+    job = _client_call(args, run)
+    if args.detach or job.schedule:
+        print(job.job_id)
+        if job.schedule:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.next_run))
+            print(f"scheduled {job.schedule!r}: next run at {when}", file=sys.stderr)
+        return
+    print(_job_line(job))
+    if job.phase != "Complete":
+        raise errors.FluidcacheError(f"job {job.job_id} failed: {job.error}")
+
+
+def cmd_load(args: argparse.Namespace) -> None:
+    _submit(
+        args,
+        lambda c: c.load(
+            args.paths or ["/"],
+            replicas=args.replicas,
+            metadata=args.metadata,
+            pin=args.pin,
+            schedule=args.schedule or "",
+            after=args.after or "",
+        ),
+    )
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    _submit(
+        args,
+        lambda c: c.backup(args.name or "", schedule=args.schedule or "", after=args.after or ""),
+    )
+
+
+def cmd_free(args: argparse.Namespace) -> None:
+    r = _client_call(args, lambda c: c.free(args.paths or ["/"]))
+    print(f"freed {r.blocks} blocks ({_mb(r.bytes)} MB) of {r.files} files")
+
+
+def _print_job(job: JobInfo, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job.to_wire()))
+        return
+    started = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started)) if job.started else "-"
+    )
+    print(f"{'job':<12}{job.job_id}")
+    print(f"{'kind':<12}{job.kind} {' '.join(job.paths)} (dataset {job.dataset})")
+    print(f"{'phase':<12}{job.phase}")
+    print(f"{'started':<12}{started}")
+    print(f"{'duration':<12}{job.duration:.1f} s")
+    print(f"{'files':<12}{job.files_done}/{job.files_total}")
+    print(f"{'bytes':<12}{job.bytes_done}/{job.bytes_total}")
+    if job.kind == "load":
+        replicas = "all" if job.replicas < 0 else str(job.replicas)
+        print(f"{'replicas':<12}{replicas}{'  pinned' if job.pin else ''}")
+        for t in job.targets:
+            files, size = f"{t.files_done}/{t.files_total}", f"{t.bytes_done}/{t.bytes_total}"
+            print(f"  {t.path}: {files} files, {size} bytes")
+    for label, value in (
+        ("schedule", job.schedule),
+        ("after", job.after),
+        ("result", job.result),
+        ("error", job.error),
+    ):
+        if value:
+            print(f"{label:<12}{value}")
+    if job.next_run:
+        print(f"{'next run':<12}{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.next_run))}")
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    if args.action == "ls":
+        jobs = _client_call(args, lambda c: c.jobs(args.phase or ""))
+        if args.json:
+            print(json.dumps([j.to_wire() for j in jobs]))
+            return
+        print(f"{'ID':<18}{'KIND':<8}{'PHASE':<11}{'FILES':>13}{'MB':>21}{'DURATION':>10}  TARGETS")
+        for j in jobs:
+            files = f"{j.files_done}/{j.files_total}"
+            size = f"{_mb(j.bytes_done)}/{_mb(j.bytes_total)}"
+            print(
+                f"{j.job_id:<18}{j.kind:<8}{j.phase:<11}{files:>13}{size:>21}"
+                f"{j.duration:>9.1f}s  {' '.join(j.paths)}{'  ' + j.error if j.error else ''}"
+            )
+        return
+    if not args.job_id:
+        raise errors.InvalidArgument(f"job {args.action}: give a job id")
+    if args.action == "status":
+        _print_job(_client_call(args, lambda c: c.job(args.job_id)), args.json)
+    else:
+        job = _client_call(args, lambda c: c.cancel(args.job_id))
+        print(f"{job.job_id} {job.phase}: {job.error}")
 
 
 def cmd_load_metadata(args: argparse.Namespace) -> None:
@@ -186,6 +363,20 @@ def cmd_up(args: argparse.Namespace) -> None:
 
     cluster = LocalCluster.from_args(args)
     sys.exit(cluster.run())
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule", metavar="CRON", help="run on a cron schedule, e.g. '0 */6 * * *'")
+    p.add_argument("--after", metavar="JOB", help="start only once job JOB has completed")
+    p.add_argument("--detach", action="store_true", help="print the job id and return at once")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="without a terminal, print a progress line every S seconds (default 5)",
+    )
+    p.add_argument("--token-file")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -283,8 +474,46 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
     b.add_argument("--master", required=True, help="master URL")
     b.add_argument("--name", help="file name in the master's backup directory")
-    b.add_argument("--token-file")
+    _job_options(b)
     b.set_defaults(fn=cmd_backup)
+
+    ld = sub.add_parser(
+        "load",
+        help="warm the cache: cache files or directories on N workers each (a job)",
+        description="Cache the target paths (dataset-relative; default the whole dataset) on "
+        "--replicas distinct workers each, following the job's progress until it ends.",
+    )
+    ld.add_argument("paths", nargs="*", metavar="PATH", help="file or directory (default /)")
+    ld.add_argument("--master", required=True, help="master URL")
+    ld.add_argument("--dataset", default="default", help="dataset name (default: default)")
+    ld.add_argument(
+        "--replicas",
+        default="1",
+        help="workers that hold each block (default 1); 'all': every worker, the source "
+        "read once and the copies made from peer to peer",
+    )
+    ld.add_argument(
+        "--metadata", action="store_true", help="list the targets from the sources first"
+    )
+    ld.add_argument("--pin", action="store_true", help="keep the blocks from eviction until freed")
+    _job_options(ld)
+    ld.set_defaults(fn=cmd_load)
+
+    fr = sub.add_parser("free", help="evict files or directories from every worker (pins too)")
+    fr.add_argument("paths", nargs="*", metavar="PATH", help="file or directory (default /)")
+    fr.add_argument("--master", required=True, help="master URL")
+    fr.add_argument("--dataset", default="default", help="dataset name (default: default)")
+    fr.add_argument("--token-file")
+    fr.set_defaults(fn=cmd_free)
+
+    jb = sub.add_parser("job", help="list, show or cancel jobs (loads, backups)")
+    jb.add_argument("action", choices=("ls", "status", "cancel"))
+    jb.add_argument("job_id", nargs="?", help="job id (status, cancel)")
+    jb.add_argument("--master", required=True, help="master URL")
+    jb.add_argument("--phase", choices=("Pending", "Executing", "Complete", "Failed"))
+    jb.add_argument("--json", action="store_true", help="machine-readable output")
+    jb.add_argument("--token-file")
+    jb.set_defaults(fn=cmd_job)
 
     lm = sub.add_parser(
         "load-metadata", help="list a dataset or subtree from its sources into the namespace now"

@@ -33,6 +33,7 @@ class Cluster:
     master_url: str = ""
     procs: dict[str, Proc] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    _master_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -51,9 +52,14 @@ class Cluster:
         return self.urls[name]
 
     def start_master(self, *sources: str, extra: tuple[str, ...] = ()) -> str:
-        self.master_url = self._start(
-            "master", ["master", *sources, "--data-dir", str(self.root / "master"), *extra]
-        )
+        self._master_args = ["master", *sources, "--data-dir", str(self.root / "master"), *extra]
+        self.master_url = self._start("master", self._master_args)
+        return self.master_url
+
+    def restart_master(self) -> str:
+        """Start the master again as before, on the same port (workers find it again)."""
+        port = self.master_url.rsplit(":", 1)[1]
+        self.master_url = self._start("master", [*self._master_args, "--port", port])
         return self.master_url
 
     def start_worker(self, name: str, *tiers: str, node: str | None = None) -> str:

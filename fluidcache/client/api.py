@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -20,19 +21,46 @@ from fluidcache.client.cache import TtlCache
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
+    COMPLETE,
+    FAILED,
+    FREE,
+    JOB_BACKUP,
+    JOB_CANCEL,
+    JOB_LIST,
+    JOB_LOAD,
+    JOB_STATUS,
+    JOB_SUBMIT,
     NS_LIST,
     NS_LOOKUP,
     NS_STAT,
+    REPLICAS_ALL,
     REPORT,
     ROOT_INO,
     BlockRef,
     FileInfo,
+    FreeReply,
+    FreeRequest,
+    JobIdRequest,
+    JobInfo,
+    JobRequest,
+    JobsReply,
+    JobsRequest,
     ListReply,
     ListRequest,
     LookupRequest,
     Report,
     StatRequest,
 )
+
+
+def replicas_value(replicas: int | str) -> int:
+    """``replicas`` as the wire gives it: a count, or ``"all"`` for every live worker."""
+    if replicas == "all":
+        return REPLICAS_ALL
+    try:
+        return int(replicas)
+    except ValueError:
+        raise errors.InvalidArgument(f"replicas: {replicas!r} is not a number or 'all'") from None
 
 
 class AsyncClient:
@@ -215,6 +243,68 @@ class AsyncClient:
 
     async def report(self) -> Report:
         return await self._master.call(REPORT, None, Report)
+
+    # ---- operations: warm-ups, backups, free (the master's job API) -----------------------
+
+    async def load(
+        self,
+        paths: Sequence[str] = ("/",),
+        *,
+        replicas: int | str = 1,
+        metadata: bool = False,
+        pin: bool = False,
+        schedule: str = "",
+        after: str = "",
+        wait: bool = False,
+    ) -> JobInfo:
+        """Warm ``paths`` (dataset-relative) on ``replicas`` workers each (``"all"``: every
+        worker, the source read once); returns the job, or with ``wait`` the finished job."""
+        request = JobRequest(
+            JOB_LOAD,
+            self.dataset,
+            list(paths),
+            replicas_value(replicas),
+            metadata,
+            pin,
+            schedule,
+            after,
+        )
+        return await self.submit(request, wait)
+
+    async def backup(
+        self, name: str = "", *, schedule: str = "", after: str = "", wait: bool = False
+    ) -> JobInfo:
+        """Write a metadata backup on the master (a job, like a load)."""
+        request = JobRequest(JOB_BACKUP, self.dataset, ["/"], schedule=schedule, after=after)
+        return await self.submit(dataclasses.replace(request, name=name), wait)
+
+    async def submit(self, request: JobRequest, wait: bool = False) -> JobInfo:
+        job = await self._master.call(JOB_SUBMIT, request, JobInfo)
+        return await self.wait(job.job_id) if wait else job
+
+    async def job(self, job_id: str) -> JobInfo:
+        return await self._master.call(JOB_STATUS, JobIdRequest(job_id), JobInfo)
+
+    async def jobs(self, phase: str = "", limit: int = 100) -> list[JobInfo]:
+        """Jobs newest first, of one phase (Pending, Executing, Complete, Failed) or all."""
+        return (await self._master.call(JOB_LIST, JobsRequest(phase, limit), JobsReply)).jobs
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        return await self._master.call(JOB_CANCEL, JobIdRequest(job_id), JobInfo)
+
+    async def wait(self, job_id: str, poll: float = 0.5) -> JobInfo:
+        """The job once its run is over (Complete or Failed); bound it with ``asyncio.timeout``.
+
+        A scheduled job is over when a run is, so this returns its latest run's outcome."""
+        while True:
+            job = await self.job(job_id)
+            if job.phase in (COMPLETE, FAILED) and job.finished:
+                return job
+            await asyncio.sleep(poll)
+
+    async def free(self, paths: Sequence[str] = ("/",)) -> FreeReply:
+        """Evict the blocks of ``paths`` from every worker (pinned ones too)."""
+        return await self._master.call(FREE, FreeRequest(self.dataset, list(paths)), FreeReply)
 
     # ---- data -----------------------------------------------------------------------------
 

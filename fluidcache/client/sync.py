@@ -3,14 +3,15 @@ event-loop thread (fsspec's shared loop, the way fsspec's async filesystems do i
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from fsspec.asyn import get_loop, sync
 
 from fluidcache.client.api import AsyncClient, AsyncFile
-from fluidcache.common.protocol import FileInfo, Report
+from fluidcache.common.protocol import FileInfo, FreeReply, JobInfo, Report
 
 T = TypeVar("T")
 
@@ -56,6 +57,29 @@ class Client:
 
     def report(self) -> Report:
         return self._run(self.aio.report())
+
+    def load(self, paths: Sequence[str] = ("/",), **options: Any) -> JobInfo:
+        """Warm ``paths``; the options of :meth:`AsyncClient.load` (replicas, pin, wait, ...)."""
+        return self._run(self.aio.load(paths, **options))
+
+    def backup(self, name: str = "", **options: Any) -> JobInfo:
+        return self._run(self.aio.backup(name, **options))
+
+    def job(self, job_id: str) -> JobInfo:
+        return self._run(self.aio.job(job_id))
+
+    def jobs(self, phase: str = "", limit: int = 100) -> list[JobInfo]:
+        return self._run(self.aio.jobs(phase, limit))
+
+    def cancel(self, job_id: str) -> JobInfo:
+        return self._run(self.aio.cancel(job_id))
+
+    def wait(self, job_id: str, poll: float = 0.5, timeout: float = 86400.0) -> JobInfo:
+        """The job once its run is over; TimeoutError after ``timeout`` seconds."""
+        return self._run(asyncio.wait_for(self.aio.wait(job_id, poll), timeout))
+
+    def free(self, paths: Sequence[str] = ("/",)) -> FreeReply:
+        return self._run(self.aio.free(paths))
 
     def close(self) -> None:
         self._run(self.aio.aclose())

@@ -7,7 +7,7 @@ import errno
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -110,12 +110,18 @@ class RpcClient:
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK}
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def call(self, path: str, request: Message | None, reply_cls: type[M]) -> M:
+    async def call(
+        self,
+        path: str,
+        request: Message | None,
+        reply_cls: type[M],
+        params: Mapping[str, str] | None = None,
+    ) -> M:
         body = request.encode() if request is not None else b""
         url = self.base_url + path
         try:
             async with self.session.post(
-                url, data=body, headers=self.headers, timeout=self.timeout
+                url, data=body, params=params, headers=self.headers, timeout=self.timeout
             ) as resp:
                 await raise_for_error(resp)
                 data = await resp.read()

@@ -16,7 +16,12 @@ from fluidcache.common.protocol import (
     BACKUP,
     BLOCK_LOCATIONS,
     DATASET_REPORT,
+    FREE,
     HEALTH,
+    JOB_CANCEL,
+    JOB_LIST,
+    JOB_STATUS,
+    JOB_SUBMIT,
     NS_LIST,
     NS_LOAD_METADATA,
     NS_LOAD_STATUS,
@@ -28,7 +33,11 @@ from fluidcache.common.protocol import (
     WORKERS,
     BackupRequest,
     DatasetRequest,
+    FreeRequest,
     HeartbeatRequest,
+    JobIdRequest,
+    JobRequest,
+    JobsRequest,
     ListRequest,
     LoadMetadataRequest,
     LoadStatusRequest,
@@ -104,6 +113,31 @@ async def backup(request: web.Request) -> web.Response:
     return reply(await svc.backup(await read_message(request, BackupRequest)))
 
 
+async def job_submit(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.jobs.submit(await read_message(request, JobRequest)))
+
+
+async def job_list(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.jobs.list(await read_message(request, JobsRequest)))
+
+
+async def job_status(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.jobs.status((await read_message(request, JobIdRequest)).job_id))
+
+
+async def job_cancel(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.jobs.cancel((await read_message(request, JobIdRequest)).job_id))
+
+
+async def free(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.free(await read_message(request, FreeRequest)))
+
+
 def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """The master's application; the service opens on start-up and closes on clean-up.
 
@@ -134,6 +168,11 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_post(REPORT, report)
     app.router.add_post(DATASET_REPORT, dataset_report)
     app.router.add_post(BACKUP, backup)
+    app.router.add_post(JOB_SUBMIT, job_submit)
+    app.router.add_post(JOB_LIST, job_list)
+    app.router.add_post(JOB_STATUS, job_status)
+    app.router.add_post(JOB_CANCEL, job_cancel)
+    app.router.add_post(FREE, free)
     return app
 
 

@@ -12,14 +12,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
+
 from fluidcache.common import errors
+from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
+    JOB_BACKUP,
+    JOB_LOAD,
+    REPLICAS_ALL,
     ROOT_INO,
     BackupReply,
     BackupRequest,
     FileInfo,
+    FreeReply,
+    FreeRequest,
     HeartbeatReply,
     HeartbeatRequest,
+    JobInfo,
+    JobRequest,
     ListReply,
     ListRequest,
     LocationsReply,
@@ -36,10 +46,11 @@ from fluidcache.common.protocol import (
 from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, write_backup
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
-from fluidcache.master.jobs import MetadataLoads
+from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
+from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
 from fluidcache.ufs import create_ufs
 
@@ -47,6 +58,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 MAX_LOCATIONS = 100_000
+MAX_TARGETS = 1000
+WORKER_RPC_TIMEOUT = 600.0  # a cache request waits for its block to come from the source
 
 
 class MasterService:
@@ -67,6 +80,17 @@ class MasterService:
             store, self.blocks, config.worker_timeout, clock or time.monotonic, clock or time.time
         )
         self.loads = MetadataLoads(self.sync, self.resolve)
+        self.warmer = Warmer(self.ns, self.sync, self.blocks, self.workers.live, self._worker_rpc)
+        self.jobs = Jobs(
+            store,
+            {JOB_LOAD: self._run_load, JOB_BACKUP: self._run_backup},
+            self._check_job,
+            clock or time.time,
+        )
+        self.jobs.open()
+        self._clock = clock or time.monotonic
+        self._started = self._clock()
+        self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
 
@@ -93,9 +117,12 @@ class MasterService:
         return service
 
     def start(self) -> None:
-        """Start the background sweep of lost workers."""
+        """Start the background sweep of lost workers and the jobs (resuming interrupted ones)."""
         every = min(self.config.heartbeat_interval, self.config.worker_timeout / 4)
         self._spawn(self.workers.run_sweeper(every))
+        self._session = aiohttp.ClientSession()
+        self._started = self._clock()
+        self.jobs.start()
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -104,6 +131,7 @@ class MasterService:
 
     async def close(self) -> None:
         """Stop background work, close the sources, close LMDB."""
+        await self.jobs.close()
         await self.loads.close()
         # A backup reads LMDB in a thread that cannot be interrupted: let it finish first.
         await asyncio.gather(*self._backups, return_exceptions=True)
@@ -111,6 +139,8 @@ class MasterService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ns.close()
+        if self._session is not None:
+            await self._session.close()
         self.store.close()
 
     # ---- namespace ------------------------------------------------------------------------
@@ -205,16 +235,86 @@ class MasterService:
     def all_workers(self) -> list[WorkerInfo]:
         return self.workers.all()
 
+    # ---- jobs -----------------------------------------------------------------------------
+
+    def _worker_rpc(self, worker_id: str) -> RpcClient:
+        info = self.workers.get_live(worker_id)
+        if info is None or self._session is None:
+            raise errors.Unavailable(f"worker {worker_id} is not live")
+        return RpcClient(info.address, self.config.token, self._session, WORKER_RPC_TIMEOUT)
+
+    async def _targets(self, dataset: str, paths: list[str]) -> list[Inode]:
+        """The inodes of dataset-relative ``paths`` (NotFound names the first missing one)."""
+        if dataset not in self.ns.datasets():
+            raise errors.NotFound(f"dataset {dataset!r}")
+        if not paths or len(paths) > MAX_TARGETS:
+            raise errors.InvalidArgument(f"paths: give 1 to {MAX_TARGETS} paths")
+        for path in paths:
+            if not path.startswith("/"):
+                raise errors.InvalidArgument(
+                    f"paths: {path!r} must start with / (the dataset root)"
+                )
+        return [await self.resolve(f"/{dataset}{path}") for path in paths]
+
+    async def _check_job(self, request: JobRequest) -> None:
+        """Refuse a job whose targets, replicas or backup name cannot be served."""
+        if request.kind == JOB_BACKUP:
+            self._backup_path(request.name)
+            return
+        await self._targets(request.dataset, request.paths)
+        if request.replicas != REPLICAS_ALL:
+            self.warmer.replica_count(request.replicas)
+
+    async def _wait_workers(self, count: int) -> None:
+        """After a master restart, give workers time to register again (bounded)."""
+        grace = 2 * self.config.heartbeat_interval + 1
+        deadline = self._started + max(grace, 3 * self.config.worker_timeout)
+        while True:
+            live = len(self.workers.live())
+            now = self._clock()
+            if live >= count and now - self._started >= grace:
+                return
+            if now >= deadline:
+                if live >= count:
+                    return
+                raise errors.Unavailable(
+                    f"{live} live workers, {count} needed: the others did not register "
+                    f"within {deadline - self._started:.0f} s of the master's start"
+                )
+            await asyncio.sleep(0.2)
+
+    async def _run_load(self, job: JobInfo, progress: Progress, resumed: bool) -> str:
+        tops = await self._targets(job.dataset, job.paths)
+        await self.warmer.load(
+            tops, job.replicas, job.metadata, job.pin, progress, self._wait_workers
+        )
+        return ""
+
+    async def _run_backup(self, job: JobInfo, progress: Progress, resumed: bool) -> str:
+        name = job.name
+        if job.schedule or (resumed and name):
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            name = f"{name or 'backup'}-{stamp}.fcbak"
+        return (await self.backup(BackupRequest(name))).path
+
+    async def free(self, request: FreeRequest) -> FreeReply:
+        """Evict the blocks of the target paths from every worker (pins dropped too)."""
+        return await self.warmer.free(await self._targets(request.dataset, request.paths))
+
     # ---- backups --------------------------------------------------------------------------
+
+    def _backup_path(self, name: str) -> Path:
+        if name and (not valid_name(name) or name.startswith(".")):
+            raise errors.InvalidArgument(f"backup name {name!r}: a plain file name is needed")
+        path = self.config.backups / name
+        if name and path.exists():
+            raise errors.InvalidArgument(f"backup {path} already exists")
+        return path
 
     async def backup(self, request: BackupRequest) -> BackupReply:
         """Write a backup of the namespace into the backup dir; never overwrites silently."""
         name = request.name or time.strftime("backup-%Y%m%d-%H%M%S.fcbak", time.gmtime())
-        if not valid_name(name) or name.startswith("."):
-            raise errors.InvalidArgument(f"backup name {name!r}: a plain file name is needed")
-        path = self.config.backups / name
-        if path.exists():
-            raise errors.InvalidArgument(f"backup {path} already exists")
+        path = self._backup_path(name)
         job = asyncio.ensure_future(asyncio.to_thread(write_backup, self.store, path))
         self._backups.add(job)
         job.add_done_callback(self._backups.discard)

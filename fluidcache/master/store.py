@@ -9,6 +9,7 @@ One environment in the data dir holds everything; every change is one write tran
     locations      block id (16 bytes) + worker -> b""
     worker_blocks  worker NUL block id          -> b""
     workers        worker id                    -> WorkerInfo (msgpack)
+    jobs           job id                       -> JobInfo (msgpack)
     meta           b"next_ino", b"next_stamp", b"stats/" + dataset -> counters
 
 Dentries sort by name bytes (UTF-8 order is code point order), so a directory page is a cursor
@@ -36,6 +37,7 @@ DB_NAMES = (
     "locations",
     "worker_blocks",
     "workers",
+    "jobs",
     "meta",
 )
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
@@ -130,6 +132,7 @@ class Store:
         self.locations = self.dbs["locations"]
         self.worker_blocks = self.dbs["worker_blocks"]
         self.workers = self.dbs["workers"]
+        self.jobs = self.dbs["jobs"]
         self.meta = self.dbs["meta"]
 
     def read(self) -> Any:

@@ -84,6 +84,9 @@ class WorkerRegistry:
     def is_live(self, worker_id: str) -> bool:
         return worker_id in self._live
 
+    def get_live(self, worker_id: str) -> WorkerInfo | None:
+        return self._live.get(worker_id)
+
     def all(self) -> list[WorkerInfo]:
         """Every worker ever registered: the live ones as they are now, the others as last seen."""
         with self.store.read() as txn:

@@ -121,11 +121,12 @@ class Fetcher:
             return None
         return block
 
-    async def get(self, ref: BlockRef, peers: bool = True) -> Block | Inflight:
+    async def get(self, ref: BlockRef, peers: bool = True, peer: str = "") -> Block | Inflight:
         """The block ``ref`` from the store, or the one fetch of it under way.
 
         ``peers`` False skips asking the master for holders (the caller just learnt there are
-        none); a stale hint costs a source read, never wrong bytes.
+        none); ``peer`` is the id of a worker said to hold it, tried first (a load's
+        fan-out). A stale hint costs a source read, never wrong bytes.
         """
         block = await self.lookup(ref.id)
         if block is not None:
@@ -134,14 +135,14 @@ class Fetcher:
         flight = self._inflight.get(ref.id)
         if flight is None:
             flight = self._inflight[ref.id] = Inflight(ref)
-            task = asyncio.ensure_future(self._run(flight, peers))
+            task = asyncio.ensure_future(self._run(flight, peers, peer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def ensure(self, ref: BlockRef, peers: bool = True) -> None:
+    async def ensure(self, ref: BlockRef, peers: bool = True, peer: str = "") -> None:
         """Return once the block is held (or was fetched, if it could not be kept)."""
-        got = await self.get(ref, peers)
+        got = await self.get(ref, peers, peer)
         if isinstance(got, Inflight):
             await got.data()
 
@@ -150,10 +151,12 @@ class Fetcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, flight: Inflight, peers: bool) -> None:
+    async def _run(self, flight: Inflight, peers: bool, peer: str) -> None:
         ref = flight.ref
         try:
-            origin = await self._from_peers(flight) if peers else None
+            origin = "peer" if peer and await self._from_peer(peer, flight) else None
+            if origin is None and peers:
+                origin = await self._from_peers(flight)
             if origin is None:
                 origin = await self._from_source(flight)
             if flight.size != ref.length:
@@ -205,6 +208,15 @@ class Fetcher:
                 return "peer"
         return None
 
+    async def _from_peer(self, worker_id: str, flight: Inflight) -> bool:
+        """Stream the block from the registered worker ``worker_id``; False if it cannot."""
+        try:
+            address = (await self._peer_addresses()).get(worker_id)
+        except errors.FluidcacheError as e:
+            log.warning("block %s: no worker list (%s)", flight.ref.id, e.message)
+            return False
+        return address is not None and await self._stream_from(address, flight)
+
     async def _stream_from(self, address: str, flight: Inflight) -> bool:
         """True when the whole block came from ``address``; False (and nothing kept) if not."""
         ref = flight.ref
@@ -230,6 +242,7 @@ class Fetcher:
         return True
 
     async def _peer_addresses(self) -> dict[str, str]:
+        """Worker id -> address of the live workers (cached for a few seconds)."""
         if time.monotonic() - self._peers_at > PEERS_TTL:
             reply = await self.master.call(WORKERS, None, WorkersReply)
             self._peers = {w.worker_id: w.address for w in reply.workers}

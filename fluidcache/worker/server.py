@@ -18,12 +18,15 @@ from fluidcache.common.http import RpcClient, health, make_middlewares, read_mes
 from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
+    BLOCKS_FREE,
     BLOCKS_LOCAL,
     HEALTH,
     METRICS,
     PEER_HEADER,
     WORKER_STATS,
     BlockRef,
+    BlocksFreeReply,
+    BlocksFreeRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
     WorkerInfo,
@@ -194,13 +197,25 @@ def _bytes_response(request: web.Request, data: bytes) -> web.Response:
 async def cache_block(request: web.Request) -> web.Response:
     """Fetch a block into this worker's store (loads, peers, same-node clients).
 
-    The answer says where the block file is, when it was kept, for a short-circuit read.
+    ``?peer=WORKER_ID`` names a worker to copy it from first (a load's fan-out); ``?pin=1`` keeps it
+    from eviction until freed. The answer says where the block file is, when it was kept, for a
+    short-circuit read; an empty answer means it could not be kept (no room).
     """
     svc = request.app[SERVICE]
     ref = _block_ref(request)
-    await svc.fetcher.ensure(ref, _peers_hint(request))
+    await svc.fetcher.ensure(ref, _peers_hint(request), request.query.get("peer", ""))
     block = await svc.fetcher.lookup(ref.id)
+    if block is not None and request.query.get("pin") == "1":
+        block.kept = True
     return reply(LocalBlocksReply({ref.id: str(block.path)} if block is not None else {}))
+
+
+async def free_blocks(request: web.Request) -> web.Response:
+    """Remove blocks from this worker, kept (pinned) ones too: ``fluidcache free``."""
+    svc = request.app[SERVICE]
+    ask = await read_message(request, BlocksFreeRequest)
+    removed = [b for b in [await svc.store.remove(i) for i in ask.block_ids] if b is not None]
+    return reply(BlocksFreeReply(len(removed), sum(b.size for b in removed)))
 
 
 async def local_blocks(request: web.Request) -> web.Response:
@@ -242,6 +257,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.router.add_post(BLOCK_CACHE, cache_block)
     app.router.add_post(WORKER_STATS, stats)
     app.router.add_post(BLOCKS_LOCAL, local_blocks)
+    app.router.add_post(BLOCKS_FREE, free_blocks)
     app.router.add_get(METRICS, metrics)
     app.router.add_get(HEALTH, health)
     return app

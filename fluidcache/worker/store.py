@@ -10,7 +10,8 @@ Invariants:
   directory listing of a persistent level is its durable index, and start-up deletes temp names;
 - a block read from a persistent level after a restart is verified once against its checksum;
   a mismatch deletes it (and counts it), so a corrupted byte is never served;
-- pinned blocks (being served) are never evicted.
+- pinned blocks (being served) are never evicted, nor are kept blocks (a load with ``pin``)
+  until they are removed on purpose (``fluidcache free``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Block:
     verified: bool = True
     pins: int = 0
     hits: int = 0
+    kept: bool = False  # pinned by a load (Fluid's data.pin): never evicted, only removed
 
 
 @dataclass(eq=False)
@@ -212,14 +214,13 @@ class BlockStore:
         self._emit("committed", block_id)
         return block
 
-    async def remove(self, block_id: str) -> bool:
-        """Delete a block; False if it was not held."""
+    async def remove(self, block_id: str) -> Block | None:
+        """Delete a block, kept or not (readers with an open fd finish); None if not held."""
         async with self._lock:
             block = self.blocks.get(block_id)
-            if block is None:
-                return False
-            self._drop(block)
-            return True
+            if block is not None:
+                self._drop(block)
+            return block
 
     async def promote(self, block: Block) -> None:
         """Move a hot block from a lower level to the top level when it fits there."""
@@ -305,7 +306,7 @@ class BlockStore:
 
 def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None:
     for block in level.lru.values():
-        if block.pins == 0 and block is not exclude:
+        if block.pins == 0 and not block.kept and block is not exclude:
             return block
     return None
 

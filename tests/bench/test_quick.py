@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,17 +17,6 @@ import pytest
 from bench.scenarios import NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A scratch directory nginx's unprivileged workers can read (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="fluidcache-bench-test-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.timeout(420)
