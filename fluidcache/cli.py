@@ -15,7 +15,7 @@ from fluidcache.common import errors, logs
 from fluidcache.common.config import DEFAULT_BLOCK_SIZE, TOKEN_FILE_ENV, load_token, parse_size
 
 if TYPE_CHECKING:
-    from fluidcache.common.protocol import Message
+    from fluidcache.common.protocol import Message, Report
 
 M = TypeVar("M", bound="Message")
 
@@ -110,24 +110,82 @@ def cmd_mount(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    import json
+
     from fluidcache.client import AsyncClient
 
     async def main() -> None:
         async with AsyncClient(args.master, load_token(args.token_file)) as client:
             r = await client.report()
-        print(f"{'UFS total size':<18}{r.ufs_total_bytes / 1e6:>12.1f} MB")
-        print(f"{'files':<18}{r.file_count:>12}")
-        print(f"{'cached':<18}{r.cached_bytes / 1e6:>12.1f} MB")
-        print(f"{'cache capacity':<18}{r.cache_capacity / 1e6:>12.1f} MB")
-        print(f"{'cached %':<18}{r.cached_percent:>12.1f}")
-        for w in r.workers:
-            for t in w.tiers:
-                print(
-                    f"  {w.worker_id:<10} {t.medium:<4} {t.used / 1e6:>10.1f} / "
-                    f"{t.capacity / 1e6:.1f} MB  {t.blocks} blocks"
-                )
+        print(json.dumps(r.fluid(), indent=2) if args.json else format_report(r))
 
     asyncio.run(main())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def format_report(r: Report) -> str:
+    """``fluidcache report`` as text: Fluid's dataset columns and hit ratios, then workers."""
+    lines = _table(
+        [
+            ["DATASET", "UFS TOTAL SIZE", "CACHED", "CACHE CAPACITY", "CACHED %", "FILES"],
+            *[
+                [
+                    d.name,
+                    _mb(d.ufs_total_bytes),
+                    _mb(d.cached_bytes),
+                    _mb(d.cache_capacity),
+                    f"{d.cached_percent:.1f}%",
+                    str(d.file_count),
+                ]
+                for d in r.datasets
+            ],
+        ]
+    )
+    lines.append("")
+    lines += _table(
+        [
+            ["DATASET", "CACHE HIT RATIO", "LOCAL HIT RATIO", "REMOTE HIT RATIO"],
+            *[
+                [
+                    d.name,
+                    f"{100 * d.cache_hit_ratio:.1f}%",
+                    f"{100 * d.local_hit_ratio:.1f}%",
+                    f"{100 * d.remote_hit_ratio:.1f}%",
+                ]
+                for d in r.datasets
+            ],
+        ]
+    )
+    b = r.reads
+    lines.append(
+        f"bytes read: {_mb(b.local)} local, {_mb(b.remote)} remote, {_mb(b.source)} from "
+        f"the sources"
+    )
+    for d in r.datasets:
+        if d.shortfall is not None:
+            lines.append(f"{d.name}: does not fit: {d.shortfall.advice}")
+    lines.append("")
+    lines.append(f"workers: {len(r.workers)} live, {r.lost_workers} lost")
+    rows = [["WORKER", "NODE", "TIER", "USED", "CAPACITY", "USED %", "BLOCKS"]]
+    for w in r.workers:
+        for t in w.tiers:
+            pct = 100 * t.used / t.capacity if t.capacity else 0.0
+            row = [w.worker_id, w.node, t.medium, _mb(t.used), _mb(t.capacity), f"{pct:.1f}%"]
+            rows.append([*row, str(t.blocks)])
+    if len(rows) > 1:
+        lines += _table(rows)
+    return "\n".join(lines)
 
 
 def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]) -> M:
@@ -277,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="dataset statistics: UFS size, cached bytes, cached %%")
     r.add_argument("--master", required=True, help="master URL")
+    r.add_argument("--json", action="store_true", help="print Fluid's key names as JSON")
     r.add_argument("--token-file")
     r.set_defaults(fn=cmd_report)
 
