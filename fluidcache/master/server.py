@@ -17,6 +17,7 @@ from fluidcache.common.protocol import (
     BLOCK_LOCATIONS,
     DATASET_REPORT,
     HEALTH,
+    METRICS,
     NS_LIST,
     NS_LOAD_METADATA,
     NS_LOAD_STATUS,
@@ -94,6 +95,11 @@ async def report(request: web.Request) -> web.Response:
     return reply(request.app[SERVICE].report())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
 async def dataset_report(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     return reply(svc.report((await read_message(request, DatasetRequest)).dataset))
@@ -134,6 +140,7 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_post(REPORT, report)
     app.router.add_post(DATASET_REPORT, dataset_report)
     app.router.add_post(BACKUP, backup)
+    app.router.add_get(METRICS, metrics)
     return app
 
 

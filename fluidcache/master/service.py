@@ -40,6 +40,7 @@ from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, 
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import MetadataLoads
+from fluidcache.master.metrics import MasterMetrics
 from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
@@ -70,6 +71,7 @@ class MasterService:
             store, self.blocks, config.worker_timeout, clock or time.monotonic, clock or time.time
         )
         self.loads = MetadataLoads(self.sync, self.resolve)
+        self.metrics = MasterMetrics(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
 
