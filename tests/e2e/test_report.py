@@ -33,10 +33,10 @@ def held_on_disk(c: Cluster, worker: str) -> int:
 
 
 async def report_when(
-    client: AsyncClient, ok: Callable[[Report], bool], timeout: float = 15.0
+    client: AsyncClient, ok: Callable[[Report], bool], within: float = 15.0
 ) -> Report:
     """The report once ``ok`` holds (heartbeats carry the workers' figures); fails if never."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         r = await client.report()
         if ok(r) or time.monotonic() > deadline:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fluidcache.cli import format_report
 from fluidcache.common import errors
 from fluidcache.common.blockid import block_id
 from fluidcache.common.protocol import (
@@ -17,7 +18,6 @@ from fluidcache.common.protocol import (
     TierUsage,
     WorkerInfo,
 )
-from fluidcache.cli import format_report
 from fluidcache.master.service import MasterService
 from tests.unit.master.helpers import Clock, config, make_tree, open_service
 
