@@ -426,6 +426,20 @@ class WorkerStats(Message):
 # ---- statistics --------------------------------------------------------------------------------
 
 
+def _fluid_states(s: DatasetReport | Report) -> dict[str, Any]:
+    """The figures a dataset and the whole cluster share, under Fluid's Dataset status keys."""
+    return {
+        "ufsTotal": s.ufs_total_bytes,
+        "fileNum": s.file_count,
+        "cached": s.cached_bytes,
+        "cacheCapacity": s.cache_capacity,
+        "cachedPercentage": s.cached_percent,
+        "cacheHitRatio": s.cache_hit_ratio,
+        "localHitRatio": s.local_hit_ratio,
+        "remoteHitRatio": s.remote_hit_ratio,
+    }
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class CapacityShortfall(Message):
     """A dataset larger than the cluster's cache: how much fits and how to add room."""
@@ -463,14 +477,7 @@ class DatasetReport(Message):
         s = self.shortfall
         return {
             "name": self.name,
-            "ufsTotal": self.ufs_total_bytes,
-            "fileNum": self.file_count,
-            "cached": self.cached_bytes,
-            "cacheCapacity": self.cache_capacity,
-            "cachedPercentage": self.cached_percent,
-            "cacheHitRatio": self.cache_hit_ratio,
-            "localHitRatio": self.local_hit_ratio,
-            "remoteHitRatio": self.remote_hit_ratio,
+            **_fluid_states(self),
             "capacityShortfall": None
             if s is None
             else {
@@ -505,14 +512,7 @@ class Report(Message):
         return {
             "datasets": [d.fluid() for d in self.datasets],
             "cluster": {
-                "ufsTotal": self.ufs_total_bytes,
-                "fileNum": self.file_count,
-                "cached": self.cached_bytes,
-                "cacheCapacity": self.cache_capacity,
-                "cachedPercentage": self.cached_percent,
-                "cacheHitRatio": self.cache_hit_ratio,
-                "localHitRatio": self.local_hit_ratio,
-                "remoteHitRatio": self.remote_hit_ratio,
+                **_fluid_states(self),
                 "bytesRead": self.reads.to_wire(),
                 "liveWorkers": len(self.workers),
                 "lostWorkers": self.lost_workers,
