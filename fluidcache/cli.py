@@ -18,7 +18,7 @@ from fluidcache.common.config import DEFAULT_BLOCK_SIZE, TOKEN_FILE_ENV, load_to
 
 if TYPE_CHECKING:
     from fluidcache.client import AsyncClient
-    from fluidcache.common.protocol import JobInfo, Message
+    from fluidcache.common.protocol import JobInfo, Message, Report
 
 M = TypeVar("M", bound="Message")
 T = TypeVar("T")
@@ -114,24 +114,82 @@ def cmd_mount(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    import json
+
     from fluidcache.client import AsyncClient
 
     async def main() -> None:
         async with AsyncClient(args.master, load_token(args.token_file)) as client:
             r = await client.report()
-        print(f"{'UFS total size':<18}{r.ufs_total_bytes / 1e6:>12.1f} MB")
-        print(f"{'files':<18}{r.file_count:>12}")
-        print(f"{'cached':<18}{r.cached_bytes / 1e6:>12.1f} MB")
-        print(f"{'cache capacity':<18}{r.cache_capacity / 1e6:>12.1f} MB")
-        print(f"{'cached %':<18}{r.cached_percent:>12.1f}")
-        for w in r.workers:
-            for t in w.tiers:
-                print(
-                    f"  {w.worker_id:<10} {t.medium:<4} {t.used / 1e6:>10.1f} / "
-                    f"{t.capacity / 1e6:.1f} MB  {t.blocks} blocks"
-                )
+        print(json.dumps(r.fluid(), indent=2) if args.json else format_report(r))
 
     asyncio.run(main())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def format_report(r: Report) -> str:
+    """``fluidcache report`` as text: Fluid's dataset columns and hit ratios, then workers."""
+    lines = _table(
+        [
+            ["DATASET", "UFS TOTAL SIZE", "CACHED", "CACHE CAPACITY", "CACHED %", "FILES"],
+            *[
+                [
+                    d.name,
+                    _mb(d.ufs_total_bytes),
+                    _mb(d.cached_bytes),
+                    _mb(d.cache_capacity),
+                    f"{d.cached_percent:.1f}%",
+                    str(d.file_count),
+                ]
+                for d in r.datasets
+            ],
+        ]
+    )
+    lines.append("")
+    lines += _table(
+        [
+            ["DATASET", "CACHE HIT RATIO", "LOCAL HIT RATIO", "REMOTE HIT RATIO"],
+            *[
+                [
+                    d.name,
+                    f"{100 * d.cache_hit_ratio:.1f}%",
+                    f"{100 * d.local_hit_ratio:.1f}%",
+                    f"{100 * d.remote_hit_ratio:.1f}%",
+                ]
+                for d in r.datasets
+            ],
+        ]
+    )
+    b = r.reads
+    lines.append(
+        f"bytes read: {_mb(b.local)} local, {_mb(b.remote)} remote, {_mb(b.source)} from "
+        f"the sources"
+    )
+    for d in r.datasets:
+        if d.shortfall is not None:
+            lines.append(f"{d.name}: does not fit: {d.shortfall.advice}")
+    lines.append("")
+    lines.append(f"workers: {len(r.workers)} live, {r.lost_workers} lost")
+    rows = [["WORKER", "NODE", "TIER", "USED", "CAPACITY", "USED %", "BLOCKS"]]
+    for w in r.workers:
+        for t in w.tiers:
+            pct = 100 * t.used / t.capacity if t.capacity else 0.0
+            row = [w.worker_id, w.node, t.medium, _mb(t.used), _mb(t.capacity), f"{pct:.1f}%"]
+            rows.append([*row, str(t.blocks)])
+    if len(rows) > 1:
+        lines += _table(rows)
+    return "\n".join(lines)
 
 
 def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]) -> M:
@@ -164,7 +222,7 @@ def _job_line(job: JobInfo) -> str:
     """One line of a job's state: phase, counts, rate, ETA, error."""
     line = (
         f"{job.job_id}  {job.phase:<9} {job.files_done}/{job.files_total} files  "
-        f"{_mb(job.bytes_done)}/{_mb(job.bytes_total)} MB"
+        f"{_done_of(job.bytes_done, job.bytes_total)}"
     )
     if job.phase == "Executing":
         eta = f"{job.eta:.0f} s" if job.eta >= 0 else "?"
@@ -176,8 +234,8 @@ def _job_line(job: JobInfo) -> str:
     return line
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f}"
+def _done_of(done: int, total: int) -> str:
+    return f"{done / 1e6:.1f}/{_mb(total)}"
 
 
 async def _watch(client: AsyncClient, job: JobInfo, interval: float) -> JobInfo:
@@ -269,7 +327,7 @@ def cmd_backup(args: argparse.Namespace) -> None:
 
 def cmd_free(args: argparse.Namespace) -> None:
     r = _client_call(args, lambda c: c.free(args.paths or ["/"]))
-    print(f"freed {r.blocks} blocks ({_mb(r.bytes)} MB) of {r.files} files")
+    print(f"freed {r.blocks} blocks ({_mb(r.bytes)}) of {r.files} files")
 
 
 def _print_job(job: JobInfo, as_json: bool) -> None:
@@ -310,10 +368,10 @@ def cmd_job(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps([j.to_wire() for j in jobs]))
             return
-        print(f"{'ID':<18}{'KIND':<8}{'PHASE':<11}{'FILES':>13}{'MB':>21}{'DURATION':>10}  TARGETS")
+        print(f"{'ID':<18}{'KIND':<8}{'PHASE':<11}{'FILES':>13}{'BYTES':>21}{'DURATION':>10}  TARGETS")
         for j in jobs:
             files = f"{j.files_done}/{j.files_total}"
-            size = f"{_mb(j.bytes_done)}/{_mb(j.bytes_total)}"
+            size = _done_of(j.bytes_done, j.bytes_total)
             print(
                 f"{j.job_id:<18}{j.kind:<8}{j.phase:<11}{files:>13}{size:>21}"
                 f"{j.duration:>9.1f}s  {' '.join(j.paths)}{'  ' + j.error if j.error else ''}"
@@ -468,6 +526,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="dataset statistics: UFS size, cached bytes, cached %%")
     r.add_argument("--master", required=True, help="master URL")
+    r.add_argument("--json", action="store_true", help="print Fluid's key names as JSON")
     r.add_argument("--token-file")
     r.set_defaults(fn=cmd_report)
 

@@ -130,6 +130,8 @@ class AsyncClient:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._session is not None:
+            await self.blocks.flush()
         self.blocks.close()
         if self._session is not None:
             await self._session.close()

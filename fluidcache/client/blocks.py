@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -28,12 +28,16 @@ from fluidcache.common.protocol import (
     BLOCK_CACHE,
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
+    BLOCKS_TOUCH,
+    READER_HEADER,
     WORKERS,
     BlockRef,
     LocalBlocksReply,
     LocalBlocksRequest,
     LocationsReply,
     LocationsRequest,
+    TouchReply,
+    TouchRequest,
     WorkerInfo,
     WorkersReply,
 )
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 READ_ATTEMPTS = 3
 FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descriptors, at most
 LOCATE_BATCH = 512
+TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
+MAX_CREDITS = 10_000
 
 
 def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
@@ -52,6 +58,67 @@ def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
         return hashlib.blake2b(f"{w.worker_id}/{block_id}".encode(), digest_size=8).digest()
 
     return sorted(workers, key=score, reverse=True)
+
+
+class Touches:
+    """Short-circuit reads not yet told to their workers: worker address -> block id -> bytes.
+
+    A read only adds to a dict; one task sends what gathered after ``delay`` (one call per
+    worker), so workers count the local hits and keep the blocks warm in their LRU without a
+    call per read. A block a worker just fetched for this reader carries a credit: its first
+    bytes read were counted as that fetch (a miss), not as hits.
+    """
+
+    def __init__(self, send: Callable[[str, TouchRequest], Awaitable[object]], delay: float):
+        self._send = send
+        self.delay = delay
+        self._pending: dict[str, dict[str, int]] = {}
+        self._credits: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def credit(self, block_id: str, size: int) -> None:
+        self._credits[block_id] = size
+        while len(self._credits) > MAX_CREDITS:
+            del self._credits[next(iter(self._credits))]
+
+    def add(self, owner: str, block_id: str, size: int) -> None:
+        """Note ``size`` bytes read from ``owner``'s file of ``block_id``; never awaits."""
+        if self._credits:
+            credit = self._credits.pop(block_id, 0)
+            if credit > size:
+                self._credits[block_id] = credit - size
+            size -= min(credit, size)
+            if size == 0:
+                return
+        if not owner:
+            return
+        batch = self._pending.setdefault(owner, {})
+        batch[block_id] = batch.get(block_id, 0) + size
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send every pending read now; a worker that cannot be reached loses its counts."""
+        pending, self._pending = self._pending, {}
+        for owner, reads in pending.items():
+            try:
+                await self._send(owner, TouchRequest(reads))
+            except errors.FluidcacheError as e:
+                log.debug("touch of %d blocks on %s failed: %s", len(reads), owner, e.message)
+
+    async def close(self) -> None:
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.flush()
 
 
 class BlockReader:
@@ -76,11 +143,21 @@ class BlockReader:
         self.short_circuit = short_circuit
         self._workers: TtlCache[str, list[WorkerInfo]] = TtlCache(ttl, 1, clock)
         self._locations: TtlCache[str, list[str]] = TtlCache(ttl, 100_000, clock)
-        self._paths: TtlCache[str, str] = TtlCache(ttl, 100_000, clock)
+        # block id -> (path of its file on this node, address of the worker that holds it)
+        self._paths: TtlCache[str, tuple[str, str]] = TtlCache(ttl, 100_000, clock)
+        self.touches = Touches(self._touch, TOUCH_DELAY)
         self.buffer = BlockCache(buffer_bytes)
         self.fds = FdCache(1024, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
-        self._local_flight: SingleFlight[str | None] = SingleFlight()
+        self._local_flight: SingleFlight[tuple[str, str] | None] = SingleFlight()
+
+    async def _touch(self, address: str, request: TouchRequest) -> TouchReply:
+        rpc = RpcClient(address, self._token, self._session())
+        return await rpc.call(BLOCKS_TOUCH, request, TouchReply)
+
+    async def flush(self) -> None:
+        """Tell workers about short-circuit reads now (before the session closes)."""
+        await self.touches.close()
 
     def close(self) -> None:
         self.fds.close()
@@ -133,13 +210,14 @@ class BlockReader:
             if local is not None:
                 by_worker.setdefault(local, []).append(block_id)
         for worker_id, ids in by_worker.items():
-            rpc = RpcClient(workers[worker_id].address, self._token, self._session())
+            address = workers[worker_id].address
+            rpc = RpcClient(address, self._token, self._session())
             for i in range(0, len(ids), LOCATE_BATCH):
                 reply = await rpc.call(
                     BLOCKS_LOCAL, LocalBlocksRequest(ids[i : i + LOCATE_BATCH]), LocalBlocksReply
                 )
                 for block_id, path in reply.paths.items():
-                    self._paths.put(block_id, path)
+                    self._paths.put(block_id, (path, address))
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])
@@ -157,33 +235,36 @@ class BlockReader:
         if data is not None:
             return data[start : start + length]
         if self.short_circuit:
-            path = await self._local_flight.do(ref.id, lambda: self._find_local(ref))
-            local = self._pread_local(ref.id, start, length, path)  # same step as the await
+            found = await self._local_flight.do(ref.id, lambda: self._find_local(ref))
+            local = self._pread_local(ref.id, start, length, found)  # same step as the await
             if local is not None:
                 return local
         data = await self.fetch(ref)
         return data[start : start + length]
 
     def _pread_local(
-        self, block_id: str, start: int, length: int, path: str | None = None
+        self, block_id: str, start: int, length: int, found: tuple[str, str] | None = None
     ) -> bytes | None:
         """Read this node's copy of a block when its file is known (or given), else None.
 
         Never awaits: a descriptor is used in the same step it is taken from the cache, so no
-        other read can close it (or reuse its number) in between.
+        other read can close it (or reuse its number) in between. The read is noted for the
+        worker that holds the file (:class:`Touches`).
         """
         fd = self.fds.get(block_id)
         if fd is None:
-            path = path or self._paths.get(block_id)
-            if path is None:
+            found = found or self._paths.get(block_id)
+            if found is None:
                 return None
-            fd = self.fds.open(block_id, path)
+            fd = self.fds.open(block_id, *found)
             if fd is None:
                 self._paths.pop(block_id)  # evicted since
                 return None
-        return os.pread(fd, length, start)
+        data = os.pread(fd, length, start)
+        self.touches.add(self.fds.owner(block_id), block_id, len(data))
+        return data
 
-    async def _find_local(self, ref: BlockRef) -> str | None:
+    async def _find_local(self, ref: BlockRef) -> tuple[str, str] | None:
         """The path of the block's file on this node's worker, if there is one.
 
         A holder on this node is asked where its file is; a cold block whose placed worker is
@@ -204,9 +285,9 @@ class BlockReader:
                 )
             except errors.FluidcacheError:
                 continue
-            path = self._learn_path(ref.id, reply)
-            if path is not None:
-                return path
+            found = self._learn_path(ref.id, reply, w.address)
+            if found is not None:
+                return found
         if holders:
             return None
         placed = placement(ref.id, list(workers.values()))[0]
@@ -214,22 +295,31 @@ class BlockReader:
             return None
         query = urlencode({**ref.to_query(), "peers": "0"})  # no holder: skip the P2P lookup
         path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
+        rpc = RpcClient(placed.address, self._token, self._session(), headers=self._reader)
         try:
-            reply = await RpcClient(placed.address, self._token, self._session()).call(
-                path_and_query, None, LocalBlocksReply
-            )
+            reply = await rpc.call(path_and_query, None, LocalBlocksReply)
         except errors.Unavailable:
             return None
-        path = self._learn_path(ref.id, reply)
-        if path is not None:
+        if ref.id in reply.fetched:
+            self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
+        found = self._learn_path(ref.id, reply, placed.address)
+        if found is not None:
             self._locations.put(ref.id, [placed.worker_id])
-        return path
+        return found
 
-    def _learn_path(self, block_id: str, reply: LocalBlocksReply) -> str | None:
+    def _learn_path(
+        self, block_id: str, reply: LocalBlocksReply, address: str
+    ) -> tuple[str, str] | None:
         path = reply.paths.get(block_id)
-        if path is not None:
-            self._paths.put(block_id, path)
-        return path
+        if path is None:
+            return None
+        self._paths.put(block_id, (path, address))
+        return path, address
+
+    @property
+    def _reader(self) -> dict[str, str]:
+        """The header that tells a worker which node a read is for (its hit accounting)."""
+        return {READER_HEADER: self.node}
 
     async def fetch(self, ref: BlockRef) -> bytes:
         """The whole block from a worker; concurrent callers share one request."""
@@ -283,7 +373,7 @@ class BlockReader:
         url = worker.address.rstrip("/") + BLOCK.format(block_id=ref.id)
         try:
             async with self._session().get(
-                url, params=ref.to_query(), headers=auth_headers(self._token)
+                url, params=ref.to_query(), headers={**auth_headers(self._token), **self._reader}
             ) as resp:
                 await raise_for_error(resp)
                 data = await resp.read()

@@ -80,7 +80,8 @@ class FdCache:
         self.size = size
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._fds: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (fd, file size)
+        # id -> (fd, file size, owner: the address of the worker whose file it is)
+        self._fds: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
 
     def get(self, block_id: str) -> int | None:
         entry = self._fds.get(block_id)
@@ -89,18 +90,24 @@ class FdCache:
         self._fds.move_to_end(block_id)
         return entry[0]
 
-    def open(self, block_id: str, path: str) -> int | None:
-        """Open and keep ``path`` for ``block_id``; None if the file is gone already."""
+    def owner(self, block_id: str) -> str:
+        """The worker whose file ``block_id``'s descriptor reads ("" if none is open)."""
+        entry = self._fds.get(block_id)
+        return entry[2] if entry is not None else ""
+
+    def open(self, block_id: str, path: str, owner: str = "") -> int | None:
+        """Open and keep ``path`` (a file of worker ``owner``) for ``block_id``; None if the
+        file is gone already."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         self.drop(block_id)
         size = os.fstat(fd).st_size
-        self._fds[block_id] = (fd, size)
+        self._fds[block_id] = (fd, size, owner)
         self.bytes += size
         while len(self._fds) > 1 and (len(self._fds) > self.size or self.bytes > self.max_bytes):
-            _, (stale, stale_size) = self._fds.popitem(last=False)
+            _, (stale, stale_size, _) = self._fds.popitem(last=False)
             self.bytes -= stale_size
             os.close(stale)
         return fd
@@ -113,7 +120,7 @@ class FdCache:
                 os.close(entry[0])
 
     def close(self) -> None:
-        for fd, _ in self._fds.values():
+        for fd, _, _ in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()

@@ -103,11 +103,20 @@ class RpcClient:
     """
 
     def __init__(
-        self, base_url: str, token: str, session: aiohttp.ClientSession, timeout: float = 30.0
+        self,
+        base_url: str,
+        token: str,
+        session: aiohttp.ClientSession,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK}
+        self.headers = {
+            **(headers or {}),
+            "Authorization": f"Bearer {token}",
+            "Content-Type": MSGPACK,
+        }
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def call(

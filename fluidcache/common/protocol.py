@@ -37,7 +37,9 @@ BLOCK_CACHE = API + "/blocks/{block_id}/cache"
 WORKER_STATS = f"{API}/stats"
 METRICS = "/metrics"
 BLOCKS_LOCAL = f"{API}/blocks-local"
+BLOCKS_TOUCH = f"{API}/blocks-touch"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
+READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 
 ROOT_INO = 1
 
@@ -294,6 +296,33 @@ class TierUsage(Message):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReadBytes(Message):
+    """Bytes readers got, by where they came from (Fluid's and Alluxio's hit accounting).
+
+    ``local``: from a cache on the reader's node (short-circuit, or a worker on that node);
+    ``remote``: from the cache of a worker on another node; ``source``: read from the source
+    for a reader (misses). A worker's counts are cumulative since it started.
+    """
+
+    local: int = 0
+    remote: int = 0
+    source: int = 0
+
+    def __add__(self, other: ReadBytes) -> ReadBytes:
+        return ReadBytes(
+            self.local + other.local, self.remote + other.remote, self.source + other.source
+        )
+
+    @property
+    def total(self) -> int:
+        return self.local + self.remote + self.source
+
+    def ratio(self, part: int) -> float:
+        """``part`` as a fraction of every byte read, 0 when nothing was read."""
+        return round(part / self.total, 4) if self.total else 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerInfo(Message):
     worker_id: str
     address: str  # base URL, e.g. http://127.0.0.1:7001
@@ -301,6 +330,7 @@ class WorkerInfo(Message):
     tiers: list[TierUsage] = dataclasses.field(default_factory=list)
     last_heartbeat: float = 0.0
     state: str = "live"  # live | lost
+    reads: ReadBytes = dataclasses.field(default_factory=ReadBytes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -335,6 +365,7 @@ class HeartbeatRequest(Message):
     added: list[str] = dataclasses.field(default_factory=list)
     removed: list[str] = dataclasses.field(default_factory=list)
     tiers: list[TierUsage] = dataclasses.field(default_factory=list)
+    reads: ReadBytes | None = None  # cumulative; None from a worker that does not count them
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -359,6 +390,24 @@ class LocalBlocksReply(Message):
     """Block id -> path of its verified file, for the blocks held (others are absent)."""
 
     paths: dict[str, str]
+    # Blocks this answer fetched for the reader (the read of them counted as a miss already).
+    fetched: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TouchRequest(Message):
+    """Short-circuit reads a same-node client made since its last touch: block id -> bytes.
+
+    The worker counts them as local hits and marks the blocks as just used (LRU), as if it had
+    served them; sent batched, never per read.
+    """
+
+    reads: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TouchReply(Message):
+    held: int = 0  # how many of the blocks the worker still holds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -377,9 +426,73 @@ class WorkerStats(Message):
 # ---- statistics --------------------------------------------------------------------------------
 
 
+def _fluid_states(s: DatasetReport | Report) -> dict[str, Any]:
+    """The figures a dataset and the whole cluster share, under Fluid's Dataset status keys."""
+    return {
+        "ufsTotal": s.ufs_total_bytes,
+        "fileNum": s.file_count,
+        "cached": s.cached_bytes,
+        "cacheCapacity": s.cache_capacity,
+        "cachedPercentage": s.cached_percent,
+        "cacheHitRatio": s.cache_hit_ratio,
+        "localHitRatio": s.local_hit_ratio,
+        "remoteHitRatio": s.remote_hit_ratio,
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CapacityShortfall(Message):
+    """A dataset larger than the cluster's cache: how much fits and how to add room."""
+
+    ufs_total_bytes: int
+    cache_capacity: int
+    missing_bytes: int  # ufs total - capacity
+    fits_percent: float  # the part of the dataset the cache can hold, 0-100
+    live_workers: int
+    per_worker_bytes: int  # quota to add to each live worker for the whole dataset to fit
+    advice: str  # one human line naming the flags that add room
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatasetReport(Message):
+    """One dataset as Fluid's Dataset status shows it (``ufsTotal``, ``cacheStates``).
+
+    The workers' cache is shared by the cluster's datasets: ``cached_bytes`` and the hit ratios
+    are the cluster's (exact for the usual master with one dataset).
+    """
+
+    name: str
+    ufs_total_bytes: int
+    file_count: int
+    cached_bytes: int
+    cache_capacity: int
+    cached_percent: float
+    cache_hit_ratio: float = 0.0
+    local_hit_ratio: float = 0.0
+    remote_hit_ratio: float = 0.0
+    shortfall: CapacityShortfall | None = None
+
+    def fluid(self) -> dict[str, Any]:
+        """Fluid's key names and units (bytes, percent, ratios in 0-1), for scripts."""
+        s = self.shortfall
+        return {
+            "name": self.name,
+            **_fluid_states(self),
+            "capacityShortfall": None
+            if s is None
+            else {
+                "missing": s.missing_bytes,
+                "fitsPercentage": s.fits_percent,
+                "liveWorkers": s.live_workers,
+                "perWorker": s.per_worker_bytes,
+                "advice": s.advice,
+            },
+        }
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report(Message):
-    """Dataset statistics as Fluid shows them."""
+    """Dataset statistics as Fluid shows them: totals, each dataset, each live worker's tiers."""
 
     ufs_total_bytes: int
     file_count: int
@@ -387,6 +500,34 @@ class Report(Message):
     cache_capacity: int
     cached_percent: float
     workers: list[WorkerInfo]
+    datasets: list[DatasetReport] = dataclasses.field(default_factory=list)
+    reads: ReadBytes = dataclasses.field(default_factory=ReadBytes)  # over live workers
+    cache_hit_ratio: float = 0.0
+    local_hit_ratio: float = 0.0
+    remote_hit_ratio: float = 0.0
+    lost_workers: int = 0
+
+    def fluid(self) -> dict[str, Any]:
+        """The whole report under Fluid's key names: what ``fluidcache report --json`` prints."""
+        return {
+            "datasets": [d.fluid() for d in self.datasets],
+            "cluster": {
+                **_fluid_states(self),
+                "bytesRead": self.reads.to_wire(),
+                "liveWorkers": len(self.workers),
+                "lostWorkers": self.lost_workers,
+            },
+            "workers": [
+                {
+                    "id": w.worker_id,
+                    "node": w.node,
+                    "address": w.address,
+                    "bytesRead": w.reads.to_wire(),
+                    "tiers": [t.to_wire() for t in w.tiers],
+                }
+                for w in self.workers
+            ],
+        }
 
 
 # ---- master: metadata sync, backup, per-dataset statistics --------------------------------------

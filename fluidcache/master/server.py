@@ -22,6 +22,7 @@ from fluidcache.common.protocol import (
     JOB_LIST,
     JOB_STATUS,
     JOB_SUBMIT,
+    METRICS,
     NS_LIST,
     NS_LOAD_METADATA,
     NS_LOAD_STATUS,
@@ -103,6 +104,11 @@ async def report(request: web.Request) -> web.Response:
     return reply(request.app[SERVICE].report())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
 async def dataset_report(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     return reply(svc.report((await read_message(request, DatasetRequest)).dataset))
@@ -173,6 +179,7 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_post(JOB_STATUS, job_status)
     app.router.add_post(JOB_CANCEL, job_cancel)
     app.router.add_post(FREE, free)
+    app.router.add_get(METRICS, metrics)
     return app
 
 

@@ -23,6 +23,8 @@ from fluidcache.common.protocol import (
     ROOT_INO,
     BackupReply,
     BackupRequest,
+    CapacityShortfall,
+    DatasetReport,
     FileInfo,
     FreeReply,
     FreeRequest,
@@ -36,6 +38,7 @@ from fluidcache.common.protocol import (
     LocationsRequest,
     LookupRequest,
     MountInfo,
+    ReadBytes,
     RegisterReply,
     RegisterRequest,
     Report,
@@ -47,6 +50,7 @@ from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, 
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
+from fluidcache.master.metrics import MasterMetrics
 from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
@@ -91,6 +95,7 @@ class MasterService:
         self._clock = clock or time.monotonic
         self._started = self._clock()
         self._session: aiohttp.ClientSession | None = None
+        self.metrics = MasterMetrics(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
 
@@ -217,20 +222,51 @@ class MasterService:
     # ---- statistics -----------------------------------------------------------------------
 
     def report(self, dataset: str = "") -> Report:
-        """Fluid's dataset statistics: of one dataset, or of all of them with ``""``."""
+        """Fluid's dataset statistics: of one dataset, or of all of them with ``""``.
+
+        Totals, one entry per dataset (with capacity advice when it cannot fit), the hit ratios
+        from the live workers' read counts, and each live worker's tiers.
+        """
         names = self.ns.datasets()
         if dataset and dataset not in names:
             raise errors.NotFound(f"dataset {dataset!r}")
-        total = DatasetStats()
-        for name in [dataset] if dataset else names:
-            s = self.ns.stats(name)
-            total.bytes += s.bytes
-            total.files += s.files
         workers = self.workers.live()
         cached = sum(t.used for w in workers for t in w.tiers)
         capacity = sum(t.capacity for w in workers for t in w.tiers)
-        percent = min(100.0, 100.0 * cached / total.bytes) if total.bytes else 0.0
-        return Report(total.bytes, total.files, cached, capacity, round(percent, 2), workers)
+        reads = sum((w.reads for w in workers), ReadBytes())
+        ratios = _hit_ratios(reads)
+        entries = []
+        for name in [dataset] if dataset else names:
+            s = self.ns.stats(name)
+            entries.append(
+                DatasetReport(
+                    name,
+                    s.bytes,
+                    s.files,
+                    cached,
+                    capacity,
+                    _percent(cached, s.bytes),
+                    *ratios,
+                    shortfall=capacity_shortfall(s.bytes, capacity, len(workers)),
+                )
+            )
+        total = DatasetStats(
+            bytes=sum(d.ufs_total_bytes for d in entries),
+            files=sum(d.file_count for d in entries),
+        )
+        lost = sum(1 for w in self.workers.all() if w.state != "live")
+        return Report(
+            total.bytes,
+            total.files,
+            cached,
+            capacity,
+            _percent(cached, total.bytes),
+            workers,
+            entries,
+            reads,
+            *ratios,
+            lost_workers=lost,
+        )
 
     def all_workers(self) -> list[WorkerInfo]:
         return self.workers.all()
@@ -321,6 +357,61 @@ class MasterService:
         info = await asyncio.shield(job)
         log.info("backup %s: %d inodes, %d bytes", info.path, info.inodes, info.size)
         return BackupReply(str(info.path), info.size, info.inodes, info.checksum)
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(min(100.0, 100.0 * part / whole), 2) if whole else 0.0
+
+
+def _hit_ratios(reads: ReadBytes) -> tuple[float, float, float]:
+    """(cacheHitRatio, localHitRatio, remoteHitRatio) as Fluid computes them from Alluxio's
+    local, remote and source bytes."""
+    return (
+        reads.ratio(reads.local + reads.remote),
+        reads.ratio(reads.local),
+        reads.ratio(reads.remote),
+    )
+
+
+def capacity_shortfall(
+    ufs_total: int, capacity: int, live_workers: int
+) -> CapacityShortfall | None:
+    """Advice when a dataset of ``ufs_total`` bytes cannot fit the cache, else None."""
+    missing = ufs_total - capacity
+    if missing <= 0:
+        return None
+    per_worker = -(-missing // live_workers) if live_workers else missing
+    if live_workers:
+        room = (
+            f"add {_size(per_worker)} of quota to each of the {live_workers} workers "
+            f"(fluidcache up --mem-quota / --ssd-quota with --ssd-dir, or larger --tier quotas "
+            f"of fluidcache worker), or start more workers (fluidcache up --workers)"
+        )
+    else:
+        room = "start workers (fluidcache worker --tier ..., or fluidcache up --workers)"
+    advice = (
+        f"the cache holds {_percent(capacity, ufs_total)}% of the dataset: "
+        f"{_size(missing)} more is needed; {room}"
+    )
+    return CapacityShortfall(
+        ufs_total,
+        capacity,
+        missing,
+        _percent(capacity, ufs_total),
+        live_workers,
+        per_worker,
+        advice,
+    )
+
+
+def _size(n: int) -> str:
+    """Bytes in the binary units the quota flags take (``1.5Gi``)."""
+    value = float(n)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti"):
+        if value < 1024 or unit == "Ti":
+            return f"{value:.0f}" if not unit else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def _restore(store: Store, path: Path) -> None:

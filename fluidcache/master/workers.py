@@ -73,7 +73,10 @@ class WorkerRegistry:
         self._seen[request.worker_id] = self.clock()
         # Tier usage changes every beat; memory is enough for it (LMDB gets it at registration).
         self._live[request.worker_id] = dataclasses.replace(
-            info, tiers=request.tiers or info.tiers, last_heartbeat=self.wall()
+            info,
+            tiers=request.tiers or info.tiers,
+            reads=info.reads if request.reads is None else request.reads,
+            last_heartbeat=self.wall(),
         )
         return True
 

@@ -45,6 +45,7 @@ class Inflight:
         self.parts: list[bytes] = []
         self.size = 0
         self.error: BaseException | None = None
+        self.origin = ""  # peer | source, once known
         self.done = False
         self._changed = asyncio.Event()
 
@@ -140,11 +141,14 @@ class Fetcher:
             task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def ensure(self, ref: BlockRef, peers: bool = True, peer: str = "") -> None:
-        """Return once the block is held (or was fetched, if it could not be kept)."""
+    async def ensure(self, ref: BlockRef, peers: bool = True, peer: str = "") -> str:
+        """Return once the block is held (or was fetched, if it could not be kept): with ""
+        when it was held already, else where the fetch got it (peer, source)."""
         got = await self.get(ref, peers, peer)
         if isinstance(got, Inflight):
             await got.data()
+            return got.origin
+        return ""
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -164,6 +168,7 @@ class Fetcher:
                     f"{ref.uri}: got {flight.size} bytes for block {ref.index}, expected "
                     f"{ref.length} (the file changed at the source?)"
                 )
+            flight.origin = origin
             self.metrics.miss(origin, ref.length)
             await self.store.commit(ref.id, flight.parts)
             flight.finish()

@@ -9,7 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fluidcache.common.protocol import ReadBytes
 from fluidcache.worker.store import BlockStore
+
+READ_ORIGINS = ("local", "remote", "source")  # the fields of ReadBytes, in order
 
 
 class _StoreCollector(Collector):
@@ -60,6 +63,13 @@ class Metrics:
         self.served_bytes = Counter(
             "fluidcache_served_bytes", "Bytes sent to readers", registry=self.registry
         )
+        self.read_bytes = Counter(
+            "fluidcache_read_bytes",
+            "Bytes readers got, by where from (local: cache on their node, remote: cache on "
+            "another node, source: a miss)",
+            ["origin"],
+            registry=self.registry,
+        )
         self.peer_served = Counter(
             "fluidcache_peer_served_blocks",
             "Blocks this worker served to other workers",
@@ -72,6 +82,16 @@ class Metrics:
     def miss(self, origin: str, size: int) -> None:
         self.misses.labels(origin).inc()
         self.fetched_bytes.labels(origin).inc(size)
+
+    def read(self, origin: str, size: int) -> None:
+        """Count ``size`` bytes a reader got from ``origin`` (local, remote, source)."""
+        self.read_bytes.labels(origin).inc(size)
+
+    def reads(self) -> ReadBytes:
+        """The read counts so far, as the heartbeat sends them."""
+        return ReadBytes(
+            *(int(self.value("fluidcache_read_bytes_total", origin=o)) for o in READ_ORIGINS)
+        )
 
     def value(self, name: str, **labels: str) -> float:
         """One sample's current value (0 when absent), for stats and tests."""

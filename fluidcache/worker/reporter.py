@@ -88,8 +88,9 @@ class Reporter:
         """Send the delta since the last heartbeat that succeeded."""
         added, removed = self._added, self._removed
         self._added, self._removed = set(), set()
+        info = self.info()
         request = HeartbeatRequest(
-            self.info().worker_id, sorted(added), sorted(removed), self.store.usage()
+            info.worker_id, sorted(added), sorted(removed), info.tiers, info.reads
         )
         try:
             reply = await self.master.call(WORKER_HEARTBEAT, request, HeartbeatReply)

@@ -20,15 +20,19 @@ from fluidcache.common.protocol import (
     BLOCK_CACHE,
     BLOCKS_FREE,
     BLOCKS_LOCAL,
+    BLOCKS_TOUCH,
     HEALTH,
     METRICS,
     PEER_HEADER,
+    READER_HEADER,
     WORKER_STATS,
     BlockRef,
     BlocksFreeReply,
     BlocksFreeRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
+    TouchReply,
+    TouchRequest,
     WorkerInfo,
     WorkerStats,
 )
@@ -76,6 +80,7 @@ class WorkerService:
             address=self.address,
             node=self.config.node,
             tiers=self.store.usage(),
+            reads=self.metrics.reads(),
         )
 
     async def start(self, address: str) -> None:
@@ -95,6 +100,30 @@ class WorkerService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fetcher.close()
         await self.sources.close()
+
+    def count_read(self, request: web.Request, size: int, origin: str = "") -> None:
+        """Count bytes sent to a reader: ``origin`` peer/source for a fetch, "" from the store
+        (local when the reader says it is on this node). Peers' fetches are not reads."""
+        if PEER_HEADER in request.headers:
+            return
+        if origin == "source":
+            self.metrics.read("source", size)
+        elif origin == "" and request.headers.get(READER_HEADER) == self.config.node:
+            self.metrics.read("local", size)
+        else:
+            self.metrics.read("remote", size)
+
+    def touch(self, request: TouchRequest) -> TouchReply:
+        """Short-circuit reads of this worker's block files: local hits, and LRU recency."""
+        held = 0
+        for block_id, size in request.reads.items():
+            block = self.store.touch(block_id)
+            if block is not None:
+                held += 1
+                self.metrics.hit(self.store.levels[block.level].config.medium)
+                self.after_read(block)
+            self.metrics.read("local", max(0, size))  # read through an fd that outlived it
+        return TouchReply(held)
 
     def after_read(self, block: Block) -> None:
         if self.store.wants_promotion(block):
@@ -147,7 +176,9 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         got = await svc.fetcher.get(ref, _peers_hint(request))
         if isinstance(got, Inflight):
             svc.metrics.served_bytes.inc(ref.length)
-            return await _stream_response(request, got)
+            resp = await _stream_response(request, got)
+            svc.count_read(request, _sent(resp, ref.length), got.origin)
+            return resp
         try:
             fd = os.open(got.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -159,9 +190,15 @@ async def get_block(request: web.Request) -> web.StreamResponse:
         finally:
             os.close(fd)
         svc.metrics.served_bytes.inc(got.size)
+        svc.count_read(request, _sent(resp, got.size))
         svc.after_read(got)
         return resp
     raise errors.Unavailable(f"block {ref.id}: kept moving while being read")
+
+
+def _sent(resp: web.StreamResponse, size: int) -> int:
+    """Bytes of a block answer's body: its range's length, else the whole block."""
+    return resp.content_length if resp.content_length is not None else size
 
 
 async def _stream_response(request: web.Request, flight: Inflight) -> web.StreamResponse:
@@ -203,11 +240,17 @@ async def cache_block(request: web.Request) -> web.Response:
     """
     svc = request.app[SERVICE]
     ref = _block_ref(request)
-    await svc.fetcher.ensure(ref, _peers_hint(request), request.query.get("peer", ""))
+    origin = await svc.fetcher.ensure(ref, _peers_hint(request), request.query.get("peer", ""))
+    fetched = []
+    if origin and READER_HEADER in request.headers:
+        # A same-node client's cold read: the bytes it now reads count as this fetch.
+        svc.count_read(request, ref.length, origin)
+        fetched.append(ref.id)
     block = await svc.fetcher.lookup(ref.id)
     if block is not None and request.query.get("pin") == "1":
         block.kept = True
-    return reply(LocalBlocksReply({ref.id: str(block.path)} if block is not None else {}))
+    paths = {ref.id: str(block.path)} if block is not None else {}
+    return reply(LocalBlocksReply(paths, fetched))
 
 
 async def free_blocks(request: web.Request) -> web.Response:
@@ -226,9 +269,13 @@ async def local_blocks(request: web.Request) -> web.Response:
     for block_id in ask.block_ids[:1024]:
         block = await svc.fetcher.lookup(block_id)
         if block is not None:
-            paths[block_id] = str(block.path)
-            svc.metrics.hit(svc.store.levels[block.level].config.medium)
+            paths[block_id] = str(block.path)  # hits are counted when reads are touched
     return reply(LocalBlocksReply(paths))
+
+
+async def touch_blocks(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(svc.touch(await read_message(request, TouchRequest)))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -258,6 +305,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.router.add_post(WORKER_STATS, stats)
     app.router.add_post(BLOCKS_LOCAL, local_blocks)
     app.router.add_post(BLOCKS_FREE, free_blocks)
+    app.router.add_post(BLOCKS_TOUCH, touch_blocks)
     app.router.add_get(METRICS, metrics)
     app.router.add_get(HEALTH, health)
     return app

@@ -150,6 +150,11 @@ class BlockStore:
             block.hits += 1
         return block
 
+    def touch(self, block_id: str) -> Block | None:
+        """Mark a block read elsewhere (a same-node client's short-circuit read) as just used,
+        exactly as :meth:`get` does; None if it is no longer held."""
+        return self.get(block_id)
+
     def wants_promotion(self, block: Block) -> bool:
         return block.level > 0 and block.hits >= PROMOTE_AFTER_HITS
 

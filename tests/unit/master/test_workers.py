@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from fluidcache.cli import format_report
 from fluidcache.common import errors
 from fluidcache.common.blockid import block_id
 from fluidcache.common.protocol import (
     HeartbeatRequest,
     LoadMetadataRequest,
     LocationsRequest,
+    ReadBytes,
     RegisterRequest,
     TierUsage,
     WorkerInfo,
@@ -128,3 +130,54 @@ async def test_report_numbers(tmp_path: Path) -> None:
         clock.advance(21)
         svc.workers.sweep()
         assert svc.report().cached_bytes == 0  # lost workers hold nothing
+
+
+async def test_hit_ratios_and_capacity_shortfall(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)  # 4 files, 1110 bytes
+    async with open_service(config(tmp_path / "data", src)) as svc:
+        await svc.loads.start(LoadMetadataRequest("/"))
+        svc.register(RegisterRequest(worker("w1", used=100, capacity=300), []))
+        svc.register(RegisterRequest(worker("w2", used=0, capacity=500), []))
+        svc.heartbeat(HeartbeatRequest("w1", reads=ReadBytes(local=600, remote=0, source=200)))
+        svc.heartbeat(HeartbeatRequest("w2", reads=ReadBytes(local=0, remote=150, source=50)))
+        svc.heartbeat(HeartbeatRequest("w2"))  # a beat without counts keeps the last ones
+        r = svc.report()
+        assert r.reads == ReadBytes(600, 150, 250)
+        assert (r.cache_hit_ratio, r.local_hit_ratio, r.remote_hit_ratio) == (0.75, 0.6, 0.15)
+        [d] = r.datasets
+        assert (d.name, d.ufs_total_bytes, d.file_count, d.cached_bytes) == (
+            "default",
+            1110,
+            4,
+            100,
+        )
+        assert (d.cache_hit_ratio, d.local_hit_ratio, d.remote_hit_ratio) == (0.75, 0.6, 0.15)
+        s = d.shortfall
+        assert s is not None
+        assert (s.missing_bytes, s.cache_capacity, s.live_workers) == (310, 800, 2)
+        assert s.per_worker_bytes == 155  # 2 x 155 more and the 1110 bytes fit
+        assert s.fits_percent == 72.07
+        assert "--mem-quota" in s.advice and "--workers" in s.advice and "--tier" in s.advice
+
+        doc = r.fluid()
+        entry = doc["datasets"][0]
+        assert entry["ufsTotal"] == 1110 and entry["fileNum"] == 4 and entry["cached"] == 100
+        assert entry["cacheCapacity"] == 800 and entry["cachedPercentage"] == 9.01
+        assert (entry["cacheHitRatio"], entry["localHitRatio"], entry["remoteHitRatio"]) == (
+            0.75,
+            0.6,
+            0.15,
+        )
+        assert entry["capacityShortfall"]["missing"] == 310
+        assert doc["cluster"]["bytesRead"] == {"local": 600, "remote": 150, "source": 250}
+
+        text = format_report(r)
+        assert "default  1.1 KB" not in text  # sizes in MB, as the rest of the CLI
+        assert "75.0%" in text and "60.0%" in text and "15.0%" in text
+        assert "default: does not fit: the cache holds 72.07% of the dataset" in text
+
+        # Enough room: no advice.
+        svc.heartbeat(HeartbeatRequest("w2", tiers=[TierUsage("MEM", 5000, 0)]))
+        assert svc.report().datasets[0].shortfall is None
+        assert "does not fit" not in format_report(svc.report())

@@ -158,3 +158,18 @@ def test_bad_level_config_names_the_field(spec: str, field: str) -> None:
 
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         LevelConfig.parse(spec, 0).validate("tier[0]")
+
+
+async def test_a_block_touched_by_short_circuit_reads_outlives_colder_ones(tmp_path: Path) -> None:
+    # MEM only, room for 10 blocks; the 10th passes the high watermark (0.9) and evicts to 0.5.
+    store = open_store([LevelConfig("MEM", (tmp_path / "mem",), 10 * 64 * KIB, high=0.9, low=0.5)])
+    for i in range(9):
+        await store.commit(bid(i), payload(i))
+    assert len(store.blocks) == 9
+    # Block 0 is the oldest commit, but a client has been reading it through its file.
+    assert store.touch(bid(0)) is not None
+    assert store.touch(bid(99)) is None  # not held: nothing to refresh
+    await store.commit(bid(9), payload(9))
+    assert store.counters.evictions == 5
+    assert bid(0) in store.blocks  # the hottest block stayed
+    assert all(bid(i) not in store.blocks for i in range(1, 6))  # the coldest went instead
