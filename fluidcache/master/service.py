@@ -20,6 +20,8 @@ from fluidcache.common.protocol import (
     FileInfo,
     HeartbeatReply,
     HeartbeatRequest,
+    JobsReply,
+    JobsRequest,
     ListReply,
     ListRequest,
     LocationsReply,
@@ -30,6 +32,7 @@ from fluidcache.common.protocol import (
     RegisterRequest,
     Report,
     StatRequest,
+    Status,
     WorkerInfo,
     WorkersReply,
 )
@@ -67,6 +70,7 @@ class MasterService:
             store, self.blocks, config.worker_timeout, clock or time.monotonic, clock or time.time
         )
         self.loads = MetadataLoads(self.sync, self.resolve)
+        self.jobs = PlaceholderJobs()
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
 
@@ -202,6 +206,10 @@ class MasterService:
         percent = min(100.0, 100.0 * cached / total.bytes) if total.bytes else 0.0
         return Report(total.bytes, total.files, cached, capacity, round(percent, 2), workers)
 
+    def status(self, jobs: JobsRequest) -> Status:
+        """What the status page shows: the report of every dataset and the jobs ``jobs`` asks."""
+        return Status(self.report(), self.jobs.list(jobs).jobs, time.time())
+
     def all_workers(self) -> list[WorkerInfo]:
         return self.workers.all()
 
@@ -221,6 +229,16 @@ class MasterService:
         info = await asyncio.shield(job)
         log.info("backup %s: %d inodes, %d bytes", info.path, info.inodes, info.size)
         return BackupReply(str(info.path), info.size, info.inodes, info.checksum)
+
+
+class PlaceholderJobs:
+    """Stands in for the job engine (``fluidcache.master.jobs``) until it is merged: no jobs.
+
+    The status page needs only :meth:`list`; the engine replaces this class, not its callers.
+    """
+
+    def list(self, request: JobsRequest) -> JobsReply:
+        return JobsReply([])
 
 
 def _restore(store: Store, path: Path) -> None:
