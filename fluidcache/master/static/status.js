@@ -113,7 +113,9 @@
     }
     card.append(fields(d, keys));
     for (const [k, v] of Object.entries(d)) {
-      if (isTable(v)) card.append(el("h3", {}, label(k)), genericTable(v));
+      if (isTable(v) && k !== "workers" && k !== "datasets") {
+        card.append(el("h3", {}, label(k)), genericTable(v));
+      }
     }
     return card;
   }
