@@ -22,7 +22,18 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from bench.shaper import shaped
 from fluidcache.client import Client
-from fluidcache.common.protocol import EXECUTING, STATUS
+from fluidcache.common.protocol import (
+    EXECUTING,
+    FAILED,
+    JOB_LOAD,
+    STATUS,
+    JobInfo,
+    Report,
+    Status,
+    TargetProgress,
+    TierUsage,
+    WorkerInfo,
+)
 from fluidcache.master import service
 from tests.cluster import Cluster, cluster
 from tests.sources import HttpSource
@@ -239,3 +250,65 @@ def test_status_page_shows_a_running_load(
             page.close()
     finally:
         http.stop()
+
+
+def test_status_page_draws_jobs_and_fields_it_does_not_know(
+    warm: Cluster, browser: Browser, artifacts: Path
+) -> None:
+    """The drawing of jobs and of Report fields newer than the page, from a fixed answer.
+
+    The answer is built from the wire messages themselves (plus keys a newer Report may carry),
+    so this pins the page to the protocol until the job engine produces real jobs.
+    """
+    now = time.time()
+    tier = TierUsage("MEM", 256 * 2**20, 64 * 2**20, 16)
+    report = Report(2**30, 1000, 2**29, 2**30, 50.0, [WorkerInfo("w9", "http://w9", "n1", [tier])])
+    running = JobInfo(
+        "job-run",
+        JOB_LOAD,
+        "default",
+        ["/models", "/csv"],
+        EXECUTING,
+        created=now - 30,
+        started=now - 20,
+        files_total=10,
+        bytes_total=400 * 2**20,
+        files_done=3,
+        bytes_done=100 * 2**20,
+        rate=5 * 2**20,
+        eta=60.0,
+        targets=[TargetProgress("/models", 2, 300 * 2**20, 1, 80 * 2**20)],
+    )
+    failed = JobInfo(
+        "job-bad", JOB_LOAD, "default", ["/x"], FAILED, error="<b>boom</b> source gone"
+    )
+    body = Status(report, [running, failed], now).to_wire()
+    body["report"]["hit_ratio"] = 0.875
+    body["report"]["datasets"] = [
+        {"dataset": "imgs", "ufs_total_bytes": 100, "cached_percent": 25.0}
+    ]
+    body["report"]["advice"] = ["add an SSD tier"]
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.route(
+        "**" + STATUS,
+        lambda route: route.fulfill(status=200, json=body, headers={"Cache-Control": "no-store"}),
+    )
+    page.goto(f"{warm.master_url}/#token=anything")
+    row = '#jobs-running tr[data-job="job-run"][data-phase="Executing"]'
+    page.wait_for_selector(row, timeout=10_000)
+    assert "100.0 MiB of 400.0 MiB (25.0 %)" in page.inner_text(row)
+    assert page.inner_text(f'{row} [data-key="files"]') == "3 / 10"
+    assert page.inner_text(f'{row} [data-key="rate"]') == "5.0 MiB/s"
+    assert page.inner_text(f'{row} [data-key="eta"]') == "1 min 0 s"
+    bad = '#jobs-recent tr[data-job="job-bad"][data-phase="Failed"]'
+    assert "<b>boom</b> source gone" in page.inner_text(bad)  # text, never markup
+    assert page.locator("#jobs-recent b").count() == 0
+    assert page.inner_text('[data-dataset="*"] [data-key="hit_ratio"]') == "87.50 %"
+    assert page.inner_text('[data-dataset="imgs"] [data-key="cached_percent"]') == "25.00 %"
+    assert "add an SSD tier" in page.inner_text("#datasets")
+    assert page.get_attribute('[data-worker="w9"] .tier[data-medium="MEM"]', "data-used") == str(
+        64 * 2**20
+    )
+    page.screenshot(path=str(artifacts / "status-page-jobs.png"), full_page=True)
+    page.close()

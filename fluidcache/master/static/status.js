@@ -162,7 +162,8 @@
         el("h4", {}, w.worker_id,
            el("span", { class: `state-${w.state}` }, w.state),
            el("span", { class: "muted" }, w.node || "")),
-        el("div", { class: "muted" }, `${w.address} · heartbeat ${seconds(age)} ago`));
+        el("div", { class: "muted" },
+           `${w.address} · ${age >= 0 ? `heartbeat ${seconds(age)} ago` : "no heartbeat yet"}`));
       for (const t of w.tiers || []) {
         const pct = t.capacity ? (100 * t.used) / t.capacity : 0;
         card.append(el("div", { class: "tier", "data-medium": t.medium, "data-used": t.used,
