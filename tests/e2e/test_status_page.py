@@ -85,14 +85,18 @@ def get_status(url: str, token: str | None) -> tuple[int, Any]:
         return e.code, json.load(e)
 
 
-def wait_until(check: Any, what: str, timeout: float = 20.0) -> Any:
+def wait_until(check: Any, what: str, timeout: float = 20.0, page: Page | None = None) -> Any:
+    """``check()`` once true; with ``page``, its events (requests...) are handled meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
         got = check()
         if got:
             return got
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+        if page is not None:
+            page.wait_for_timeout(200)  # the sync API dispatches events only inside its calls
+        else:
+            time.sleep(0.2)
 
 
 def shown(page: Page, selector: str, attr: str) -> str | None:
@@ -147,7 +151,7 @@ def test_status_page_shows_datasets_and_workers(
     total = '[data-dataset="*"] [data-key="{}"]'
     for key in SUMMARY:
         wait_until(
-            lambda key=key: shown(page, total.format(key), "data-value") is not None, key, 10
+            lambda key=key: shown(page, total.format(key), "data-value") is not None, key, 10, page
         )
         assert float(shown(page, total.format(key), "data-value") or "nan") == report[key], key
     assert page.inner_text(total.format("file_count")) == "13"
@@ -167,11 +171,17 @@ def test_status_page_shows_datasets_and_workers(
     page.screenshot(path=str(artifacts / "status-page.png"), full_page=True)
 
     # The page refreshes itself: new usage shows up without a reload.
+    polls = lambda: sum(STATUS in s for s in sent)  # noqa: E731
+    seen = polls()
     with Client(warm.master_url, warm.token) as fc:
-        before = report["cached_bytes"]
         fc.cat("/models/weights.bin")  # already cached: the figure must stay equal
-        wait_until(lambda: len(sent) >= 4, "two more refreshes", 10)
-        assert float(shown(page, total.format("cached_bytes"), "data-value") or 0) == before
+    wait_until(lambda: polls() >= seen + 2, "two more refreshes", 10, page)
+    stamp = page.inner_text("#updated")
+    wait_until(lambda: page.inner_text("#updated") != stamp, "a redraw", 10, page)
+    assert (
+        float(shown(page, total.format("cached_bytes"), "data-value") or 0)
+        == report["cached_bytes"]
+    )
     context.close()
 
 
@@ -242,7 +252,9 @@ def test_status_page_shows_a_running_load(
             page.goto(f"{c.master_url}/#token={c.token}")
             row = f'#jobs-running tr[data-job="{job_id}"][data-phase="{EXECUTING}"]'
             page.wait_for_selector(row, timeout=20_000)
-            wait_until(lambda: int(shown(page, row, "data-bytes-done") or 0) > 0, "progress", 30)
+            wait_until(
+                lambda: int(shown(page, row, "data-bytes-done") or 0) > 0, "progress", 30, page
+            )
             assert int(shown(page, row, "data-bytes-total") or 0) == size
             assert f"of {48.0:.1f} MiB" in page.inner_text(row)
             assert page.inner_text(f'{row} [data-key="rate"]').endswith("/s")
