@@ -368,7 +368,9 @@ def cmd_job(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps([j.to_wire() for j in jobs]))
             return
-        print(f"{'ID':<18}{'KIND':<8}{'PHASE':<11}{'FILES':>13}{'BYTES':>21}{'DURATION':>10}  TARGETS")
+        print(
+            f"{'ID':<18}{'KIND':<8}{'PHASE':<11}{'FILES':>13}{'BYTES':>21}{'DURATION':>10}  TARGETS"
+        )
         for j in jobs:
             files = f"{j.files_done}/{j.files_total}"
             size = _done_of(j.bytes_done, j.bytes_total)

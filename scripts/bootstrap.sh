@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what fluidcache needs on a fresh Debian machine: FUSE 3 and its headers, fio, nginx,
-# rclone, s3fs and Node.js for the tests and benchmarks (apt), then a .venv with the project and
-# its dev tools. Safe to run again: it skips what is already there.
+# rclone, s3fs, chromium and Node.js for the tests and benchmarks (apt), then a .venv with the
+# project and its dev tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs)
+# chromium: the status page's browser test (Playwright drives it; no browser download).
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -7,7 +7,7 @@ import errno
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -15,7 +15,7 @@ import msgpack
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.common.protocol import HEALTH, MSGPACK, ErrorReply, Message
+from fluidcache.common.protocol import HEALTH, JSON, MSGPACK, ErrorReply, Message
 
 log = logging.getLogger(__name__)
 
@@ -23,40 +23,53 @@ M = TypeVar("M", bound=Message)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(err: errors.FluidcacheError) -> web.Response:
-    """The wire form of ``err``: its status and a msgpack ``{code, message}`` body."""
-    return web.Response(
-        status=err.status,
-        body=ErrorReply(err.code, err.message).encode(),
-        content_type=MSGPACK,
-    )
+def error_response(err: errors.FluidcacheError, *, as_json: bool = False) -> web.Response:
+    """The wire form of ``err``: its status and a ``{code, message}`` body, msgpack or JSON."""
+    body = ErrorReply(err.code, err.message)
+    if as_json:
+        return web.json_response(body.to_wire(), status=err.status)
+    return web.Response(status=err.status, body=body.encode(), content_type=MSGPACK)
 
 
-def make_middlewares(token: str) -> list[Any]:
-    """Bearer-token check (health excepted) and one place that maps exceptions to answers."""
+def make_middlewares(token: str, public: Collection[str] = ()) -> list[Any]:
+    """Bearer-token check and one place that maps exceptions to answers.
+
+    Only health and the exact paths in ``public`` (the status page's shell, which holds no data)
+    are served without the token. A caller that accepts JSON and not msgpack (a browser) gets
+    its errors as JSON.
+    """
     expected = f"Bearer {token}".encode()
+    open_paths = frozenset((HEALTH, *public))
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        as_json = _wants_json(request)
         try:
-            if request.path != HEALTH:
+            if request.path not in open_paths:
                 got = request.headers.get("Authorization", "").encode()
                 if not hmac.compare_digest(got, expected):
                     raise errors.Unauthorized("missing or wrong cluster token")
             return await handler(request)
         except errors.FluidcacheError as e:
-            return error_response(e)
+            return error_response(e, as_json=as_json)
         except web.HTTPException as e:
             if e.status >= 400:
-                return error_response(_http_error(e))
+                return error_response(_http_error(e), as_json=as_json)
             raise
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
-            return error_response(errors.InvalidArgument(f"malformed request: {e}"))
+            bad = errors.InvalidArgument(f"malformed request: {e}")
+            return error_response(bad, as_json=as_json)
         except Exception as e:
             log.exception("unhandled error on %s %s", request.method, request.path)
-            return error_response(errors.FluidcacheError(f"internal error: {e}"))
+            internal = errors.FluidcacheError(f"internal error: {e}")
+            return error_response(internal, as_json=as_json)
 
     return [guard]
+
+
+def _wants_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return JSON in accept and MSGPACK not in accept
 
 
 def _http_error(e: web.HTTPException) -> errors.FluidcacheError:

@@ -18,6 +18,7 @@ import msgpack
 from fluidcache.common.blockid import block_id
 
 MSGPACK = "application/x-msgpack"
+JSON = "application/json"  # only the status page's data; everything else is msgpack
 API = "/v1"
 
 # Master routes.
@@ -599,6 +600,11 @@ JOB_STATUS = f"{API}/jobs/status"
 JOB_CANCEL = f"{API}/jobs/cancel"
 FREE = f"{API}/free"
 
+# The status page: an HTML shell (no data, served without the token) and its JSON (with it).
+STATUS_PAGE = "/"
+STATUS_STATIC = "/static/"  # + file name; the files are package data of fluidcache.master
+STATUS = f"{API}/status"
+
 # Worker routes for the operations layer.
 BLOCKS_FREE = f"{API}/blocks/free"
 
@@ -703,6 +709,19 @@ class JobsRequest(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobsReply(Message):
     jobs: list[JobInfo]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Status(Message):
+    """What the status page shows: the master's report and its jobs, newest first.
+
+    Served as JSON (``to_wire``) at :data:`STATUS` for the browser; ``time`` is the master's
+    Unix time, against which the page shows the age of heartbeats and jobs.
+    """
+
+    report: Report
+    jobs: list[JobInfo]
+    time: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

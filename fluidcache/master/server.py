@@ -7,10 +7,12 @@ authentication and the mapping of errors to answers are the shared middleware's.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 
 from aiohttp import web
 
+from fluidcache.common import errors
 from fluidcache.common.http import health, make_middlewares, read_message, reply, run_app
 from fluidcache.common.protocol import (
     BACKUP,
@@ -20,6 +22,7 @@ from fluidcache.common.protocol import (
     HEALTH,
     JOB_CANCEL,
     JOB_LIST,
+    JOB_PHASES,
     JOB_STATUS,
     JOB_SUBMIT,
     METRICS,
@@ -29,6 +32,9 @@ from fluidcache.common.protocol import (
     NS_LOOKUP,
     NS_STAT,
     REPORT,
+    STATUS,
+    STATUS_PAGE,
+    STATUS_STATIC,
     WORKER_HEARTBEAT,
     WORKER_REGISTER,
     WORKERS,
@@ -54,6 +60,24 @@ log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("master", MasterService)
 MAX_BODY = 256 * 1024 * 1024  # a registration lists every block a worker holds
+
+# The status page: a shell with no data, so it is served without the token (its JSON is not).
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {
+    STATUS_PAGE: "index.html",
+    STATUS_STATIC + "status.js": "status.js",
+    STATUS_STATIC + "status.css": "status.css",
+}
+# The shell loads only its own script and style; the token never leaves the page in a referrer.
+SHELL_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+STATUS_JOBS_MAX = 500
 
 
 async def ns_stat(request: web.Request) -> web.Response:
@@ -144,12 +168,44 @@ async def free(request: web.Request) -> web.Response:
     return reply(await svc.free(await read_message(request, FreeRequest)))
 
 
+def _jobs_query(query: Mapping[str, str]) -> JobsRequest:
+    """The status JSON's query (``limit``, ``phase``, both optional) as a jobs request."""
+    unknown = sorted(set(query) - {"limit", "phase"})
+    if unknown:
+        raise errors.InvalidArgument(f"unknown query parameter {unknown[0]!r} (limit, phase)")
+    phase = query.get("phase", "")
+    if phase and phase not in JOB_PHASES:
+        raise errors.InvalidArgument(f"phase {phase!r}: one of {', '.join(JOB_PHASES)}")
+    raw = query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= STATUS_JOBS_MAX:
+        raise errors.InvalidArgument(f"limit {raw!r}: a whole number from 1 to {STATUS_JOBS_MAX}")
+    return JobsRequest(phase=phase, limit=int(raw))
+
+
+async def status(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    answer = svc.status(_jobs_query(request.query))
+    return web.json_response(answer.to_wire(), headers={"Cache-Control": "no-store"})
+
+
+def _static(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    path = STATIC_DIR / name
+
+    async def serve_file(_request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(path, headers=SHELL_HEADERS)
+
+    return serve_file
+
+
 def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) -> web.Application:
     """The master's application; the service opens on start-up and closes on clean-up.
 
     ``clock`` replaces both the wall clock (TTLs) and the monotonic one (worker liveness) in tests.
     """
-    app = web.Application(middlewares=make_middlewares(config.token), client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=make_middlewares(config.token, public=STATIC_FILES),
+        client_max_size=MAX_BODY,
+    )
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         service = MasterService.open(config, clock)
@@ -180,6 +236,9 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_post(JOB_CANCEL, job_cancel)
     app.router.add_post(FREE, free)
     app.router.add_get(METRICS, metrics)
+    app.router.add_get(STATUS, status)
+    for route, name in STATIC_FILES.items():
+        app.router.add_get(route, _static(name))
     return app
 
 

@@ -32,6 +32,7 @@ from fluidcache.common.protocol import (
     HeartbeatRequest,
     JobInfo,
     JobRequest,
+    JobsRequest,
     ListReply,
     ListRequest,
     LocationsReply,
@@ -43,6 +44,7 @@ from fluidcache.common.protocol import (
     RegisterRequest,
     Report,
     StatRequest,
+    Status,
     WorkerInfo,
     WorkersReply,
 )
@@ -267,6 +269,10 @@ class MasterService:
             *ratios,
             lost_workers=lost,
         )
+
+    def status(self, jobs: JobsRequest) -> Status:
+        """What the status page shows: the report of every dataset and the jobs ``jobs`` asks."""
+        return Status(self.report(), self.jobs.list(jobs).jobs, time.time())
 
     def all_workers(self) -> list[WorkerInfo]:
         return self.workers.all()
