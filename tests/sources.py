@@ -1,13 +1,17 @@
-"""Sample data and a real HTTP source (``python -m http.server``) whose requests are counted."""
+"""Sample data and real HTTP sources: ``python -m http.server`` whose requests are counted, and
+nginx behind Basic auth."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import re
+import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 
 from tests.procs import Proc
@@ -62,6 +66,68 @@ class HttpSource:
             for line in self.proc.lines
             if (m := pattern.search(line)) and not m.group(1).endswith("/")
         )
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+_AUTH_NGINX_CONF = """\
+{user}
+worker_processes 1;
+pid {base}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log {base}/access.log;
+    client_body_temp_path {base}/tmp;
+    proxy_temp_path {base}/tmp;
+    fastcgi_temp_path {base}/tmp;
+    uwsgi_temp_path {base}/tmp;
+    scgi_temp_path {base}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        autoindex on;
+        auth_basic "fluidcache test";
+        auth_basic_user_file {base}/htpasswd;
+    }}
+}}
+"""
+
+
+class BasicAuthSource:
+    """nginx (autoindex) on 127.0.0.1 serving ``root`` only to ``user:password`` (Basic auth)."""
+
+    def __init__(self, root: Path, base: Path, user: str, password: str) -> None:
+        self.root = root
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "tmp").mkdir(exist_ok=True)
+        (base / "htpasswd").write_text(f"{user}:{{PLAIN}}{password}\n")
+        self.port = free_port()
+        conf = base / "nginx.conf"
+        conf.write_text(
+            _AUTH_NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                base=base,
+                port=self.port,
+                root=root.absolute(),
+            )
+        )
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = Proc(
+            [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+        )
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                break
+            if self.proc.popen.poll() is not None or time.monotonic() > deadline:
+                self.proc.stop()
+                raise AssertionError(f"nginx did not start:\n{self.proc.output}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.stop()
