@@ -377,13 +377,14 @@ class LocalCluster:
         return ["--tier", f"SSD:{self.ssd_dir / f'worker-{index}'}:{self._ssd_bytes}"]
 
     def _sizing(self) -> str:
-        """What each worker holds, e.g. ``2 workers x (MEM 1.1 GB + SSD 20.0 GB at DIR)``."""
+        """What the workers hold, e.g. ``2 workers x (MEM 1.1 GB + SSD 20.0 GB at DIR) = 42.2 GB``."""
         mem = parse_size(self.mem_quota, "mem-quota")
         levels = f"MEM {_size(mem)}"
         if self._ssd_bytes > 0:
             levels += f" + SSD {_size(self._ssd_bytes)} at {self.ssd_dir}"
         total = self.workers * (mem + self._ssd_bytes)
-        return f"{self.workers} workers x ({levels}) = {_size(total)}"
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        return f"{workers} x ({levels}) = {_size(total)}"
 
     def _check_capacity(self) -> None:
         """List the dataset on the master and say whether it fits the cache (a background
