@@ -377,7 +377,9 @@ class LocalCluster:
         return ["--tier", f"SSD:{self.ssd_dir / f'worker-{index}'}:{self._ssd_bytes}"]
 
     def _sizing(self) -> str:
-        """What the workers hold, e.g. ``2 workers x (MEM 1.1 GB + SSD 20.0 GB at DIR) = 42.2 GB``."""
+        """What the workers hold, e.g. ``2 workers x (MEM 1.1 GB + SSD 20.0 GB at DIR) = 42.2 GB``
+        (the SSD part only when there is an SSD level).
+        """
         mem = parse_size(self.mem_quota, "mem-quota")
         levels = f"MEM {_size(mem)}"
         if self._ssd_bytes > 0:

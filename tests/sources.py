@@ -3,13 +3,13 @@ nginx behind Basic auth."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,27 +71,42 @@ class HttpSource:
         self.proc.stop()
 
 
-_AUTH_NGINX_CONF = """\
+NGINX_CONF = """\
 {user}
 worker_processes 1;
 pid {base}/nginx.pid;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
-    access_log {base}/access.log;
-    client_body_temp_path {base}/tmp;
-    proxy_temp_path {base}/tmp;
-    fastcgi_temp_path {base}/tmp;
-    uwsgi_temp_path {base}/tmp;
-    scgi_temp_path {base}/tmp;
+    access_log off;
+    default_type application/octet-stream;
+    client_body_temp_path {base}/tmp/body;
+    proxy_temp_path {base}/tmp/proxy;
+    fastcgi_temp_path {base}/tmp/fastcgi;
+    uwsgi_temp_path {base}/tmp/uwsgi;
+    scgi_temp_path {base}/tmp/scgi;
     server {{
         listen 127.0.0.1:{port};
-        root {root};
+        root {www};
         autoindex on;
-        auth_basic "fluidcache test";
-        auth_basic_user_file {base}/htpasswd;
+        charset utf-8;
+{extra}
     }}
 }}
 """
+
+
+def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
+    """True once ``port`` accepts connections; False if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
 
 
 class BasicAuthSource:
@@ -105,29 +120,21 @@ class BasicAuthSource:
         self.port = free_port()
         conf = base / "nginx.conf"
         conf.write_text(
-            _AUTH_NGINX_CONF.format(
+            NGINX_CONF.format(
                 user="user root;" if os.geteuid() == 0 else "",
                 base=base,
                 port=self.port,
-                root=root.absolute(),
+                www=root.absolute(),
+                extra=f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;',
             )
         )
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = Proc(
-            [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
-        )
+        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+        self.proc = Proc(argv)
         self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + 20
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                break
-            if self.proc.popen.poll() is not None or time.monotonic() > deadline:
-                self.proc.stop()
-                raise AssertionError(f"nginx did not start:\n{self.proc.output}")
-            time.sleep(0.05)
+        if not wait_port(self.proc.popen, self.port):
+            self.proc.stop()
+            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
 
     def stop(self) -> None:
         self.proc.stop()

@@ -53,17 +53,22 @@ def wait_ready(proc: subprocess.Popen[bytes], path: Path, log: Path, timeout: fl
     return path.read_text().strip()
 
 
+def master_setup(tmp_path: Path) -> tuple[Path, str, dict[str, str]]:
+    """A source tree, a token and the environment naming its file."""
+    src = tmp_path / "src"
+    make_tree(src)
+    token_file = tmp_path / "token"
+    token = write_token(token_file)
+    return src, token, {TOKEN_FILE_ENV: str(token_file)}
+
+
 async def stat(url: str, token: str, path: str) -> FileInfo:
     async with aiohttp.ClientSession() as session:
         return await RpcClient(url, token, session).call(NS_STAT, StatRequest(path=path), FileInfo)
 
 
 async def test_master_process_survives_sigkill(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(src)
-    token_file = tmp_path / "token"
-    token = write_token(token_file)
-    env = {TOKEN_FILE_ENV: str(token_file)}
+    src, token, env = master_setup(tmp_path)
     ready = tmp_path / "ready"
     args = [f"local://{src}", "--data-dir", str(tmp_path / "data"), "--dataset", "ds"]
     args += ["--ready-file", str(ready)]
@@ -95,11 +100,7 @@ def json_lines(log: Path) -> list[dict[str, object]]:
 
 
 async def test_master_logs_one_json_object_per_line(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(src)
-    token_file = tmp_path / "token"
-    token = write_token(token_file)
-    env = {TOKEN_FILE_ENV: str(token_file)}
+    src, token, env = master_setup(tmp_path)
     log, ready = tmp_path / "master.log", tmp_path / "ready"
     args = [f"local://{src}", "--data-dir", str(tmp_path / "data"), "--ready-file", str(ready)]
     with master_process([*args, "--log-format", "json"], env, log) as proc:
