@@ -109,6 +109,7 @@ def up(
     mnt.mkdir(parents=True)
     argv = [sys.executable, "-m", "fluidcache", "up", *sources, "--mountpoint", str(mnt)]
     argv += ["--workers", str(workers), "--mem-quota", f"{mem_quota_mib}Mi"]
+    argv += ["--ssd-quota", "0"]  # the scenarios size the cache by MEM alone, as measured so far
     argv += ["--data-dir", str(data), "--block-size", block_size]
     proc = Proc(argv, log=root / "up.log", env={**os.environ, **(env or {})})
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -26,11 +27,16 @@ T = TypeVar("T")
 EXIT_CONFIG = 2
 
 
-def _ready_writer(path: str | None) -> Callable[[str], None]:
-    """A callback that records where a process serves, for whoever started it."""
+def _ready_writer(path: str | None, log_format: str = "text") -> Callable[[str], None]:
+    """A callback that records where a process serves, for whoever started it: a ``ready:``
+    line on stdout (a log record in JSON mode, so every line stays JSON) and the ready file.
+    """
 
     def ready(address: str) -> None:
-        print(f"ready: {address}", flush=True)
+        if log_format == "json":
+            logging.getLogger("fluidcache").info("ready: %s", address)
+        else:
+            print(f"ready: {address}", flush=True)
         if path:
             tmp = f"{path}.tmp"
             Path(tmp).write_text(address + "\n")
@@ -50,12 +56,15 @@ def _run(coro_fn: Callable[[], object]) -> None:
 
 
 def cmd_master(args: argparse.Namespace) -> None:
-    from fluidcache.common.config import parse_source
+    from fluidcache.common.config import parse_options, parse_source
     from fluidcache.master import MasterConfig, serve
+    from fluidcache.ufs import check_options
 
+    mounts = [parse_source(s) for s in args.sources]
     config = MasterConfig(
         data_dir=Path(args.data_dir),
-        mounts=[parse_source(s) for s in args.sources],
+        mounts=mounts,
+        mount_options=parse_options(args.option or [], [name for name, _ in mounts]),
         host=args.host,
         port=args.port,
         token=load_token(args.token_file),
@@ -68,7 +77,9 @@ def cmd_master(args: argparse.Namespace) -> None:
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
     )
     config.validate()
-    _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
+    for name, uri in mounts:
+        check_options(name, uri, config.mount_options.get(name, {}))
+    _run(lambda: serve(config, ready=_ready_writer(args.ready_file, args.log_format)))
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -86,7 +97,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     if args.node:
         config.node = args.node
     config.validate()
-    _run(lambda: serve(config, ready=_ready_writer(args.ready_file)))
+    _run(lambda: serve(config, ready=_ready_writer(args.ready_file, args.log_format)))
 
 
 def cmd_mount(args: argparse.Namespace) -> None:
@@ -102,7 +113,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
     )
     mountpoint = Path(args.mountpoint).absolute()
     token = load_token(args.token_file)
-    ready = _ready_writer(args.ready_file)
+    ready = _ready_writer(args.ready_file, args.log_format)
 
     async def main() -> None:
         async with AsyncClient(
@@ -439,12 +450,34 @@ def _job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file")
 
 
+def _log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="one line per event: text, or a JSON object with time, level, logger, process, "
+        "message and exception (default text)",
+    )
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--token-file",
         help=f"file holding the cluster token (else ${TOKEN_FILE_ENV} or $FLUIDCACHE_TOKEN)",
     )
     p.add_argument("--ready-file", help="write the served address here once ready")
+    _log_format(p)
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME.KEY=VALUE",
+        help="an option of the source NAME (KEY=VALUE for a single unnamed source), e.g. "
+        "web.credentials_file=/etc/fc/web.cred; repeat for more; README lists each source's "
+        "keys. Secrets go in a file named by credentials_file, never here",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -484,6 +517,7 @@ def parser() -> argparse.ArgumentParser:
         help="load the namespace from this backup when the data dir is empty",
     )
     m.add_argument("--backup-dir", help="where backups are written (default DATA_DIR/backups)")
+    _source_options(m)
     _common(m)
     m.set_defaults(fn=cmd_master)
 
@@ -598,7 +632,11 @@ def parser() -> argparse.ArgumentParser:
         help="run a whole cluster on this machine: master, workers and a FUSE mount",
         description=(
             "Start a master, N workers and a FUSE mount of the given sources; stay in the "
-            "foreground; stop everything and unmount on SIGINT or SIGTERM."
+            "foreground; stop everything and unmount on SIGINT or SIGTERM. Each worker has a "
+            "MEM level (--mem-quota) and an SSD level under --ssd-dir (default DATA_DIR/ssd, "
+            "removed at exit with a temporary DATA_DIR) sized, unless --ssd-quota says, at half "
+            "the free space of that file system split across the workers, at most 100Gi each. "
+            "Once up, the dataset is listed and up says whether it fits the cache capacity."
         ),
     )
     u.add_argument(
@@ -610,11 +648,16 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--mountpoint", required=True, help="existing empty directory to mount on")
     u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
-    u.add_argument("--mem-quota", default="1Gi", help="MEM tier quota per worker (default 1Gi)")
+    u.add_argument("--mem-quota", default="1Gi", help="MEM level quota per worker (default 1Gi)")
     u.add_argument(
-        "--ssd-dir", help="add an SSD tier under this directory (one subdirectory per worker)"
+        "--ssd-dir",
+        help="where the SSD level lives, one subdirectory per worker (default: DATA_DIR/ssd)",
     )
-    u.add_argument("--ssd-quota", default="10Gi", help="SSD tier quota per worker (default 10Gi)")
+    u.add_argument(
+        "--ssd-quota",
+        help="SSD level quota per worker; 0 leaves the level out (default: half the free space "
+        "of the SSD directory's file system, split across the workers, at most 100Gi each)",
+    )
     u.add_argument(
         "--data-dir", help="master data, logs and token (default: a temporary directory)"
     )
@@ -629,6 +672,8 @@ def parser() -> argparse.ArgumentParser:
         help="re-list a directory from its source once its listing is this old, in seconds "
         "(default 0: never, for immutable datasets)",
     )
+    _source_options(u)
+    _log_format(u)
     u.set_defaults(fn=cmd_up)
     return ap
 
@@ -638,11 +683,15 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["bench"]:  # every further argument is the harness's, --help included
         argv = ["bench", "--", *argv[1:]]
     args = parser().parse_args(argv)
-    logs.setup(args.command)
+    log_format = getattr(args, "log_format", "text")
+    logs.setup(args.command, fmt=log_format)
     try:
         args.fn(args)
     except errors.FluidcacheError as e:
-        print(f"fluidcache {args.command}: {e.message}", file=sys.stderr)
+        if log_format == "json":
+            logging.getLogger("fluidcache").error("fluidcache %s: %s", args.command, e.message)
+        else:
+            print(f"fluidcache {args.command}: {e.message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG if isinstance(e, errors.InvalidArgument) else 1)
     except KeyboardInterrupt:
         sys.exit(130)

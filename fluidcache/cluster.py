@@ -18,18 +18,39 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import aiohttp
+
 from fluidcache.client.fuse import check_mountpoint, clean_stale_mount, mounted_at
 from fluidcache.common import errors
-from fluidcache.common.config import TOKEN_FILE_ENV, parse_size, parse_source, write_token
-from fluidcache.ufs import create_ufs
+from fluidcache.common.config import (
+    TOKEN_FILE_ENV,
+    parse_options,
+    parse_size,
+    parse_source,
+    refuse_secret_options,
+    write_token,
+)
+from fluidcache.common.http import RpcClient
+from fluidcache.common.protocol import (
+    NS_LOAD_METADATA,
+    REPORT,
+    LoadMetadataReply,
+    LoadMetadataRequest,
+    Report,
+)
+from fluidcache.ufs import check_options, create_ufs
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+SSD_SHARE = 0.5  # of the free space of the SSD directory's file system, split across the workers
+SSD_MAX = 100 * 2**30  # per worker
+SSD_MIN = 64 * 2**20  # below this a default SSD level is left out
 _PR_SET_PDEATHSIG = 1
 
 
@@ -43,17 +64,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def check_sources(specs: list[str], timeout: float = 15.0) -> list[tuple[str, str]]:
-    """Parse ``NAME=URI`` specs and make sure each source answers; ConfigError says which not."""
+def check_sources(
+    specs: list[str], option_specs: list[str] | None = None, timeout: float = 15.0
+) -> list[tuple[str, str]]:
+    """Parse ``NAME=URI`` specs and their ``--option`` values, and make sure each source answers
+    with its options; ConfigError says which source or option is wrong.
+    """
     sources = [parse_source(s) for s in specs]
     names = [n for n, _ in sources]
     if len(sources) > 1 and not all(names):
         raise errors.ConfigError("sources: with several sources, name each one (NAME=URI)")
     if len(set(names)) != len(names):
         raise errors.ConfigError(f"sources: duplicate names in {names}")
+    options = parse_options(option_specs or [], names)
+    for name, uri in sources:
+        refuse_secret_options(name, options.get(name, {}), "option")
+        check_options(name, uri, options.get(name, {}))
 
-    async def probe(uri: str) -> None:
-        ufs = create_ufs(uri)
+    async def probe(name: str, uri: str) -> None:
+        ufs = create_ufs(uri, options.get(name))
         try:
             info = await asyncio.wait_for(ufs.stat(""), timeout)
         except (TimeoutError, errors.FluidcacheError) as e:
@@ -65,8 +94,8 @@ def check_sources(specs: list[str], timeout: float = 15.0) -> list[tuple[str, st
             raise errors.ConfigError(f"source {uri}: is not a directory")
 
     async def probe_all() -> None:
-        for _, uri in sources:
-            await probe(uri)
+        for name, uri in sources:
+            await probe(name, uri)
 
     asyncio.run(probe_all())
     return sources
@@ -83,6 +112,36 @@ def check_port(host: str, port: int, what: str) -> None:
             if e.errno == errno.EADDRINUSE:
                 raise errors.ConfigError(f"{what}: {host}:{port} is already in use") from None
             raise errors.ConfigError(f"{what}: cannot bind {host}:{port}: {e.strerror}") from None
+
+
+def ssd_level_size(directory: Path, workers: int) -> int:
+    """The default SSD quota per worker: SSD_SHARE of the free space of the file system holding
+    ``directory`` (its nearest existing ancestor), split across ``workers``, at most SSD_MAX
+    each, in whole MiB; 0 (no SSD level) when that is under SSD_MIN.
+    """
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    size = min(int(free * SSD_SHARE) // workers, SSD_MAX) // 2**20 * 2**20
+    return size if size >= SSD_MIN else 0
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def capacity_note(dataset: int, files: int, capacity: int) -> str:
+    """How the dataset compares with the cache, with the flags that add room when it is bigger."""
+    if dataset <= capacity:
+        return (
+            f"dataset {_size(dataset)} in {files} files fits the cache capacity {_size(capacity)}"
+        )
+    fits = 100 * capacity / dataset if dataset else 0.0
+    return (
+        f"dataset {_size(dataset)} > cache capacity {_size(capacity)}: "
+        f"{fits:.0f}% fits; add room with --ssd-quota, --mem-quota or --workers"
+    )
 
 
 @dataclass
@@ -106,25 +165,30 @@ class LocalCluster:
 
     sources: list[str]
     mountpoint: Path
+    options: list[str] = field(default_factory=list)
     workers: int = 2
     mem_quota: str = "1Gi"
     ssd_dir: Path | None = None
-    ssd_quota: str = "10Gi"
+    ssd_quota: str | None = None  # None: sized from free space (see ssd_level_size)
     data_dir: Path | None = None
     master_port: int = 0
     worker_port: int = 0
     block_size: str = "4Mi"
     dataset: str = "default"
     ttl: float = 0.0
+    log_format: str = "text"
     host: str = "127.0.0.1"
     children: list[Child] = field(default_factory=list)
     _own_data_dir: bool = False
     _mem_dirs: list[Path] = field(default_factory=list)
+    _ssd_bytes: int = 0
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LocalCluster:
         return cls(
             sources=args.sources,
+            options=args.option or [],
             mountpoint=Path(args.mountpoint).absolute(),
             workers=args.workers,
             mem_quota=args.mem_quota,
@@ -136,6 +200,7 @@ class LocalCluster:
             block_size=args.block_size,
             dataset=args.dataset,
             ttl=args.ttl,
+            log_format=args.log_format,
         )
 
     def validate(self) -> None:
@@ -143,7 +208,8 @@ class LocalCluster:
         if self.workers < 1:
             raise errors.ConfigError("workers: need at least 1")
         parse_size(self.mem_quota, "mem-quota")
-        parse_size(self.ssd_quota, "ssd-quota")
+        if self.ssd_quota is not None:
+            parse_size(self.ssd_quota, "ssd-quota")
         parse_size(self.block_size, "block-size")
         check_port(self.host, self.master_port, "master-port")
         for i in range(self.workers if self.worker_port else 0):
@@ -151,7 +217,7 @@ class LocalCluster:
         if self.mountpoint.exists():
             clean_stale_mount(self.mountpoint)
         check_mountpoint(self.mountpoint)
-        check_sources(self.sources)
+        check_sources(self.sources, self.options)
 
     def run(self) -> int:
         """Start, wait for a signal or a failed child, stop. Returns the exit status."""
@@ -162,8 +228,10 @@ class LocalCluster:
             self._start_all()
             print(f"master: {self.master_url}", flush=True)
             print(f"workers: {self.workers}", flush=True)
+            print(f"cache: {self._sizing()}", flush=True)
             print(f"mounted: {self.mountpoint}", flush=True)
             print("fluidcache is up; Ctrl-C (SIGINT) or SIGTERM stops it", flush=True)
+            threading.Thread(target=self._check_capacity, daemon=True).start()
             return self._watch()
         except _Stop:
             return 0
@@ -190,12 +258,27 @@ class LocalCluster:
         write_token(self.token_file)
         self.env = {**os.environ, TOKEN_FILE_ENV: str(self.token_file)}
         self.env.pop("FLUIDCACHE_TOKEN", None)
+        if self.ssd_dir is None:
+            self.ssd_dir = self.data_dir / "ssd"
+        if self.ssd_quota is not None:
+            self._ssd_bytes = parse_size(self.ssd_quota, "ssd-quota")
+        else:
+            self._ssd_bytes = ssd_level_size(self.ssd_dir, self.workers)
 
     def _child(self, name: str, args: list[str]) -> Child:
         assert self.data_dir is not None
         ready = self.data_dir / "run" / f"{name}.ready"
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "fluidcache", *args, "--ready-file", str(ready)]
+        argv = [
+            sys.executable,
+            "-m",
+            "fluidcache",
+            *args,
+            "--ready-file",
+            str(ready),
+            "--log-format",
+            self.log_format,
+        ]
         return Child(name, argv, self.data_dir / "logs" / f"{name}.log", ready)
 
     def _start(self, child: Child) -> str:
@@ -240,6 +323,7 @@ class LocalCluster:
                     self.dataset,
                     "--ttl",
                     str(self.ttl),
+                    *[f"--option={spec}" for spec in self.options],
                 ],
             )
         )
@@ -288,9 +372,47 @@ class LocalCluster:
         return ["--meta-ttl", t, "--attr-timeout", t, "--entry-timeout", t]
 
     def _ssd_tier(self, index: int) -> list[str]:
-        if self.ssd_dir is None:
+        if self.ssd_dir is None or self._ssd_bytes <= 0:
             return []
-        return ["--tier", f"SSD:{self.ssd_dir / f'worker-{index}'}:{self.ssd_quota}"]
+        return ["--tier", f"SSD:{self.ssd_dir / f'worker-{index}'}:{self._ssd_bytes}"]
+
+    def _sizing(self) -> str:
+        """What the workers hold, e.g. ``2 workers x (MEM 1.1 GB + SSD 20.0 GB at DIR) = 42.2 GB``
+        (the SSD part only when there is an SSD level).
+        """
+        mem = parse_size(self.mem_quota, "mem-quota")
+        levels = f"MEM {_size(mem)}"
+        if self._ssd_bytes > 0:
+            levels += f" + SSD {_size(self._ssd_bytes)} at {self.ssd_dir}"
+        total = self.workers * (mem + self._ssd_bytes)
+        workers = f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+        return f"{workers} x ({levels}) = {_size(total)}"
+
+    def _check_capacity(self) -> None:
+        """List the dataset on the master and say whether it fits the cache (a background
+        thread: a big listing never delays ``up``).
+        """
+        try:
+            report = asyncio.run(self._dataset_report())
+        except errors.FluidcacheError as e:
+            if not self._stopping.is_set():
+                print(f"fluidcache up: cannot size the dataset: {e.message}", flush=True)
+            return
+        if self._stopping.is_set():
+            return
+        note = capacity_note(report.ufs_total_bytes, report.file_count, report.cache_capacity)
+        print(note, flush=True)
+
+    async def _dataset_report(self) -> Report:
+        async with aiohttp.ClientSession() as session:
+            rpc = RpcClient(self.master_url, self._token(), session, timeout=24 * 3600)
+            await rpc.call(
+                NS_LOAD_METADATA, LoadMetadataRequest(path=f"/{self.dataset}"), LoadMetadataReply
+            )
+            return await rpc.call(REPORT, None, Report)
+
+    def _token(self) -> str:
+        return self.token_file.read_text().strip()
 
     def _watch(self) -> int:
         while True:
@@ -308,6 +430,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Unmount, then stop workers and master; never leaves a process or a mount behind."""
+        self._stopping.set()
         for child in reversed(self.children):
             proc = child.proc
             if proc is None or proc.poll() is not None:

@@ -1,4 +1,5 @@
-"""Sample data and a real HTTP source (``python -m http.server``) whose requests are counted."""
+"""Sample data and real HTTP sources: ``python -m http.server`` whose requests are counted, and
+nginx behind Basic auth."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.procs import Proc
@@ -62,6 +66,75 @@ class HttpSource:
             for line in self.proc.lines
             if (m := pattern.search(line)) and not m.group(1).endswith("/")
         )
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+NGINX_CONF = """\
+{user}
+worker_processes 1;
+pid {base}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    client_body_temp_path {base}/tmp/body;
+    proxy_temp_path {base}/tmp/proxy;
+    fastcgi_temp_path {base}/tmp/fastcgi;
+    uwsgi_temp_path {base}/tmp/uwsgi;
+    scgi_temp_path {base}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {www};
+        autoindex on;
+        charset utf-8;
+{extra}
+    }}
+}}
+"""
+
+
+def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
+    """True once ``port`` accepts connections; False if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
+
+
+class BasicAuthSource:
+    """nginx (autoindex) on 127.0.0.1 serving ``root`` only to ``user:password`` (Basic auth)."""
+
+    def __init__(self, root: Path, base: Path, user: str, password: str) -> None:
+        self.root = root
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "tmp").mkdir(exist_ok=True)
+        (base / "htpasswd").write_text(f"{user}:{{PLAIN}}{password}\n")
+        self.port = free_port()
+        conf = base / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                base=base,
+                port=self.port,
+                www=root.absolute(),
+                extra=f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;',
+            )
+        )
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+        self.proc = Proc(argv)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        if not wait_port(self.proc.popen, self.port):
+            self.proc.stop()
+            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
 
     def stop(self) -> None:
         self.proc.stop()

@@ -80,3 +80,48 @@ def parse_source(spec: str) -> tuple[str, str]:
             raise ConfigError(f"source {spec!r}: name {name!r} is not a valid directory name")
         return name, uri
     return "", spec
+
+
+# Option keys that look like credentials: they belong in env vars or a secret file, never in a
+# dataset spec, a command line or the master's database.
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "access_key", "credential_value")
+
+
+def refuse_secret_options(name: str, options: dict[str, str], field: str) -> None:
+    """ConfigError naming ``field`` and the key when an option key looks like a credential."""
+    for key in options:
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            label = f"{name}.{key}" if name else key
+            raise ConfigError(
+                f"{field}: {label} looks like a credential; pass credentials through env vars "
+                "or a file named by an option such as credentials_file, never inline"
+            )
+
+
+def parse_options(specs: list[str], names: list[str]) -> dict[str, dict[str, str]]:
+    """``--option NAME.KEY=VALUE`` values (``KEY=VALUE`` for a single unnamed source) by mount
+    name. ConfigError names the option that is malformed or names no source in ``names`` (never
+    its value, which may be private).
+    """
+    options: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        target, sep, value = spec.partition("=")
+        if not sep:
+            raise ConfigError(f"option {spec!r}: expected NAME.KEY=VALUE")
+        if names == [""]:
+            name, key = "", target
+            if "." in target:
+                raise ConfigError(
+                    f"option {target!r}: the single source is unnamed; write KEY=VALUE"
+                )
+        else:
+            name, dot, key = target.partition(".")
+            if not dot:
+                raise ConfigError(f"option {target!r}: expected NAME.KEY=VALUE (NAME: a source)")
+            if name not in names:
+                known = ", ".join(n for n in names if n)
+                raise ConfigError(f"option {target!r}: no source named {name!r} (sources: {known})")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", key):
+            raise ConfigError(f"option {target!r}: {key!r} is not an option name")
+        options.setdefault(name, {})[key] = value
+    return options

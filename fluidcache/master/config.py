@@ -6,11 +6,9 @@ import dataclasses
 import re
 from pathlib import Path
 
-from fluidcache.common.config import DEFAULT_BLOCK_SIZE
+from fluidcache.common.config import DEFAULT_BLOCK_SIZE, refuse_secret_options
 from fluidcache.common.errors import ConfigError
 
-# Option keys that look like credentials: they belong in env vars or a secret file, never here.
-_SECRET_WORDS = ("secret", "password", "passwd", "token", "access_key", "credential_value")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -63,12 +61,7 @@ class MasterConfig:
         for name, options in self.mount_options.items():
             if name not in names:
                 raise ConfigError(f"mount_options: no mount named {name!r}")
-            for key in options:
-                if any(word in key.lower() for word in _SECRET_WORDS):
-                    raise ConfigError(
-                        f"mount_options: {name}.{key} looks like a credential; pass credentials "
-                        "through env vars or a credentials_file, never in the dataset spec"
-                    )
+            refuse_secret_options(name, options, "mount_options")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port: {self.port} is out of range")
         if not self.token:

@@ -37,6 +37,8 @@ class UnderFileSystem(abc.ABC):
     """A source rooted at ``root_uri``."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+    """The option keys this adapter reads; ``check_options`` refuses any other."""
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         self.root_uri = root_uri.rstrip("/") if not root_uri.endswith(":///") else root_uri

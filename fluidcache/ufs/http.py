@@ -196,6 +196,21 @@ class HttpUfs(UnderFileSystem):
     """A directory tree published over HTTP(S) as index pages."""
 
     schemes = ("http", "https")
+    option_keys = frozenset(
+        {
+            "timeout",
+            "connect_timeout",
+            "retries",
+            "backoff",
+            "backoff_max",
+            "list_concurrency",
+            "max_listing_bytes",
+            "skip_missing_entries",
+            "verify_tls",
+            "ca_file",
+            "credentials_file",
+        }
+    )
     read_piece = _READ_PIECE
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:

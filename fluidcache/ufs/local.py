@@ -336,6 +336,7 @@ class PvcUfs(_MountedUfs):
     """``pvc://NAME/SUB``: a PersistentVolumeClaim mounted at ``$FLUIDCACHE_PVC_ROOT/NAME``."""
 
     schemes = ("pvc",)
+    option_keys = frozenset({"pvc_root"})
     env, default_root, option = "FLUIDCACHE_PVC_ROOT", "/mnt/pvc", "pvc_root"
     form = "pvc://NAME/SUB"
 
@@ -344,5 +345,6 @@ class NfsUfs(_MountedUfs):
     """``nfs://SERVER/EXPORT/SUB``: an export mounted at ``$FLUIDCACHE_NFS_ROOT/SERVER/EXPORT``."""
 
     schemes = ("nfs",)
+    option_keys = frozenset({"nfs_root"})
     env, default_root, option = "FLUIDCACHE_NFS_ROOT", "/mnt/nfs", "nfs_root"
     form = "nfs://SERVER/EXPORT/SUB"

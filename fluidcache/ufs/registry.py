@@ -26,8 +26,8 @@ def supported_schemes() -> list[str]:
     return sorted(_ADAPTERS)
 
 
-def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileSystem:
-    """The adapter for ``uri``; ConfigError names the problem when the URI cannot be served."""
+def adapter_class(uri: str) -> type[UnderFileSystem]:
+    """The adapter class serving ``uri``; ConfigError names the problem when there is none."""
     scheme = urlsplit(uri).scheme.lower()
     if not scheme or "://" not in uri:
         raise ConfigError(
@@ -44,4 +44,22 @@ def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileS
         adapter: type[UnderFileSystem] = getattr(importlib.import_module(module), cls)
     except ImportError as e:
         raise ConfigError(f"source {uri!r}: needs the package {extra!r} ({e})") from None
-    return adapter(uri, options)
+    return adapter
+
+
+def create_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileSystem:
+    """The adapter for ``uri``; ConfigError names the problem when the URI cannot be served."""
+    return adapter_class(uri)(uri, options)
+
+
+def check_options(name: str, uri: str, options: Mapping[str, str]) -> None:
+    """ConfigError naming ``NAME.KEY`` when the adapter of ``uri`` does not read option KEY."""
+    adapter = adapter_class(uri)
+    for key in options:
+        if key not in adapter.option_keys:
+            scheme = urlsplit(uri).scheme.lower()
+            known = ", ".join(sorted(adapter.option_keys)) or "none"
+            label = f"{name}.{key}" if name else key
+            raise ConfigError(
+                f"option {label}: {scheme}:// sources have no option {key!r} (theirs: {known})"
+            )

@@ -116,6 +116,20 @@ class S3Ufs(UnderFileSystem):
     """Objects under a bucket prefix, seen as a directory tree."""
 
     schemes = ("s3",)
+    option_keys = frozenset(
+        {
+            "endpoint_url",
+            "region",
+            "addressing_style",
+            "credentials_file",
+            "anonymous",
+            "retries",
+            "connect_timeout",
+            "timeout",
+            "page_size",
+            "max_connections",
+        }
+    )
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(root_uri, options)

@@ -1,9 +1,11 @@
-"""``fluidcache master`` as a process: token from a file, ready file, SIGKILL, restart."""
+"""``fluidcache master`` as a process: token file, ready file, SIGKILL, restart, JSON logs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import json
 import os
 import signal
 import subprocess
@@ -51,17 +53,22 @@ def wait_ready(proc: subprocess.Popen[bytes], path: Path, log: Path, timeout: fl
     return path.read_text().strip()
 
 
+def master_setup(tmp_path: Path) -> tuple[Path, str, dict[str, str]]:
+    """A source tree, a token and the environment naming its file."""
+    src = tmp_path / "src"
+    make_tree(src)
+    token_file = tmp_path / "token"
+    token = write_token(token_file)
+    return src, token, {TOKEN_FILE_ENV: str(token_file)}
+
+
 async def stat(url: str, token: str, path: str) -> FileInfo:
     async with aiohttp.ClientSession() as session:
         return await RpcClient(url, token, session).call(NS_STAT, StatRequest(path=path), FileInfo)
 
 
 async def test_master_process_survives_sigkill(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    make_tree(src)
-    token_file = tmp_path / "token"
-    token = write_token(token_file)
-    env = {TOKEN_FILE_ENV: str(token_file)}
+    src, token, env = master_setup(tmp_path)
     ready = tmp_path / "ready"
     args = [f"local://{src}", "--data-dir", str(tmp_path / "data"), "--dataset", "ds"]
     args += ["--ready-file", str(ready)]
@@ -81,3 +88,33 @@ async def test_master_process_survives_sigkill(tmp_path: Path) -> None:
         assert await stat(url, token, "/ds/a/b/deep.txt") == info
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()
+
+
+def json_lines(log: Path) -> list[dict[str, object]]:
+    """Every line of ``log`` as a JSON object with the keys each log line must have."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= line.keys(), line
+        datetime.datetime.fromisoformat(str(line["time"]))
+    return lines
+
+
+async def test_master_logs_one_json_object_per_line(tmp_path: Path) -> None:
+    src, token, env = master_setup(tmp_path)
+    log, ready = tmp_path / "master.log", tmp_path / "ready"
+    args = [f"local://{src}", "--data-dir", str(tmp_path / "data"), "--ready-file", str(ready)]
+    with master_process([*args, "--log-format", "json"], env, log) as proc:
+        url = wait_ready(proc, ready, log)
+        assert (await stat(url, token, "/default/a")).is_dir
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+    messages = [str(line["message"]) for line in json_lines(log)]
+    assert f"ready: {url}" in messages, messages
+    assert any(m.startswith("master serving dataset default") for m in messages), messages
+
+    refused = tmp_path / "refused.log"
+    bad = [f"local://{src}", "--data-dir", str(tmp_path / "d2"), "--option", "colour=red"]
+    with master_process([*bad, "--log-format", "json"], env, refused) as proc:
+        assert proc.wait(20) != 0
+    (line,) = json_lines(refused)
+    assert line["level"] == "ERROR" and "option colour" in str(line["message"]), line

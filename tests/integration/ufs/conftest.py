@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from fluidcache.ufs import UnderFileSystem, create_ufs
+from tests.sources import NGINX_CONF, wait_port
 
 BUCKET = "fluidcache-test"
 ACCESS_KEY, SECRET_KEY = "AKIAFLUIDCACHETEST", "fluidcache-secret-key"
@@ -35,20 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -> bool:
-    """True once ``port`` accepts connections; False if ``proc`` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
 
 
 class Output:
@@ -168,29 +155,6 @@ class HttpServer(Server):
         return DiskSource(self.www / name, f"{self.url}{name}/")
 
 
-NGINX_CONF = """\
-{user}
-worker_processes 1;
-pid {base}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    client_body_temp_path {base}/tmp/body;
-    proxy_temp_path {base}/tmp/proxy;
-    fastcgi_temp_path {base}/tmp/fastcgi;
-    uwsgi_temp_path {base}/tmp/uwsgi;
-    scgi_temp_path {base}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {www};
-        autoindex on;
-        charset utf-8;
-    }}
-}}
-"""
-
-
 @pytest.fixture(scope="session")
 def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     """Debian's nginx-light with autoindex on, on a free port, stopped in ``finally``."""
@@ -205,7 +169,7 @@ def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServe
         port = free_port()
         conf = base / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
-        conf.write_text(NGINX_CONF.format(user=user, base=base, port=port, www=www))
+        conf.write_text(NGINX_CONF.format(user=user, base=base, port=port, www=www, extra=""))
         proc = subprocess.Popen(
             [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
             stdin=subprocess.DEVNULL,
