@@ -238,8 +238,6 @@ def _job_line(job: JobInfo) -> str:
     if job.phase == "Executing":
         eta = f"{job.eta:.0f} s" if job.eta >= 0 else "?"
         line += f"  {job.rate / 1e6:.1f} MB/s  ETA {eta}"
-    if job.result:
-        line += f"  {job.result}"
     if job.error:
         line += f"  error: {job.error}"
     return line
@@ -313,6 +311,8 @@ def _submit(args: argparse.Namespace, submit: Callable[[AsyncClient], Awaitable[
     print(_job_line(job))
     if job.phase != "Complete":
         raise errors.FluidcacheError(f"job {job.job_id} failed: {job.error}")
+    if job.result:
+        print(f"{job.kind}: {job.result}")
 
 
 def cmd_load(args: argparse.Namespace) -> None:

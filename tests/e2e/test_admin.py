@@ -40,7 +40,8 @@ def test_load_report_backup_and_restore(tmp_path: Path) -> None:
         report = run("report", "--master", c.master_url, token_file=c.token_file)
         assert "150" in report  # file count, from the eager load
         out = run("backup", "--name", "b1", "--master", c.master_url, token_file=c.token_file)
-        backup = Path(out.split()[1])
+        assert "Complete" in out
+        backup = Path(out.strip().splitlines()[-1].removeprefix("backup: "))
         assert backup.is_file()
         backup_copy = tmp_path / "b1.backup"
         shutil.copy(backup, backup_copy)
