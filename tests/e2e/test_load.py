@@ -194,6 +194,16 @@ def test_pin_survives_eviction_and_free_removes_blocks(workdir: Path) -> None:
         assert not set(pinned) & set(block_files(c, "w1"))
         assert locations(c, list(pinned)) == {}
 
+        # --metadata lists the targets from the source first: a file added since is loaded too.
+        cli(c, "load", "/small")
+        (src / "small" / "new.bin").write_bytes(b"n" * 5000)
+        with Client(c.master_url, c.token) as fc:
+            again = fc.load(["/small"], wait=True)
+            assert again.files_total == 12  # the namespace's listing, made before the file came
+            listed = fc.load(["/small"], metadata=True, wait=True)
+            assert (listed.phase, listed.files_total, listed.files_done) == ("Complete", 13, 13)
+            assert listed.targets[0].bytes_total == again.bytes_total + 5000
+
 
 def test_schedule_fires_and_after_waits_then_follows_its_predecessor(workdir: Path) -> None:
     with (

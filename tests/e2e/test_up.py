@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -91,14 +92,16 @@ def test_up_reads_every_byte_and_second_pass_hits_cache(
         assert http_source.file_gets() == cold_gets, "the second pass went to the source"
 
         report = subprocess.run(
-            [sys.executable, "-m", "fluidcache", "report", "--master", master],
+            [sys.executable, "-m", "fluidcache", "report", "--json", "--master", master],
             env={**os.environ, "FLUIDCACHE_TOKEN_FILE": str(data / "token")},
             capture_output=True,
             text=True,
             timeout=30,
         )
         assert report.returncode == 0, report.stderr
-        assert "cached" in report.stdout
+        figures = json.loads(report.stdout)["datasets"][0]
+        assert figures["name"] == "default"
+        assert figures["cached"] > 0 and figures["ufsTotal"] > 0
 
         up.popen.send_signal(signal.SIGINT)
         assert up.wait(30) == 0, up.output
