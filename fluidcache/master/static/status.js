@@ -206,7 +206,7 @@
       el("td", { "data-key": "eta" }, j.phase === "Executing" ? seconds(j.eta) : "–"),
       el("td", {}, started, j.started ? el("div", { class: "muted" },
         `ran ${seconds((j.finished || now) - j.started)}`) : null),
-      el("td", { class: "error" }, j.error || j.result || ""));
+      el("td", { class: j.error ? "error" : "result" }, j.error || j.result || ""));
   }
 
   function jobTable(jobs, now, none) {
