@@ -34,6 +34,8 @@ class Sizes:
     scale_workers: tuple[int, ...]
     evict_cache_mib: int  # scenario 7: MEM quota of the one worker; working set is 2x
     evict_file_mib: int
+    cap_file_mib: int = 256  # the cold read against per-connection caps (scenario "caps")
+    caps_mbps: tuple[int, ...] = (25, 50, 100, 200)
     block_size: str = "4Mi"
 
 
@@ -77,6 +79,8 @@ QUICK = Sizes(
     scale_workers=(1, 3),
     evict_cache_mib=32,
     evict_file_mib=4,
+    cap_file_mib=32,
+    caps_mbps=(25, 100),
 )
 
 
@@ -86,10 +90,22 @@ class Shaping:
 
     bandwidth: float = 200e6  # bytes/s shared by all connections to one source; 0: no limit
     latency: float = 0.005  # seconds added to every request; 0: none
+    # The second source, shaped like an object store or a hub CDN (bench/shaper.py --per-conn):
+    conn_bandwidth: float = 50e6  # bytes/s of each connection; 0: no such source
+    conn_latency: float = 0.020  # seconds to each request's first byte
+    conn_aggregate: float = 1e9  # bytes/s of all connections together
+    parallel_streams: int = 16  # ranged GETs at once of the "direct, parallel" baselines
 
     @property
     def enabled(self) -> bool:
         return self.bandwidth > 0 or self.latency > 0
+
+    def describe_conn(self) -> str:
+        return (
+            f"{self.conn_bandwidth / 1e6:.0f} MB/s per connection, "
+            f"{self.conn_latency * 1000:.0f} ms to the first byte, "
+            f"{self.conn_aggregate / 1e6:.0f} MB/s in all"
+        )
 
     def describe(self) -> str:
         if not self.enabled:

@@ -26,6 +26,8 @@ class Bench:
     s3_reason: str | None = None
     peer_reasons: dict[str, str | None] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    conn_url: str | None = None  # the HTTP source shaped per connection (object-store model)
+    raw_http: str = ""  # nginx unshaped, for scenarios that put shapers of their own in front
 
     @property
     def sizes(self) -> Sizes:
@@ -42,6 +44,18 @@ class Bench:
     def http(self, rel: str) -> str:
         return self.http_url + rel.lstrip("/")
 
+    def conn(self, rel: str) -> str:
+        assert self.conn_url is not None
+        return self.conn_url + rel.lstrip("/")
+
+    def conn_systems(self, *systems: str) -> list[str]:
+        """``systems`` if the per-connection source runs (``--conn-bandwidth`` > 0), else none."""
+        return list(systems) if self.conn_url is not None else []
+
+    @property
+    def streams(self) -> int:
+        return self.params.shaping.parallel_streams
+
     def view(self, sub: str, name: str) -> str:
         """A hard-linked copy of ``sub`` that no cache has seen; also put in the bucket."""
         rel = self.data.view(sub, name)
@@ -51,6 +65,8 @@ class Bench:
 
     def sources(self, with_s3: bool = True) -> list[str]:
         out = [f"web={self.http_url}"]
+        if self.conn_url is not None:
+            out.append(f"conn={self.conn_url}")
         if with_s3 and self.s3 is not None:
             out.append(f"s3=s3://{self.s3.bucket}")
         return out
@@ -60,12 +76,18 @@ class Bench:
 
     @contextlib.contextmanager
     def cluster(
-        self, name: str, *, workers: int = 2, mem_quota_mib: int = 1024, with_s3: bool = True
+        self,
+        name: str,
+        *,
+        workers: int = 2,
+        mem_quota_mib: int = 1024,
+        with_s3: bool = True,
+        sources: list[str] | None = None,
     ) -> Iterator[cluster.Cluster]:
-        """``fluidcache up`` over the sources, for one repetition."""
+        """``fluidcache up`` over the sources (or ``sources``), for one repetition."""
         self.log(f"  cluster {name}: {workers} workers, MEM {mem_quota_mib} MiB each")
         with cluster.up(
-            self.sources(with_s3),
+            sources if sources is not None else self.sources(with_s3),
             self.work / "clusters" / name,
             workers=workers,
             mem_quota_mib=mem_quota_mib,

@@ -33,7 +33,16 @@ from bench.config import KiB, MiB, Sizes
 
 MARKER = ".bench-data"
 MANIFEST = ".md5.json"
-_NOT_DATA = {"mode", "reps", "small_readers", "scale_readers", "scale_workers", "block_size"}
+_NOT_DATA = {
+    "mode",
+    "reps",
+    "small_readers",
+    "scale_readers",
+    "scale_workers",
+    "block_size",
+    "cap_file_mib",
+    "caps_mbps",
+}
 
 
 def _random_file(path: Path, size: int, rng: np.random.Generator) -> None:

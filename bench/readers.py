@@ -60,14 +60,15 @@ def expect(got: int, want: int, what: str) -> None:
 # ---- files (mounts) ---------------------------------------------------------------------
 
 
-def read_file(path: Path | str) -> int:
+def read_file(path: Path | str, limit: int | None = None) -> int:
+    """Read ``path`` sequentially (its first ``limit`` bytes when given); the bytes read."""
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(view):
+        while (limit is None or total < limit) and (n := f.readinto(view)):
             total += n
-    return total
+    return total if limit is None else min(total, limit)
 
 
 def _pool(items: Iterable[T], workers: int, fn: Callable[[T], int]) -> int:
@@ -179,6 +180,38 @@ async def gather_bounded(items: list[T], workers: int, fn: Callable[[T], Awaitab
 async def http_read(urls: list[str], readers: int = 1) -> int:
     async with http_session(readers) as s:
         return await gather_bounded(urls, readers, lambda u: http_get(s, u))
+
+
+async def http_get_range(session: aiohttp.ClientSession, url: str, start: int, end: int) -> int:
+    """Bytes ``[start, end)`` of ``url`` with one ranged GET."""
+    total = 0
+    async with session.get(url, headers={"Range": f"bytes={start}-{end - 1}"}) as r:
+        r.raise_for_status()
+        async for chunk in r.content.iter_chunked(CHUNK):
+            total += len(chunk)
+    return total
+
+
+def ranges(size: int, streams: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """``[0, limit or size)`` cut into ``streams`` equal ranges (at most 64 MiB, at least 1 MiB
+    each): what a careful reader without a cache asks for at once."""
+    end = size if limit is None else min(size, limit)
+    piece = min(64 * MiB, max(MiB, -(-end // streams)))
+    return [(a, min(a + piece, end)) for a in range(0, end, piece)]
+
+
+async def http_parallel(urls: list[tuple[str, int]], streams: int = 16) -> int:
+    """Each ``(url, size)`` read with ``streams`` concurrent ranged GETs (file after file):
+    the "direct, parallel" baseline, the best a careful user can do without a cache."""
+    async with http_session(streams) as s:
+        total = 0
+        for url, size in urls:
+
+            def get(p: tuple[int, int], url: str = url) -> Awaitable[int]:
+                return http_get_range(s, url, *p)
+
+            total += await gather_bounded(ranges(size, streams), streams, get)
+        return total
 
 
 # ---- S3 ---------------------------------------------------------------------------------

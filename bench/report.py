@@ -20,6 +20,11 @@ COLORS = {
     "s3-direct": "#bcbd22",
     "fc-fuse-http": "#1f77b4",
     "fc-client-http": "#17becf",
+    "http-parallel": "#525252",
+    "conn-direct": "#c49c94",
+    "conn-parallel": "#8c564b",
+    "fc-fuse-conn": "#9467bd",
+    "fc-client-conn": "#c5b0d5",
     "fc-fuse-s3": "#2ca02c",
     "fc-client-s3": "#98df8a",
     "rclone-s3": "#ff7f0e",
@@ -82,9 +87,10 @@ def summary_rows(results: list[Result]) -> tuple[list[str], list[list[str]]]:
         if not r.series:
             continue
         metric = r.extra.get("headline_metric") or r.series[0].metric
-        ratios = {
-            (x["case"], x["system"]): x["speedup"] for x in r.speedups() if x["metric"] == metric
-        }
+        ratios: dict[tuple[str, str], float] = {}
+        for x in r.speedups():  # the first baseline of a system: its single-stream read
+            if x["metric"] == metric:
+                ratios.setdefault((x["case"], x["system"]), x["speedup"])
         cases: list[str] = []
         for s in r.series:
             if s.metric == metric and s.case not in cases:
@@ -129,13 +135,15 @@ def scenario_markdown(r: Result, plots: list[str]) -> str:
     if r.params:
         out.append("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in r.params.items()))
         out.append("")
-    ratios = {(x["case"], x["system"], x["metric"]): x for x in r.speedups()}
+    ratios: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for x in r.speedups():
+        ratios.setdefault((x["case"], x["system"], x["metric"]), []).append(x)
     rows = []
     for s in _sorted(r.series):
-        ratio = ratios.get((s.case, s.system, s.metric))
-        vs = ""
-        if ratio is not None:
-            vs = f"{fmt_ratio(ratio['speedup'])} vs {ratio['baseline']} ({ratio['baseline_case']})"
+        vs = "; ".join(
+            f"{fmt_ratio(x['speedup'])} vs {x['baseline']} ({x['baseline_case']})"
+            for x in ratios.get((s.case, s.system, s.metric), [])
+        )
         rows.append(
             [
                 s.case,

@@ -67,6 +67,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency", type=float, default=5.0, help="ms added per request, 0 for none (default 5)"
     )
     ap.add_argument(
+        "--conn-bandwidth",
+        type=float,
+        default=50.0,
+        help="MB/s of each connection to the object-store-like source, 0 for no such source "
+        "(default 50)",
+    )
+    ap.add_argument(
+        "--conn-latency", type=float, default=20.0, help="its ms to first byte (default 20)"
+    )
+    ap.add_argument(
+        "--conn-aggregate", type=float, default=1000.0, help="its MB/s in all (default 1000)"
+    )
+    ap.add_argument(
         "--workdir",
         default="/tmp/fluidcache-bench",
         help="data sets (kept between runs) and scratch space (default /tmp/fluidcache-bench)",
@@ -150,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.reps:
         sizes = type(sizes)(**{**sizes.__dict__, "reps": args.reps})
-    shaping = Shaping(bandwidth=args.bandwidth * 1e6, latency=args.latency / 1000)
+    shaping = Shaping(
+        bandwidth=args.bandwidth * 1e6,
+        latency=args.latency / 1000,
+        conn_bandwidth=args.conn_bandwidth * 1e6,
+        conn_latency=args.conn_latency / 1000,
+        conn_aggregate=args.conn_aggregate * 1e6,
+    )
     names = [n for n in scenarios.NAMES if n in args.scenarios.split(",")]
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +208,17 @@ def main(argv: list[str] | None = None) -> int:
             http_url = stack.enter_context(
                 shaped(raw_http, shaping.bandwidth, shaping.latency, work / "shaper-http.log")
             )
+            conn_url = None
+            if shaping.conn_bandwidth > 0:
+                conn_url = stack.enter_context(
+                    shaped(
+                        raw_http,
+                        shaping.conn_aggregate,
+                        shaping.conn_latency,
+                        work / "shaper-conn.log",
+                        per_conn=shaping.conn_bandwidth,
+                    )
+                )
             s3_info, s3_reason, store = None, None, None
             try:
                 store = workdir / f"s3store-{sizes.mode}"
@@ -205,7 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             peer_reasons = {p: peers.available(p) for p in peers.PEERS}
             meta["setup"] = setup_lines(data, raw_http, s3_info, s3_reason, peer_reasons, shaping)
             bench = Bench(
-                params, data, work, http_url, s3_info, store, s3_reason, peer_reasons, log
+                params,
+                data,
+                work,
+                http_url,
+                s3_info,
+                store,
+                s3_reason,
+                peer_reasons,
+                log,
+                conn_url,
+                raw_http,
             )
             for name in names:
                 module = scenarios.load(name)
@@ -275,6 +315,13 @@ def setup_lines(
         f"of each source): {shaping.describe()}. Traffic between fluidcache's own processes "
         "is not shaped."
     )
+    if shaping.conn_bandwidth > 0:
+        lines.append(
+            "Per-connection source (`conn`, the object-store / hub CDN model: the same nginx "
+            f"behind `bench/shaper.py --per-conn`): {shaping.describe_conn()}. Its baselines "
+            f"are one stream (`conn-direct`) and {shaping.parallel_streams} concurrent ranged "
+            "GETs per file (`conn-parallel`, the best a careful user can do without a cache)."
+        )
     for name, reason in peer_reasons.items():
         lines.append(f"Peer {name}: " + (reason or "installed, mounted on the same bucket"))
     lines.append(

@@ -1,6 +1,7 @@
 """A TCP proxy that makes a loopback server look remote: added latency and a bandwidth cap.
 
     python -m bench.shaper --upstream 127.0.0.1:8080 --bandwidth 200e6 --latency 0.005
+    python -m bench.shaper --upstream 127.0.0.1:8080 --per-conn 50e6 --latency 0.02 --bandwidth 1e9
 
 How it shapes (this is what the benchmark report calls "shaping"):
 
@@ -10,7 +11,12 @@ How it shapes (this is what the benchmark report calls "shaping"):
   round trip plus a server's time to first byte);
 - bandwidth: every byte the upstream sends back goes through one token bucket shared by all
   connections (bytes per second), as if the store sat behind one network link of that speed;
-  bursts are at most ``BURST`` seconds' worth.
+  bursts are at most ``BURST`` seconds' worth;
+- per connection (``--per-conn``, bytes per second; 0: none): each connection also has a token
+  bucket of its own, so one stream gets at most that rate however idle the link is. This is the
+  object-store / hub CDN model: a single GET of S3 or of a hub's CDN runs at some tens of MB/s,
+  parallel ranged GETs add up to the aggregate cap (``--bandwidth``), and every request waits
+  ``--latency`` before its first byte.
 
 It runs as its own process (so its pacing does not compete with the reader's event loop),
 prints ``ready: PORT`` and serves until SIGINT or SIGTERM. ``shaped()`` starts and stops it.
@@ -39,13 +45,18 @@ class Link:
         self.bandwidth = bandwidth
         self._free_at = time.monotonic()
 
-    async def send(self, n: int) -> None:
+    def reserve(self, n: int, now: float) -> float:
+        """Book ``n`` bytes on the link; the time at which they may go out."""
         if self.bandwidth <= 0:
-            return
-        now = time.monotonic()
+            return now
         # Reserve the next slot on the link; a reservation in the past is idle time, not credit.
         self._free_at = max(self._free_at, now - BURST) + n / self.bandwidth
-        wait = self._free_at - now
+        return self._free_at
+
+    async def send(self, n: int, *more: Link) -> None:
+        """Return once ``n`` bytes may go out on this link and on every one of ``more``."""
+        now = time.monotonic()
+        wait = max(link.reserve(n, now) for link in (self, *more)) - now
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -77,17 +88,22 @@ async def _requests(src: asyncio.StreamReader, dst: asyncio.StreamWriter, latenc
         sender.cancel()
 
 
-async def _responses(src: asyncio.StreamReader, dst: asyncio.StreamWriter, link: Link) -> None:
-    """Upstream to client, paced by the shared link."""
+async def _responses(
+    src: asyncio.StreamReader, dst: asyncio.StreamWriter, link: Link, per_conn: float
+) -> None:
+    """Upstream to client, paced by the shared link and by the connection's own cap."""
+    own = Link(per_conn)
     while data := await src.read(CHUNK):
-        await link.send(len(data))
+        await link.send(len(data), own)
         dst.write(data)
         await dst.drain()
     if dst.can_write_eof():
         dst.write_eof()
 
 
-async def serve(upstream: tuple[str, int], bandwidth: float, latency: float, port: int) -> None:
+async def serve(
+    upstream: tuple[str, int], bandwidth: float, latency: float, port: int, per_conn: float = 0.0
+) -> None:
     link = Link(bandwidth)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -100,7 +116,7 @@ async def serve(upstream: tuple[str, int], bandwidth: float, latency: float, por
             return
         tasks = [
             asyncio.ensure_future(_requests(reader, up_writer, latency)),
-            asyncio.ensure_future(_responses(up_reader, writer, link)),
+            asyncio.ensure_future(_responses(up_reader, writer, link, per_conn)),
         ]
         try:
             # A connection is over when the upstream has answered everything and closed, or
@@ -133,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--upstream", required=True, help="HOST:PORT of the real server")
     ap.add_argument("--bandwidth", type=float, default=0.0, help="bytes/s, 0 for no limit")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    ap.add_argument("--per-conn", type=float, default=0.0, help="bytes/s of each connection")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
@@ -142,22 +159,24 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve((host, int(port)), args.bandwidth, args.latency, args.port))
+    asyncio.run(serve((host, int(port)), args.bandwidth, args.latency, args.port, args.per_conn))
     return 0
 
 
 @contextlib.contextmanager
-def shaped(url: str, bandwidth: float, latency: float, log: Path) -> Iterator[str]:
+def shaped(
+    url: str, bandwidth: float, latency: float, log: Path, per_conn: float = 0.0
+) -> Iterator[str]:
     """``url`` seen through a shaper (the same URL with the proxy's port); ``url`` if no limits."""
     from bench.procs import Proc
 
-    if bandwidth <= 0 and latency <= 0:
+    if bandwidth <= 0 and latency <= 0 and per_conn <= 0:
         yield url
         return
     parts = urlsplit(url)
     upstream = f"{parts.hostname}:{parts.port}"
     argv = [sys.executable, "-m", "bench.shaper", "--upstream", upstream]
-    argv += ["--bandwidth", str(bandwidth), "--latency", str(latency)]
+    argv += ["--bandwidth", str(bandwidth), "--latency", str(latency), "--per-conn", str(per_conn)]
     proc = Proc(argv, log=log)
     try:
         port = int(proc.wait_for("ready:", timeout=20).split()[-1])

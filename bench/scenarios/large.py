@@ -4,7 +4,9 @@ cold: nothing cached anywhere (fresh cluster or peer cache, kernel page cache dr
 warm: in the cache's tiers (fluidcache MEM, the peers' disk caches), kernel page cache dropped;
 hot: read again at once, so the kernel page cache may serve it (for the client library: the same
 client again, its block buffer and open block files). A direct read has no cache: it is measured
-once per repetition and every case is compared with it.
+once per repetition and every case is compared with it, single-stream (``*-direct``) and with 16
+concurrent ranged GETs (``*-parallel``). The per-connection source (``conn``: each connection
+capped, as from S3 or a hub's CDN) is read the same ways.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ def run(b: Bench) -> Result:
         "repetitions": b.reps,
     }
     client_rel = b.view("large", "client-large") + "/big.bin"
-    systems = ["http-direct", "fc-fuse-http", "fc-client-http"]
+    systems = ["http-direct", "http-parallel", "fc-fuse-http", "fc-client-http"]
+    systems += b.conn_systems("conn-direct", "conn-parallel", "fc-fuse-conn", "fc-client-conn")
     systems += b.s3_systems(r, "s3-direct", "fc-fuse-s3") + b.peer_systems(r)
-    quota = 3 * b.sizes.large_mib + 64  # any one worker could be placed all three copies
+    copies = sum(1 for s in systems if s.startswith("fc-"))
+    quota = copies * b.sizes.large_mib + 64  # any one worker could be placed every copy
 
     def mbps(nbytes: int, seconds: float) -> float:
         rd.expect(nbytes, size, NAME)
@@ -53,16 +57,26 @@ def run(b: Bench) -> Result:
                     rd.drop_caches()
                     n, t = asyncio.run(rd.atimed(rd.http_read([b.http("large/big.bin")])))
                     r.add("no cache", system, "MB/s", mbps(n, t))
+                elif system in ("http-parallel", "conn-parallel"):
+                    url = (b.http if system == "http-parallel" else b.conn)("large/big.bin")
+                    rd.drop_caches()
+                    n, t = asyncio.run(rd.atimed(rd.http_parallel([(url, size)], b.streams)))
+                    r.add("no cache", system, "MB/s", mbps(n, t))
+                elif system == "conn-direct":
+                    rd.drop_caches()
+                    n, t = asyncio.run(rd.atimed(rd.http_read([b.conn("large/big.bin")])))
+                    r.add("no cache", system, "MB/s", mbps(n, t))
                 elif system == "s3-direct":
                     assert b.s3 is not None
                     rd.drop_caches()
                     n, t = asyncio.run(rd.atimed(rd.s3_read(b.s3, ["large/big.bin"])))
                     r.add("no cache", system, "MB/s", mbps(n, t))
-                elif system in ("fc-fuse-http", "fc-fuse-s3"):
-                    top = "web" if system.endswith("http") else "s3"
+                elif system in ("fc-fuse-http", "fc-fuse-s3", "fc-fuse-conn"):
+                    top = {"http": "web", "s3": "s3", "conn": "conn"}[system.rsplit("-", 1)[1]]
                     _read_mount(r, system, c.mountpoint / top / "large" / "big.bin", mbps)
-                elif system == "fc-client-http":
-                    _read_client(r, system, c.master_url, c.token, f"/web/{client_rel}", mbps)
+                elif system in ("fc-client-http", "fc-client-conn"):
+                    top = "web" if system.endswith("http") else "conn"
+                    _read_client(r, system, c.master_url, c.token, f"/{top}/{client_rel}", mbps)
                 else:
                     with b.peer(system) as mnt:
                         _read_mount(r, system, mnt / "large" / "big.bin", mbps)

@@ -4,7 +4,8 @@ Through a mount, each shard is loaded with ``safetensors.numpy.load_file`` (mmap
 ``from_pretrained`` does), shard after shard; from the source directly, each shard is fetched
 into memory (aiohttp / aiobotocore) and parsed with ``safetensors.numpy.load``. cold: nothing
 cached; warm: a second load with the kernel page cache dropped (the model is in the cache's
-tiers). The time is until every tensor of every shard is in memory.
+tiers). The time is until every tensor of every shard is in memory. The "direct, parallel"
+baselines fetch each shard with 16 concurrent ranged GETs; ``conn`` is the per-connection source.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def run(b: Bench) -> Result:
     index = json.loads((b.data.root / "model" / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     tensor_bytes = int(index["metadata"]["total_size"])
-    file_bytes = sum((b.data.root / "model" / sh).stat().st_size for sh in shards)
+    sizes = [(b.data.root / "model" / sh).stat().st_size for sh in shards]
+    file_bytes = sum(sizes)
     r.params = {
         "shards": len(shards),
         "shard_mib": s.model_shard_mib,
@@ -39,9 +41,10 @@ def run(b: Bench) -> Result:
         "loader": "safetensors.numpy.load_file (mmap) on mounts; load(bytes) directly",
         "repetitions": b.reps,
     }
-    systems = ["http-direct", "fc-fuse-http"]
+    systems = ["http-direct", "http-parallel", "fc-fuse-http"]
+    systems += b.conn_systems("conn-direct", "conn-parallel", "fc-fuse-conn")
     systems += b.s3_systems(r, "s3-direct", "fc-fuse-s3") + b.peer_systems(r)
-    quota = 2 * file_bytes // MiB + 64
+    quota = sum(1 for x in systems if x.startswith("fc-")) * file_bytes // MiB + 64
 
     def record(case: str, system: str, n: int, seconds: float, vs: str | None) -> None:
         rd.expect(n, tensor_bytes, f"{NAME} {system}")
@@ -60,10 +63,12 @@ def run(b: Bench) -> Result:
         with b.cluster(f"{NAME}-{rep}", mem_quota_mib=quota) as c:
             assert c.mountpoint is not None
             for system in b.order(systems, rep):
-                if system == "http-direct":
+                if system in ("http-direct", "conn-direct", "http-parallel", "conn-parallel"):
                     rd.drop_caches()
-                    urls = [b.http(f"model/{sh}") for sh in shards]
-                    n, t = asyncio.run(rd.atimed(_http_load(urls)))
+                    url = b.http if system.startswith("http") else b.conn
+                    urls = [url(f"model/{sh}") for sh in shards]
+                    streams = b.streams if system.endswith("parallel") else 1
+                    n, t = asyncio.run(rd.atimed(_http_load(urls, sizes, streams)))
                     record("from the source", system, n, t, None)
                 elif system == "s3-direct":
                     rd.drop_caches()
@@ -73,6 +78,8 @@ def run(b: Bench) -> Result:
                     mount_loads(system, c.mountpoint / "web" / "model")
                 elif system == "fc-fuse-s3":
                     mount_loads(system, c.mountpoint / "s3" / "model")
+                elif system == "fc-fuse-conn":
+                    mount_loads(system, c.mountpoint / "conn" / "model")
                 else:
                     with b.peer(system) as mnt:
                         mount_loads(system, mnt / "model")
@@ -85,13 +92,29 @@ def _parse(data: bytes) -> int:
     return sum(t.nbytes for t in load(data).values())
 
 
-async def _http_load(urls: list[str]) -> int:
+async def _http_load(urls: list[str], sizes: list[int], streams: int = 1) -> int:
+    """Fetch each shard (with ``streams`` concurrent ranged GETs) and parse it."""
     total = 0
-    async with rd.http_session(1) as s:
-        for url in urls:
-            async with s.get(url) as resp:
-                resp.raise_for_status()
-                total += _parse(await resp.read())
+    async with rd.http_session(streams) as s:
+        for url, size in zip(urls, sizes, strict=True):
+            if streams == 1:
+                async with s.get(url) as resp:
+                    resp.raise_for_status()
+                    total += _parse(await resp.read())
+                continue
+            buf = bytearray(size)
+
+            async def part(rng: tuple[int, int], url: str = url, buf: bytearray = buf) -> int:
+                start, end = rng
+                async with s.get(url, headers={"Range": f"bytes={start}-{end - 1}"}) as resp:
+                    resp.raise_for_status()
+                    data = await resp.read()
+                buf[start : start + len(data)] = data
+                return len(data)
+
+            got = await rd.gather_bounded(rd.ranges(size, streams), streams, part)
+            rd.expect(got, size, url)
+            total += _parse(bytes(buf))
     return total
 
 

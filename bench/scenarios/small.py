@@ -7,7 +7,9 @@ async clients. The direct reads have no cache: one epoch per repetition is their
 
 With one reader, an epoch is bound by the source's per-request latency (2,000 requests of
 5 ms and more each), so only the HTTP source and the fluidcache mount run it; with many readers
-every system does.
+every system does. With 16 readers the direct read is also the "direct, parallel" baseline (16
+GETs in flight); the per-connection source (``conn``) is read with 16 readers, directly and
+through the mount.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def run(b: Bench) -> Result:
         "repetitions": b.reps,
     }
     systems = ["http-direct", "fc-fuse-http", "fc-client-http"]
+    systems += b.conn_systems("conn-direct", "fc-fuse-conn")
     systems += b.s3_systems(r, "s3-direct", "fc-fuse-s3") + b.peer_systems(r)
     views = {n: b.view("small", f"client-small-{n}") for n in s.small_readers}
     fuse_views = {n: b.view("small", f"fuse-small-{n}") for n in s.small_readers}
@@ -69,9 +72,9 @@ def run(b: Bench) -> Result:
             for readers in s.small_readers:
                 here = systems if readers > 1 else ["http-direct", "fc-fuse-http"]
                 for system in b.order(here, rep):
-                    if system == "http-direct":
+                    if system in ("http-direct", "conn-direct"):
                         rd.drop_caches()
-                        urls = [b.http(f) for f in files]
+                        urls = [(b.http if system == "http-direct" else b.conn)(f) for f in files]
                         n, t = asyncio.run(rd.atimed(rd.http_read(urls, readers)))
                         record(_r(readers), system, n, t, None)
                     elif system == "s3-direct":
@@ -82,8 +85,9 @@ def run(b: Bench) -> Result:
                     elif system == "fc-fuse-http":
                         paths = _under(mnt / "web" / fuse_views[readers], files)
                         epochs(system, readers, lambda p=paths, k=readers: _read_paths(p, k))
-                    elif system == "fc-fuse-s3":
-                        paths = _under(mnt / "s3" / fuse_views[readers], files)
+                    elif system in ("fc-fuse-s3", "fc-fuse-conn"):
+                        top = "s3" if system == "fc-fuse-s3" else "conn"
+                        paths = _under(mnt / top / fuse_views[readers], files)
                         epochs(system, readers, lambda p=paths, k=readers: _read_paths(p, k))
                     elif system == "fc-client-http":
                         paths_c = [

@@ -1,0 +1,114 @@
+"""Profile a cold read: ``python -m bench.coldprof FILE [--fuse] [--profile DIR]``.
+
+Serves FILE's directory with an unshaped nginx on loopback, starts ``fluidcache up`` over it,
+reads FILE cold once through the client library (or the FUSE mount with ``--fuse``) and prints
+MB/s beside nginx read directly. With ``--profile DIR``, ``py-spy record`` samples every
+fluidcache process (and, for the client library, the reader) during the cold read and writes
+collapsed stacks there; ``--top N`` prints the heaviest frames of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import cluster
+from bench import readers as rd
+from bench.sources import nginx
+
+
+def top_frames(collapsed: Path, n: int) -> list[str]:
+    """The frames with the most samples anywhere on the stack ("inclusive"), and the leaves."""
+    incl: collections.Counter[str] = collections.Counter()
+    leaf: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(count)
+        for f in set(frames):
+            incl[f] += int(count)
+        leaf[frames[-1]] += int(count)
+    out = [f"{collapsed.name}: {total} samples"]
+    out += [f"  self {c / total:5.1%}  {f}" for f, c in leaf.most_common(n)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.coldprof", description=__doc__)
+    ap.add_argument("file", type=Path)
+    ap.add_argument("--fuse", action="store_true")
+    ap.add_argument("--profile", type=Path)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
+    args = ap.parse_args(argv)
+    size = args.file.stat().st_size
+    name = args.file.name
+    shutil.rmtree(args.work, ignore_errors=True)
+    with nginx(args.file.parent, args.work / "nginx") as url:
+        rd.drop_caches()
+        n, t = asyncio.run(rd.atimed(rd.http_read([url + name])))
+        print(f"nginx directly: {n / t / 1e6:.0f} MB/s")
+        quota = size // 2**20 + 64
+        with cluster.up(
+            [f"web={url}"], args.work / "c", workers=args.workers, mem_quota_mib=quota
+        ) as c:
+            assert c.mountpoint is not None
+            spies = []
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                assert c.proc is not None
+                spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
+            rd.drop_caches()
+            if args.fuse:
+                n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
+            else:
+                reader = [sys.executable, "-m", "bench.coldprof_read", c.master_url, f"/web/{name}"]
+                proc = subprocess.Popen(
+                    reader,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={"FLUIDCACHE_TOKEN": c.token, **_env()},
+                )
+                if args.profile:
+                    spies.append(_spy(proc.pid, args.profile / "client.txt", False))
+                out, _ = proc.communicate()
+                n, t = (int(x) if i == 0 else float(x) for i, x in enumerate(out.split()))  # type: ignore[assignment]
+            what = "FUSE" if args.fuse else "client library"
+            print(f"cold through the {what}: {n / t / 1e6:.0f} MB/s ({n} bytes)")
+            for spy in spies:
+                spy.send_signal(2)
+                spy.wait(30)
+    if args.profile:
+        for f in sorted(args.profile.glob("*.txt")):
+            print("\n".join(top_frames(f, args.top)))
+    return 0
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def _spy(pid: int, out: Path, subprocesses: bool) -> subprocess.Popen[bytes]:
+    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out), "-r", "200"]
+    argv += ["--nonblocking"]
+    if subprocesses:
+        argv.append("--subprocesses")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    return spy
+
+
+if __name__ == "__main__":
+    sys.exit(main())
