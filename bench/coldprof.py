@@ -1,4 +1,6 @@
-"""Profile a cold read: ``python -m bench.coldprof FILE [--fuse] [--profile DIR]``.
+"""Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--profile DIR]``.
+
+A DIR is a cold epoch instead: every file in it read once, by 16 readers (``--readers``).
 
 Serves FILE's directory with an unshaped nginx on loopback, starts ``fluidcache up`` over it,
 reads FILE cold once through the client library (or the FUSE mount with ``--fuse``) and prints
@@ -49,13 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--readers", type=int, default=16)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
     args = ap.parse_args(argv)
+    if args.file.is_dir():
+        return _epoch(args)
     size = args.file.stat().st_size
     name = args.file.name
     shutil.rmtree(args.work, ignore_errors=True)
     with nginx(args.file.parent, args.work / "nginx") as url:
-        rd.drop_caches()
+        rd.read_file(
+            args.file
+        )  # the source serves from the page cache: the cache's path is measured
         n, t = asyncio.run(rd.atimed(rd.http_read([url + name])))
         print(f"nginx directly: {n / t / 1e6:.0f} MB/s")
         quota = size // 2**20 + 64
@@ -68,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 assert c.proc is not None
                 spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
-            rd.drop_caches()
             if args.fuse:
                 n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
             else:
@@ -94,6 +100,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _epoch(args: argparse.Namespace) -> int:
+    """A cold epoch over the files of directory ``args.file``, directly and through FUSE."""
+    names = sorted(p.name for p in args.file.iterdir())
+    size = sum((args.file / n).stat().st_size for n in names)
+    shutil.rmtree(args.work, ignore_errors=True)
+    for n in names:
+        rd.read_file(args.file / n)
+    with nginx(args.file, args.work / "nginx") as url:
+        urls = [url + n for n in names]
+        n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
+        print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
+        quota = size // 2**20 + 64
+        with cluster.up(
+            [f"web={url}"], args.work / "c", workers=args.workers, mem_quota_mib=quota
+        ) as c:
+            assert c.mountpoint is not None and c.proc is not None
+            spies = []
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
+            paths = [c.mountpoint / "web" / n for n in names]
+            n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
+            print(f"cold epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} files/s")
+            for spy in spies:
+                spy.send_signal(2)
+                spy.wait(30)
+    if args.profile:
+        for f in sorted(args.profile.glob("*.txt")):
+            print("\n".join(top_frames(f, args.top)))
+    return 0
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -101,7 +139,18 @@ def _env() -> dict[str, str]:
 
 
 def _spy(pid: int, out: Path, subprocesses: bool) -> subprocess.Popen[bytes]:
-    argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out), "-r", "200"]
+    argv = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "-o",
+        str(out),
+        "-r",
+        "200",
+    ]
     argv += ["--nonblocking"]
     if subprocesses:
         argv.append("--subprocesses")

@@ -10,6 +10,7 @@ A worker that fails is skipped and the read tried elsewhere, a bounded number of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -350,6 +351,13 @@ class BlockReader:
             await self.fetch(ref)
         except errors.FluidcacheError:
             pass  # a prefetch is a hint; the real read reports the error
+
+    async def prefetch_many(self, refs: list[BlockRef]) -> None:
+        """:meth:`prefetch` of each block, at once, their holders asked in one batched call."""
+        if len(refs) > 1:
+            with contextlib.suppress(errors.FluidcacheError):
+                await self.locate(refs)
+        await asyncio.gather(*(self.prefetch(ref) for ref in refs))
 
     async def _fetch_remote(self, ref: BlockRef) -> bytes:
         last: errors.FluidcacheError = errors.Unavailable("no worker answered")

@@ -48,10 +48,13 @@ class Inflight:
         self.origin = ""  # peer | source, once known
         self.done = False
         self._changed = asyncio.Event()
+        self.sink: Callable[[bytes], None] | None = None  # also gets every chunk (the store)
 
     def append(self, chunk: bytes) -> None:
         self.parts.append(chunk)
         self.size += len(chunk)
+        if self.sink is not None:
+            self.sink(chunk)
         self._wake()
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -77,12 +80,16 @@ class Inflight:
             else:
                 await changed.wait()
 
-    async def data(self) -> bytes:
-        """All the bytes, once fetched."""
+    async def wait(self) -> None:
+        """Return once fetched (and committed); raises the fetch's error."""
         while not self.done:
             await self._changed.wait()
         if self.error is not None:
             raise self.error
+
+    async def data(self) -> bytes:
+        """All the bytes, once fetched (joined: a copy)."""
+        await self.wait()
         return b"".join(self.parts)
 
 
@@ -146,7 +153,7 @@ class Fetcher:
         when it was held already, else where the fetch got it (peer, source)."""
         got = await self.get(ref, peers, peer)
         if isinstance(got, Inflight):
-            await got.data()
+            await got.wait()
             return got.origin
         return ""
 
@@ -157,7 +164,12 @@ class Fetcher:
 
     async def _run(self, flight: Inflight, peers: bool, peer: str) -> None:
         ref = flight.ref
+        writer = None
         try:
+            # The block is written to its tier as it arrives (no second pass over its bytes).
+            writer = await self.store.writer(ref.id, ref.length)
+            if writer is not None:
+                flight.sink = writer.write
             origin = "peer" if peer and await self._from_peer(peer, flight) else None
             if origin is None and peers:
                 origin = await self._from_peers(flight)
@@ -170,13 +182,17 @@ class Fetcher:
                 )
             flight.origin = origin
             self.metrics.miss(origin, ref.length)
-            await self.store.commit(ref.id, flight.parts)
+            if writer is not None:
+                await writer.commit()
+                writer = None
             flight.finish()
         except Exception as e:
             flight.finish(
                 e if isinstance(e, errors.FluidcacheError) else errors.SourceError(str(e))
             )
         finally:
+            if writer is not None:
+                writer.abort()  # failed or cancelled: give its room back
             self._inflight.pop(ref.id, None)
 
     async def _from_source(self, flight: Inflight) -> str:
@@ -187,7 +203,8 @@ class Fetcher:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
         async with self._source_slots:
-            async for chunk in ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK):
+            chunks = ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK, ref.version)
+            async for chunk in chunks:
                 flight.append(chunk)
         return "source"
 

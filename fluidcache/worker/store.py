@@ -219,6 +219,24 @@ class BlockStore:
         self._emit("committed", block_id)
         return block
 
+    async def writer(self, block_id: str, size: int) -> BlockWriter | None:
+        """Room for a block of ``size`` bytes that arrives in pieces, written as they come (on a
+        MEM level; elsewhere kept and written at commit); None if it is held already or cannot
+        fit (the caller serves it pass-through). Call ``commit`` or ``abort`` exactly once."""
+        async with self._lock:
+            if block_id in self.blocks:
+                return None
+            index = await self._reserve_any(size)
+        if index is None:
+            self.counters.passthrough += 1
+            return None
+        return BlockWriter(self, block_id, size, index)
+
+    def _adopt_written(self, block: Block) -> None:
+        level = self.levels[block.level]
+        self.blocks[block.id] = block
+        level.lru[block.id] = block
+
     async def remove(self, block_id: str) -> Block | None:
         """Delete a block, kept or not (readers with an open fd finish); None if not held."""
         async with self._lock:
@@ -307,6 +325,77 @@ class BlockStore:
         with contextlib.suppress(OSError):
             block.path.unlink()
         self._emit("removed", block.id)
+
+
+class BlockWriter:
+    """A block being written as its bytes arrive: to a temporary file on a MEM level (a memory
+    copy, cheap enough for the event loop), else held until :meth:`commit` writes it in a
+    thread. The checksum is computed on the way; the name is given at commit (crash-safe)."""
+
+    def __init__(self, store: BlockStore, block_id: str, size: int, index: int) -> None:
+        self.store, self.block_id, self.size, self.index = store, block_id, size, index
+        self.level = store.levels[index]
+        self.written = 0
+        self._hash = xxhash.xxh3_64()
+        self._parts: list[bytes] = []
+        self._tmp = self.level.directory(block_id) / f"{TMP_PREFIX}{block_id}"
+        self._fd = -1
+        if self.level.config.medium == "MEM":
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
+
+    def write(self, piece: bytes) -> None:
+        """Add the next piece; never awaits. OSError when the level cannot take it."""
+        self._hash.update(piece)
+        self.written += len(piece)
+        if self._fd < 0:
+            self._parts.append(piece)
+            return
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    async def commit(self) -> Block | None:
+        """Name and index the block (it must have exactly ``size`` bytes); None if another
+        copy was committed meanwhile (this one is dropped)."""
+        if self.written != self.size:
+            message = f"block {self.block_id}: {self.written} of {self.size} bytes written"
+            self.abort()
+            raise ValueError(message)
+        digest = self._hash.hexdigest()
+        path = self.level.directory(self.block_id) / f"{self.block_id}.{digest}"
+        store = self.store
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+                os.replace(self._tmp, path)
+            else:
+                await asyncio.to_thread(_write_file, path, self._parts)
+        except OSError:
+            self.abort()
+            raise
+        self._parts = []
+        block = Block(self.block_id, self.size, digest, self.index, path)
+        async with store._lock:
+            if self.block_id in store.blocks:
+                self.level.used -= self.size
+                return store.blocks[self.block_id]
+            store._adopt_written(block)
+            await store._apply_watermark(self.index)
+        store._emit("committed", self.block_id)
+        return block
+
+    def abort(self) -> None:
+        """Give the room back and remove the temporary file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+        if self.size >= 0:
+            self.level.used -= self.size
+            self.size = -1
+        self._parts = []
 
 
 def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None:
