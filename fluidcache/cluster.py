@@ -51,6 +51,7 @@ STOP_TIMEOUT = 10.0
 SSD_SHARE = 0.5  # of the free space of the SSD directory's file system, split across the workers
 SSD_MAX = 100 * 2**30  # per worker
 SSD_MIN = 64 * 2**20  # below this a default SSD level is left out
+IMMUTABLE_TIMEOUT = 86400  # s the kernel keeps entries and attributes of a dataset never re-listed
 _PR_SET_PDEATHSIG = 1
 
 
@@ -365,9 +366,12 @@ class LocalCluster:
         )
 
     def _mount_timeouts(self) -> list[str]:
-        """A dataset re-checked every ``ttl`` seconds is trusted no longer by the mount."""
+        """A dataset re-checked every ``ttl`` seconds is trusted no longer by the mount; an
+        immutable one (``ttl`` 0: never re-listed) lets the kernel keep entries and attributes
+        for a day (listing and stat of a warm tree then never reach the mount)."""
         if self.ttl <= 0:
-            return []
+            day = str(IMMUTABLE_TIMEOUT)
+            return ["--attr-timeout", day, "--entry-timeout", day]
         t = str(self.ttl)
         return ["--meta-ttl", t, "--attr-timeout", t, "--entry-timeout", t]
 

@@ -94,6 +94,8 @@ class AsyncClient:
         self._closed = False
         self._stats: TtlCache[str, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
         self._inodes: TtlCache[int, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
+        self._checked: TtlCache[int, bool] = TtlCache(meta_ttl, 100_000, clock)
+        self._pages: TtlCache[tuple[int, str, int], ListReply] = TtlCache(meta_ttl, 1_000, clock)
         self.blocks = BlockReader(
             lambda: self.session,
             lambda: self._master,
@@ -192,6 +194,26 @@ class AsyncClient:
         request = StatRequest(ino=await self._master_ino(ino))
         return self._remember(await self._master.call(NS_STAT, request, FileInfo))
 
+    async def validate(self, info: FileInfo) -> FileInfo:
+        """``info`` as it is to be read: a file listed without its version (``version == ""``)
+        has it asked of the source by the master first (NotFound if the source no longer has
+        it). A version checked through this client is used as it is for its metadata TTL; after
+        that the master checks it again if the dataset's TTL says so."""
+        if info.is_dir or (info.version and self._checked.get(info.ino)):
+            return info
+        request = StatRequest(ino=await self._master_ino(info.ino), validate=True)
+        info = self._remember(await self._master.call(NS_STAT, request, FileInfo))
+        self._checked.put(info.ino, True)
+        return info
+
+    async def recheck(self, info: FileInfo) -> None:
+        """A read found ``info``'s version gone from the source: have the master ask the source
+        again (whatever the dataset's TTL), so the next open reads the version it has now."""
+        self._checked.pop(info.ino)
+        request = StatRequest(ino=await self._master_ino(info.ino), recheck=True)
+        with contextlib.suppress(errors.FluidcacheError):
+            self._remember(await self._master.call(NS_STAT, request, FileInfo))
+
     async def lookup(self, parent: int, name: str) -> FileInfo:
         """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
         known = self._inodes.get(parent)
@@ -203,14 +225,21 @@ class AsyncClient:
         return self._remember(await self._master.call(NS_LOOKUP, request, FileInfo))
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
-        """One page of directory ``ino`` after the name ``cursor``."""
+        """One page of directory ``ino`` after the name ``cursor`` (kept for the metadata TTL:
+        listing a directory again within it asks nothing of the master)."""
+        key = (ino, cursor, limit)
+        cached = self._pages.get(key)
+        if cached is not None:
+            return cached
         request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
         page = await self._master.call(NS_LIST, request, ListReply)
         entries = [self._remember(e) for e in page.entries]
-        firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0]
+        firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0 and e.version]
         if firsts:
             self._spawn(self._warm(firsts))
-        return ListReply(entries, page.cursor)
+        reply = ListReply(entries, page.cursor)
+        self._pages.put(key, reply)
+        return reply
 
     async def _warm(self, refs: list[BlockRef]) -> None:
         with contextlib.suppress(errors.FluidcacheError):  # a hint: reads work without it
@@ -312,7 +341,13 @@ class AsyncClient:
 
     def prefetch(self, info: FileInfo, index: int) -> None:
         """Start bringing block ``index`` of ``info`` close, in the background."""
-        self._spawn(self.blocks.prefetch(info.block(index)))
+        self.prefetch_many(info, range(index, index + 1))
+
+    def prefetch_many(self, info: FileInfo, indexes: range) -> None:
+        """Start bringing blocks ``indexes`` of ``info`` close, in the background (their holders
+        asked of the master in one call)."""
+        if indexes:
+            self._spawn(self.blocks.prefetch_many([info.block(i) for i in indexes]))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -355,7 +390,7 @@ class AsyncClient:
         info = await self.stat(path)
         if info.is_dir:
             raise errors.IsADirectory(path)
-        return AsyncFile(self, info)
+        return AsyncFile(self, await self.validate(info))
 
 
 class AsyncFile:
@@ -400,14 +435,18 @@ class AsyncFile:
         else:
             self._window, self._ahead = 0, 0
             self._next_sequential = end
-        return await self.client.pread(self.info, offset, size)
+        try:
+            return await self.client.pread(self.info, offset, size)
+        except errors.SourceChanged:
+            # Never a mix of versions: this open fails; the next one reads the new version.
+            await self.client.recheck(self.info)
+            raise
 
     def _read_ahead(self, end: int) -> None:
         bs = self.info.block_size
         nxt = (end + bs - 1) // bs
         stop = min(nxt + self._window, self.info.block_count)
-        for index in range(max(nxt, self._ahead), stop):
-            self.client.prefetch(self.info, index)
+        self.client.prefetch_many(self.info, range(max(nxt, self._ahead), stop))
         self._ahead = max(self._ahead, stop)
 
     async def read(self, size: int = -1) -> bytes:

@@ -180,7 +180,7 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise errors.ReadOnly("fluidcache mounts are read-only")
-        info = await self.client.getattr(inode)
+        info = await self.client.validate(await self.client.getattr(inode))
         if info.is_dir:
             raise errors.IsADirectory(info.path)
         fh = self._fh()

@@ -203,10 +203,15 @@ class FileInfo(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StatRequest(Message):
-    """Stat by path (``/a/b``) or, when ``ino`` is set, by inode."""
+    """Stat by path (``/a/b``) or, when ``ino`` is set, by inode. ``validate``: the file is
+    being opened, so its version is checked at the source first if it was listed without one
+    (or checked longer ago than the dataset's TTL); NotFound if the source no longer has it.
+    ``recheck``: checked whatever the TTL (a read found the source changed)."""
 
     path: str = "/"
     ino: int = 0
+    validate: bool = False
+    recheck: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -329,9 +329,47 @@ class Namespace:
         node = self._get(txn, ino)
         if (node.size, node.mtime, node.version) == (e.size, e.mtime, e.version):
             return
+        if (
+            not e.version
+            and node.version
+            and e.size == node.size
+            and abs(e.mtime - node.mtime) < 60
+        ):
+            # Listed without its version, and the listing (dates to the minute) shows no change
+            # from the version checked at open: keep it; it is checked again once it is stale.
+            return
         stats.bytes += e.size - node.size
         node.size, node.mtime, node.version = e.size, e.mtime, e.version
         txn.put(ino_key(ino), node.pack(), db=self.store.inodes)
+
+    def validated(self, checked: Iterable[Inode]) -> None:
+        """Record files as their sources described them when they were opened (size, mtime,
+        version, and ``synced_at``: when), in one transaction; entries gone meanwhile are
+        skipped."""
+        stats: dict[str, DatasetStats] = {}
+        with self.store.write() as txn:
+            for new in checked:
+                data = txn.get(ino_key(new.ino), db=self.store.inodes)
+                if data is None:
+                    continue
+                node = Inode.unpack(new.ino, data)
+                if node.path != new.path or node.is_dir:
+                    continue
+                stats.setdefault(node.dataset, DatasetStats()).bytes += new.size - node.size
+                node.size, node.mtime, node.version = new.size, new.mtime, new.version
+                node.synced_at = new.synced_at
+                txn.put(ino_key(node.ino), node.pack(), db=self.store.inodes)
+            for dataset, delta in stats.items():
+                self._add_stats(txn, dataset, delta)
+
+    def drop(self, ino: int) -> None:
+        """Forget entry ``ino`` (and what is under it): the source no longer has it."""
+        stats = DatasetStats()
+        with self.store.write() as txn:
+            node = self._get(txn, ino)
+            self._remove(txn, ino, stats)
+            txn.delete(dentry_key(node.parent, node.name), db=self.store.dentries)
+            self._add_stats(txn, node.dataset, stats)
 
     def finish_listing(self, parent: int, stamp: int, prune: bool, now: float) -> int:
         """Mark ``parent`` listed at ``now``; with ``prune``, drop children the listing missed.

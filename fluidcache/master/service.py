@@ -145,6 +145,7 @@ class MasterService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sync.flush()
         await self.ns.close()
         if self._session is not None:
             await self._session.close()
@@ -177,7 +178,10 @@ class MasterService:
         return await self._by_ino(ino) if ino else await self.resolve(path)
 
     async def stat(self, request: StatRequest) -> FileInfo:
-        return self.ns.info(await self._node(request.path, request.ino))
+        node = await self._node(request.path, request.ino)
+        if request.validate or request.recheck:
+            node = await self.sync.validate(node, force=request.recheck)
+        return self.ns.info(node)
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
         parent = self.ns.get(request.parent)

@@ -8,6 +8,7 @@ one listing (single-flight). A listing is streamed into LMDB in batches, never h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from fluidcache.master.store import Inode
 log = logging.getLogger(__name__)
 
 LIST_BATCH = 1000
+FLUSH_DELAY = 0.5  # s: versions checked at open are written to LMDB in batches this often
 WALK_CONCURRENCY = 4
 
 
@@ -36,7 +38,12 @@ class Syncer:
         self.clock = clock
         self.batch = batch
         self.listings = 0  # source listings started, for tests and metrics
+        self.validations = 0  # files' versions asked of their source at open
         self._flight: SingleFlight[Counts] = SingleFlight()
+        self._checks: SingleFlight[Inode] = SingleFlight()
+        # Versions checked at open and not yet written (see flush): ino -> inode as checked.
+        self._checked: dict[int, Inode] = {}
+        self._flusher: asyncio.Future[None] | None = None
 
     def stale(self, node: Inode) -> bool:
         """Whether directory ``node`` must be listed before it is used."""
@@ -79,6 +86,69 @@ class Syncer:
         if dropped:
             log.info("%s: %d entries gone from the source", node.path, dropped)
         return counts
+
+    def unchecked(self, node: Inode) -> bool:
+        """Whether file ``node``'s version must be asked of its source before it is read: it
+        was listed without one, or (with a TTL) it was checked longer ago than that."""
+        if node.is_dir:
+            return False
+        if not node.version:
+            return True
+        mount = self.ns.mount_of(node.path)
+        return mount is not None and mount.ttl > 0 and self.clock() - node.synced_at >= mount.ttl
+
+    async def validate(self, node: Inode, force: bool = False) -> Inode:
+        """File ``node`` with the version its source has now (a ``stat`` of it, when
+        :meth:`unchecked`); NotFound, and the entry dropped, when the source no longer has it.
+
+        Called when a file is opened (not when listed), so that what is read is the version
+        the source has, never blocks of one it no longer has. ``force``: whatever the TTL."""
+        recent = self._checked.get(node.ino)
+        if recent is not None and recent.path == node.path:
+            node = recent
+        if not force and not self.unchecked(node):
+            return node
+        return await self._checks.do(node.ino, lambda: self._validate(node))
+
+    async def flush(self) -> None:
+        """Write the versions checked so far to the namespace, in one transaction (a commit
+        per open would cost a disk sync each)."""
+        if self._flusher is not None and self._flusher is not asyncio.current_task():
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self._flusher = None
+        checked, self._checked = self._checked, {}
+        if checked:
+            self.ns.validated(checked.values())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(FLUSH_DELAY)
+        await self.flush()
+
+    async def _validate(self, node: Inode) -> Inode:
+        mount = self.ns.mount_of(node.path)
+        if mount is None:
+            return node
+        try:
+            status = await mount.ufs.stat(mount.rel(node.path))
+        except errors.NotFound:
+            self._checked.pop(node.ino, None)
+            self.ns.drop(node.ino)
+            raise errors.NotFound(f"{node.path}: no longer at the source") from None
+        if status.is_dir:
+            raise errors.IsADirectory(f"{node.path}: is a directory at the source now")
+        self.validations += 1
+        node = dataclasses.replace(
+            node,
+            size=status.size,
+            mtime=status.mtime,
+            version=status.version,
+            synced_at=self.clock(),
+        )
+        self._checked[node.ino] = node
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_later())
+        return node
 
     async def walk(self, top: Inode, force: bool, progress: Counts) -> None:
         """List every directory under ``top`` (stale ones, or all with ``force``).

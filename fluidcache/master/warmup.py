@@ -68,7 +68,7 @@ async def files_under(ns: Namespace, sync: Syncer, top: Inode) -> AsyncIterator[
     while stack:
         node = stack.pop()
         if not node.is_dir:
-            yield ns.info(node)
+            yield ns.info(await sync.validate(node))
             continue
         node = await sync.fresh(node)
         cursor = ""
@@ -78,7 +78,10 @@ async def files_under(ns: Namespace, sync: Syncer, top: Inode) -> AsyncIterator[
                 if child.is_dir:
                     stack.append(child)
                 else:
-                    yield ns.info(child)
+                    try:
+                        yield ns.info(await sync.validate(child))
+                    except errors.NotFound:
+                        continue  # gone from the source since it was listed: nothing to load
             if not more:
                 break
             cursor = page[-1].name

@@ -24,7 +24,9 @@ from fluidcache.common.errors import InvalidArgument
 
 @dataclass(frozen=True, slots=True)
 class UfsStatus:
-    """What a source says about one entry. ``version`` changes whenever the content does."""
+    """What a source says about one entry. ``version`` changes whenever the content does; a
+    file listed without checking its version (a listing that gives exact sizes, no more) has
+    ``version == ""``, and :meth:`UnderFileSystem.stat` gives it before the file is read."""
 
     name: str
     is_dir: bool
@@ -78,9 +80,12 @@ class UnderFileSystem(abc.ABC):
 
     @abc.abstractmethod
     def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes."""
+        """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes.
+
+        With ``version`` (as :meth:`stat` gave it), ``SourceChanged`` is raised before a byte
+        of any other version is yielded."""
 
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""

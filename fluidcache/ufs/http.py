@@ -2,8 +2,13 @@
 
 A directory is an index page (nginx autoindex, Apache mod_autoindex, ``python -m http.server``
 and anything alike): its links that are direct children of the page's own URL are the entries,
-those ending in ``/`` being directories. Sizes and versions come from ``HEAD`` (Content-Length,
-ETag, else size + Last-Modified), never from the page's text. Reads use ``Range``; a server that
+those ending in ``/`` being directories. Where the page prints an exact size after a link
+(nginx ``autoindex_exact_size on``, its JSON index, Apache's sizes under 1 KiB) the entry is
+taken as listed, with no request per file, and its version (ETag, else size + Last-Modified) is
+left empty, to be checked with a ``HEAD`` when the file is opened (:meth:`HttpUfs.stat`); other
+entries are HEADed while listing. A read given the version it expects fails with
+``SourceChanged`` when the source answers with another, so blocks of a version the source no
+longer has are never fetched. Reads use ``Range``; a server that
 ignores it (answers 200 with the whole body) is handled by skipping to the offset in the stream.
 
 Redirects are followed. Connection errors, timeouts, truncated bodies, 429 and 5xx answers are
@@ -30,12 +35,16 @@ import asyncio
 import base64
 import builtins
 import codecs
+import datetime
 import email.utils
+import json
 import logging
 import random
+import re
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -111,38 +120,126 @@ def _child(dir_url: str, href: str) -> tuple[str, bool] | None:
     return name, is_dir
 
 
+_DATE = (
+    r"(\d{1,2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}(?::\d{2})?|\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?)"
+)
+_DETAILS = re.compile(_DATE + r"\s+(\d+)$")
+"""The text after an entry's link: a date and an exact size in bytes (nginx with
+``autoindex_exact_size on``, Apache below 1 KiB). A size with a unit (``1.2K``) is not exact."""
+_DATE_FORMATS = ("%d-%b-%Y %H:%M", "%d-%b-%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An entry of an index page: its size and mtime when the page gives them exactly."""
+
+    name: str
+    is_dir: bool
+    size: int | None = None
+    mtime: float = 0.0
+
+
+def _listing_date(text: str) -> float:
+    for fmt in _DATE_FORMATS:
+        try:
+            stamp = datetime.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return stamp.replace(tzinfo=datetime.UTC).timestamp()
+    return 0.0
+
+
 class IndexParser(HTMLParser):
-    """Collects the direct children linked from a directory index page, fed incrementally."""
+    """Collects the direct children linked from a directory index page, fed incrementally,
+    with the exact size and date a page prints after an entry's link, when it does."""
 
     def __init__(self, dir_url: str) -> None:
         super().__init__(convert_charrefs=True)
         self.dir_url = dir_url
         self._seen: set[str] = set()
-        self.entries: list[tuple[str, bool]] = []
+        self._found: list[tuple[str, bool]] = []
+        self._texts: list[list[str]] = []  # text after each entry's link, until the next entry
+        self._in_link = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag != "a":
             return
+        self._in_link = True
         for key, value in attrs:
             if key == "href" and value is not None:
                 found = _child(self.dir_url, value)
                 if found and found[0] not in self._seen:
                     self._seen.add(found[0])
-                    self.entries.append(found)
+                    self._found.append(found)
+                    self._texts.append([])
                 return
 
-    def take(self) -> list[tuple[str, bool]]:
-        """The entries found since the last call."""
-        out, self.entries = self.entries, []
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._in_link = False
+
+    def handle_data(self, data: str) -> None:
+        if self._texts and not self._in_link:
+            self._texts[-1].append(data)
+
+    @property
+    def entries(self) -> list[tuple[str, bool]]:
+        return self._found
+
+    def take(self, final: bool = False) -> list[Listed]:
+        """The entries found since the last call (the last one kept back until ``final``: the
+        text after its link may not have arrived yet)."""
+        n = len(self._found) if final else max(0, len(self._found) - 1)
+        out = []
+        for (name, is_dir), text in zip(self._found[:n], self._texts[:n], strict=True):
+            size, mtime = None, 0.0
+            details = _DETAILS.search(" ".join("".join(text).split()))
+            if details and not is_dir:
+                size, mtime = int(details.group(2)), _listing_date(details.group(1))
+            out.append(Listed(name, is_dir, size, mtime))
+        del self._found[:n], self._texts[:n]
         return out
 
 
 def parse_index(dir_url: str, html: str) -> list[tuple[str, bool]]:
     """The ``(name, is_dir)`` children of the index page ``html`` served at ``dir_url``."""
+    return [(e.name, e.is_dir) for e in parse_listing(dir_url, html)]
+
+
+def parse_listing(dir_url: str, html: str) -> list[Listed]:
+    """The children of the index page ``html``, with exact sizes where the page gives them."""
     parser = IndexParser(dir_url)
     parser.feed(html)
     parser.close()
-    return parser.take()
+    return parser.take(final=True)
+
+
+def parse_json_index(dir_url: str, body: bytes) -> list[Listed]:
+    """The children of an nginx JSON index (``autoindex_format json``): name, type, mtime,
+    size (exact). SourceError if it is not one."""
+    try:
+        items = json.loads(body)
+        out = []
+        for item in items:
+            name, kind = item["name"], item["type"]
+            found = _child(
+                dir_url,
+                quote(name, errors="surrogateescape") + ("/" if kind == "directory" else ""),
+            )
+            if found is None:
+                continue
+            if found[1]:
+                out.append(Listed(found[0], True))
+            else:
+                size = item.get("size")
+                exact = isinstance(size, int) and not isinstance(size, bool)
+                mtime = _http_date(item.get("mtime"))
+                out.append(Listed(found[0], False, size if exact else None, mtime))
+        return out
+    except (ValueError, TypeError, KeyError) as e:
+        raise errors.SourceError(
+            f"GET {dir_url}: not an HTML directory index nor an nginx JSON index ({e})"
+        ) from None
 
 
 def _content_range(value: str | None) -> tuple[int, int | None] | None:
@@ -434,6 +531,15 @@ class HttpUfs(UnderFileSystem):
     ) -> AsyncGenerator[UfsStatus, None]:
         async with self._get(url) as resp:
             self._check(resp, path, f"GET {url}")
+            if resp.content_type == "application/json":
+                body = await resp.content.read(self.max_listing_bytes + 1)
+                if len(body) > self.max_listing_bytes:
+                    raise errors.SourceError(
+                        f"GET {url}: index larger than {self.max_listing_bytes} bytes"
+                    )
+                for entry in await self._entries(path, parse_json_index(str(resp.url), body), done):
+                    yield entry
+                return
             if "Content-Type" in resp.headers and resp.content_type not in _HTML_TYPES:
                 raise errors.SourceError(
                     f"GET {url}: not an HTML directory index (Content-Type {resp.content_type})"
@@ -451,11 +557,11 @@ class HttpUfs(UnderFileSystem):
                         f"GET {url}: index page larger than {self.max_listing_bytes} bytes"
                     )
                 self._feed(parser, decoder, url, data)
-                if len(parser.entries) >= _LIST_BATCH:
+                if len(parser.entries) > _LIST_BATCH:
                     for entry in await self._entries(path, parser.take(), done):
                         yield entry
             self._feed(parser, decoder, url, b"")
-        for entry in await self._entries(path, parser.take(), done):
+        for entry in await self._entries(path, parser.take(final=True), done):
             yield entry
 
     @staticmethod
@@ -471,31 +577,37 @@ class HttpUfs(UnderFileSystem):
             raise errors.SourceError(f"GET {url}: malformed index page ({e})") from None
 
     async def _entries(
-        self, path: str, found: builtins.list[tuple[str, bool]], done: set[str]
+        self, path: str, found: builtins.list[Listed], done: set[str]
     ) -> builtins.list[UfsStatus]:
-        """Statuses of listed entries, in page order; files are HEADed, a few at once."""
+        """Statuses of listed entries, in page order. A file the page gives an exact size for
+        is taken as listed, its version left to be checked when it is opened (``""``); the
+        others are HEADed, a few at once."""
         gate = asyncio.Semaphore(self.list_concurrency)
 
-        async def one(name: str, is_dir: bool) -> UfsStatus | None:
-            if is_dir:
-                return UfsStatus(name=name, is_dir=True)
+        async def one(e: Listed) -> UfsStatus | None:
+            if e.is_dir:
+                return UfsStatus(name=e.name, is_dir=True)
+            if e.size is not None:
+                return UfsStatus(name=e.name, is_dir=False, size=e.size, mtime=e.mtime)
             async with gate:
                 try:
-                    status = await self.stat(f"{path}/{name}" if path else name)
+                    status = await self.stat(f"{path}/{e.name}" if path else e.name)
                 except errors.NotFound:
                     if self.skip_missing_entries:
                         return None
                     raise errors.NotFound(
-                        f"{path or '/'}: listed entry {name!r} is not found at the source"
+                        f"{path or '/'}: listed entry {e.name!r} is not found at the source"
                     ) from None
                 return status
 
-        todo = [(n, d) for n, d in found if n not in done]
+        todo = [e for e in found if e.name not in done]
         if not todo:
             return []
+        if all(e.is_dir or e.size is not None for e in todo):
+            return [s for e in todo if (s := await one(e)) is not None]
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(one(n, d)) for n, d in todo]
+                tasks = [tg.create_task(one(e)) for e in todo]
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         return [s for t in tasks if (s := t.result()) is not None]
@@ -503,7 +615,7 @@ class HttpUfs(UnderFileSystem):
     # -- read ----------------------------------------------------------------------------------
 
     async def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
         if offset < 0 or length < 0 or chunk <= 0:
             raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
@@ -516,7 +628,8 @@ class HttpUfs(UnderFileSystem):
         while pos < end:
             retry_after = None
             try:
-                async with aclosing(self._read_once(path, url, pos, end, chunk)) as pieces:
+                reading = self._read_once(path, url, pos, end, chunk, version)
+                async with aclosing(reading) as pieces:
                     async for piece in pieces:
                         pos += len(piece)
                         attempt = 0
@@ -532,7 +645,7 @@ class HttpUfs(UnderFileSystem):
             attempt += 1
 
     async def _read_once(
-        self, path: str, url: str, pos: int, end: int, chunk: int
+        self, path: str, url: str, pos: int, end: int, chunk: int, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
         """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short."""
         async with self._get(url, {"Range": f"bytes={pos}-{end - 1}"}) as resp:
@@ -556,16 +669,31 @@ class HttpUfs(UnderFileSystem):
                 skip, total = pos, resp.content_length
             else:
                 raise errors.SourceError(f"GET {url}: unexpected HTTP {resp.status}")
+            if version:
+                size = total if total is not None else -1
+                seen = self._file_status("", resp, size).version
+                if seen != version:
+                    raise errors.SourceChanged(
+                        f"GET {url}: the source has version {seen!r}, not {version!r}"
+                    )
             want = end - pos if total is None else min(end, total) - pos
             got = 0
-            async for data in resp.content.iter_chunked(max(chunk, _READ_PIECE)):
+            # The pieces as they came off the socket: no re-joining into bigger ones (a copy);
+            # a piece is cut (copied) only where it passes ``chunk`` or the end of the range.
+            async for data in resp.content.iter_any():
                 if skip:
                     cut = min(skip, len(data))
                     data, skip = data[cut:], skip - cut
-                data = data[: want - got]
-                for i in range(0, len(data), chunk):
-                    got += len(data[i : i + chunk])
-                    yield data[i : i + chunk]
+                if len(data) > want - got:
+                    data = data[: want - got]
+                if len(data) <= chunk:
+                    got += len(data)
+                    if data:
+                        yield data
+                else:
+                    for i in range(0, len(data), chunk):
+                        got += len(data[i : i + chunk])
+                        yield data[i : i + chunk]
                 if got >= want:
                     return
             if total is not None and got < want:

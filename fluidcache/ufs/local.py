@@ -274,12 +274,16 @@ class LocalUfs(UnderFileSystem):
         return b"".join(chunks)
 
     async def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
         if offset < 0 or length < 0 or chunk <= 0:
             raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
         fd = await asyncio.to_thread(self._open_file, path)
         try:
+            if version:
+                st = os.fstat(fd)
+                if f"{st.st_size}-{st.st_mtime_ns}" != version:
+                    raise errors.SourceChanged(f"{path}: changed at the source since it was seen")
             end = offset + length
             while offset < end:
                 data = await asyncio.to_thread(

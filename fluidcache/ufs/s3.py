@@ -361,7 +361,7 @@ class S3Ufs(UnderFileSystem):
     # -- read ----------------------------------------------------------------------------------
 
     async def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
         if offset < 0 or length < 0 or chunk <= 0:
             raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
@@ -375,6 +375,9 @@ class S3Ufs(UnderFileSystem):
             if resp is None:
                 return  # at or past the end of the object
             body = resp["Body"]
+            if version and str(resp.get("ETag", version)) != version:
+                async with body:
+                    raise errors.SourceChanged(f"{self.uri(path)}: changed at the source")
             expected = int(resp.get("ContentLength", end - pos))
             got = 0
             try:

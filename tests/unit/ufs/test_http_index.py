@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fluidcache.common import errors
-from fluidcache.ufs.http import HttpUfs, parse_index
+from fluidcache.ufs.http import HttpUfs, parse_index, parse_json_index, parse_listing
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -113,3 +113,32 @@ def test_bad_roots_and_options() -> None:
         HttpUfs("http://h/", {"timeout": "soon"})
     with pytest.raises(errors.ConfigError, match="verify_tls"):
         HttpUfs("http://h/", {"verify_tls": "maybe"})
+
+
+def test_exact_sizes_and_dates_from_listings() -> None:
+    """A listing's exact sizes spare a HEAD per file; sizes with a unit are not exact."""
+    nginx = {e.name: e for e in parse_listing("http://h:8080/data/", page("nginx.html"))}
+    assert nginx["100%.txt"].size == 3 and nginx["ünï.txt"].size == 3
+    assert nginx["100%.txt"].mtime == 1795442520.0  # 23-Nov-2026 14:02 UTC
+    assert nginx["d#ir"].size is None and nginx["d#ir"].is_dir
+    apache = {
+        e.name: e for e in parse_listing("http://example.org/pub/data/", page("apache_table.html"))
+    }
+    assert apache["café menu.txt"].size == 12  # Apache prints bytes exactly under 1 KiB
+    assert apache["a#b.txt"].size is None  # "1.2K": not exact, so it is HEADed
+    assert apache["a:b.bin"].size is None  # " 12M"
+
+
+def test_nginx_json_index() -> None:
+    body = (
+        b'[{"name":"a b.bin","type":"file","mtime":"Tue, 02 Dec 2025 08:05:00 GMT","size":131072},'
+        b'{"name":"sub","type":"directory","mtime":"Tue, 02 Dec 2025 08:05:00 GMT"}]'
+    )
+    entries = parse_json_index("http://h/data/", body)
+    assert [(e.name, e.is_dir, e.size) for e in entries] == [
+        ("a b.bin", False, 131072),
+        ("sub", True, None),
+    ]
+    assert entries[0].mtime == 1764662700.0
+    with pytest.raises(errors.SourceError):
+        parse_json_index("http://h/data/", b'{"files": []}')

@@ -1,0 +1,185 @@
+"""The cold path against a source that records its requests (an aiohttp server on 127.0.0.1):
+sequential reads keep several source requests in flight, within a bound; random reads do not
+read ahead; a listing with exact sizes costs no request per file, and versions are checked when
+a file is opened: a file changed after listing is read at its new version, never a mix, and a
+file deleted after listing is not found."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from fluidcache.client import AsyncClient
+from fluidcache.common import errors
+from tests.cluster import cluster
+
+MIB = 2**20
+DELAY = 0.03  # seconds before each body: a remote store's time to first byte
+
+
+@dataclass
+class Source:
+    """Files served as an nginx-like directory (exact sizes), with Range, ETag and HEAD."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    hits: collections.Counter[str] = field(default_factory=collections.Counter)
+    ranges: list[tuple[str, int]] = field(default_factory=list)  # (name, first byte) of GETs
+    inflight: int = 0
+    peak: int = 0
+    url: str = ""
+
+    def put(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+        self.versions[name] = self.versions.get(name, 0) + 1
+
+    def reset(self) -> None:
+        self.hits.clear()
+        self.ranges.clear()
+        self.peak = 0
+
+    async def index(self, request: web.Request) -> web.Response:
+        self.hits["GET /"] += 1
+        rows = [
+            f'<a href="{n}">{n}</a>        02-Dec-2025 08:05    {len(d)}\n'
+            for n, d in sorted(self.files.items())
+        ]
+        page = '<html><body><pre><a href="../">../</a>\n' + "".join(rows) + "</pre></body></html>"
+        return web.Response(text=page, content_type="text/html")
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.hits[f"{request.method} {name}"] += 1
+        if name not in self.files:
+            raise web.HTTPNotFound()
+        data = self.files[name]
+        headers = {
+            "ETag": f'"{name}-v{self.versions[name]}"',
+            "Last-Modified": "Tue, 02 Dec 2025 08:05:00 GMT",
+            "Accept-Ranges": "bytes",
+        }
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return web.Response(headers=headers)
+        start, stop = 0, len(data)
+        rng = request.http_range
+        status = 200
+        if rng.start is not None:
+            start, stop, status = rng.start, min(len(data), rng.stop or len(data)), 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+        self.ranges.append((name, start))
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        try:
+            await asyncio.sleep(DELAY)
+            return web.Response(status=status, body=data[start:stop], headers=headers)
+        finally:
+            self.inflight -= 1
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Source]:
+    src = Source()
+    app = web.Application()
+    app.router.add_get("/data/", src.index)
+    app.router.add_route("GET", "/data/{name}", src.file)
+    app.router.add_route("HEAD", "/data/{name}", src.file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    src.url = f"http://127.0.0.1:{port}/data/"
+    try:
+        yield src
+    finally:
+        await runner.cleanup()
+
+
+def blob(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.mark.timeout(120)
+async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_path: Path) -> None:
+    async with serving() as src:
+        src.put("seq.bin", blob(1, 24 * MIB))
+        src.put("rnd.bin", blob(2, 24 * MIB))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url, extra=("--block-size", "1Mi"))
+            c.start_worker("w1")
+            c.start_worker("w2")
+            async with AsyncClient(c.master_url, c.token, readahead_blocks=8) as client:
+                assert {e.name for e in await client.ls("/")} == {"seq.bin", "rnd.bin"}
+                # The page gave exact sizes: no HEAD per entry.
+                assert not [k for k in src.hits if k.startswith("HEAD")]
+
+                src.reset()
+                f = await client.open("/seq.bin")
+                got = bytearray()
+                while data := await f.read(128 * 1024):  # as the kernel asks
+                    got += data
+                assert got == src.files["seq.bin"]
+                assert src.hits["HEAD seq.bin"] == 1  # its version, checked once, at open
+                assert src.peak >= 3, f"at most {src.peak} source request(s) at once"
+                # Bounded: the read-ahead window, plus the blocks being read.
+                assert src.peak <= client.readahead_blocks + 2
+
+                src.reset()
+                f = await client.open("/rnd.bin")
+                data = src.files["rnd.bin"]
+                for index in (17, 3, 11, 22, 6):  # far apart: never "sequential"
+                    offset = index * MIB + 1000
+                    assert await f.pread(offset, 4096) == data[offset : offset + 4096]
+                await asyncio.sleep(0.5)  # a stray read-ahead would have started by now
+                assert sorted(start for _, start in src.ranges) == [
+                    i * MIB for i in (3, 6, 11, 17, 22)
+                ]
+
+
+@pytest.mark.timeout(120)
+async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
+    async with serving() as src:
+        src.put("a.bin", blob(3, 3 * MIB))
+        src.put("b.bin", blob(4, 3 * MIB))
+        src.put("c.bin", blob(5, 3 * MIB))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url, extra=("--block-size", "1Mi"))
+            c.start_worker("w1")
+            async with AsyncClient(c.master_url, c.token) as client:
+                listed = {e.name: e for e in await client.ls("/")}
+                assert listed["a.bin"].size == 3 * MIB
+
+                # Changed (and grown) after listing, before open: read at its new version.
+                src.put("a.bin", blob(6, 3 * MIB + 123))
+                f = await client.open("/a.bin")
+                assert f.size == 3 * MIB + 123
+                assert await f.read() == src.files["a.bin"]
+
+                # Deleted after listing: not found at open, never stale bytes.
+                del src.files["b.bin"]
+                with pytest.raises(errors.NotFound):
+                    await client.open("/b.bin")
+
+                # Changed while open: blocks of the old version are never fetched (an error,
+                # not a mix of versions).
+                f = await client.open("/c.bin")
+                first = await f.pread(0, MIB)
+                assert first == src.files["c.bin"][:MIB]
+                src.put("c.bin", blob(7, 3 * MIB))
+                with pytest.raises(errors.SourceError):
+                    await f.pread(2 * MIB, MIB)
+                # Opened again: the new version (the failed read had it checked again).
+                f = await client.open("/c.bin")
+                t0 = time.monotonic()
+                assert await f.read() == src.files["c.bin"]
+                assert time.monotonic() - t0 < 30
