@@ -1,9 +1,11 @@
 """``make demo``: a local cluster with a FUSE mount over a sample dataset; cold and warm reads.
 
 It makes a sample dataset (one large file and a few hundred small ones), serves it with nginx on
-127.0.0.1 (the "remote" source), starts ``fluidcache up`` (master, 2 workers, a FUSE mount),
-reads the whole dataset twice through the mount, prints a table, and stops everything — also on
-Ctrl-C or error.
+127.0.0.1 behind ``bench/shaper.py`` so that it behaves like a remote object store or hub CDN
+(each connection capped at 100 MB/s, 10 ms to every first byte; ``--per-conn``, ``--latency``),
+starts ``fluidcache up`` (master, 2 workers, a FUSE mount), reads the whole dataset from the
+source directly, then twice through the mount (cold, warm), prints a table with the speed-ups,
+and stops everything — also on Ctrl-C or error.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bench.readers import drop_caches
+from bench.shaper import shaped
 from bench.sources import make_sample, nginx
 from fluidcache.client import AsyncClient
 from fluidcache.common.protocol import Report
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-mb", type=int, default=200, help="size of the large file (MiB)")
     ap.add_argument("--small", type=int, default=300, help="number of small files")
     ap.add_argument("--small-kb", type=int, default=256, help="size of each small file (KiB)")
+    ap.add_argument("--per-conn", type=float, default=100.0, help="source MB/s per connection")
+    ap.add_argument("--latency", type=float, default=10.0, help="source ms to first byte")
+    ap.add_argument("--aggregate", type=float, default=1000.0, help="source MB/s in all")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "fluidcache-demo"))
     args = ap.parse_args(argv)
 
@@ -145,9 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     mnt.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="fluidcache-demo-") as run_dir,
-        nginx(data, Path(run_dir) / "nginx") as url,
+        nginx(data, Path(run_dir) / "nginx") as raw,
+        shaped(
+            raw,
+            args.aggregate * 1e6,
+            args.latency / 1000,
+            Path(run_dir) / "shaper.log",
+            per_conn=args.per_conn * 1e6,
+        ) as url,
     ):
-        print(f"source: nginx at {url} ({total / 1e6:.0f} MB)", flush=True)
+        print(
+            f"source: nginx at {raw} ({total / 1e6:.0f} MB), seen at {url} as a remote store: "
+            f"{args.per_conn:.0f} MB/s per connection, {args.latency:.0f} ms to first byte, "
+            f"{args.aggregate:.0f} MB/s in all",
+            flush=True,
+        )
         up = Up(url, mnt, Path(run_dir) / "cluster")
         try:
             master = up.wait_for("master:").split()[-1]
@@ -169,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     direct = src_bytes / src_s / 1e6
     print()
     print(f"{READERS} concurrent readers, kernel page cache dropped before each pass")
-    print(f"{'pass':<28}{'MB':>8}{'seconds':>10}{'MB/s':>10}")
-    print(f"{'source directly (no cache)':<28}{src_bytes / 1e6:>8.0f}{src_s:>10.2f}{direct:>10.0f}")
-    print(f"{'cold (through the mount)':<28}{cold_bytes / 1e6:>8.0f}{cold_s:>10.2f}{cold:>10.0f}")
-    print(f"{'warm (through the mount)':<28}{warm_bytes / 1e6:>8.0f}{warm_s:>10.2f}{warm:>10.0f}")
+    print(f"{'pass':<28}{'MB':>8}{'seconds':>10}{'MB/s':>10}{'vs source':>11}")
+    rows = [
+        ("source directly (no cache)", src_bytes, src_s, direct),
+        ("cold (through the mount)", cold_bytes, cold_s, cold),
+        ("warm (through the mount)", warm_bytes, warm_s, warm),
+    ]
+    for name, n, s, rate in rows:
+        print(f"{name:<28}{n / 1e6:>8.0f}{s:>10.2f}{rate:>10.0f}{rate / direct:>10.1f}x")
     print()
     print(
-        f"speed-up (warm / cold): {warm / cold:.1f}x; warm / source directly: {warm / direct:.1f}x"
+        f"speed-up: warm / source directly {warm / direct:.1f}x, cold / source directly "
+        f"{cold / direct:.2f}x, warm / cold {warm / cold:.1f}x"
     )
     print(
         f"bytes cached: {report.cached_bytes / 1e6:.0f} MB of {report.ufs_total_bytes / 1e6:.0f} MB"
