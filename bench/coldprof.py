@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         ) as c:
             assert c.mountpoint is not None
             spies = []
+            assert c.proc is not None
+            before = cpu_seconds(c.proc.popen.pid)
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                assert c.proc is not None
                 spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
             if args.fuse:
                 n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                 n, t = (int(x) if i == 0 else float(x) for i, x in enumerate(out.split()))  # type: ignore[assignment]
             what = "FUSE" if args.fuse else "client library"
             print(f"cold through the {what}: {n / t / 1e6:.0f} MB/s ({n} bytes)")
+            after = cpu_seconds(c.proc.popen.pid)
+            used = {k: v - before.get(k, 0.0) for k, v in after.items()}
+            print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(used.items())))
             for spy in spies:
                 spy.send_signal(2)
                 spy.wait(30)
@@ -130,6 +134,30 @@ def _epoch(args: argparse.Namespace) -> int:
         for f in sorted(args.profile.glob("*.txt")):
             print("\n".join(top_frames(f, args.top)))
     return 0
+
+
+def cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``root`` and every process under it, by command."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        words = [w.decode() for w in cmd if w]
+        name = " ".join(words[2:4]) if len(words) > 3 else " ".join(words[:2])
+        if "worker" in words:
+            name = "worker " + words[words.index("--id") + 1]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _env() -> dict[str, str]:

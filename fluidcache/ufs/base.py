@@ -87,6 +87,22 @@ class UnderFileSystem(abc.ABC):
         With ``version`` (as :meth:`stat` gave it), ``SourceChanged`` is raised before a byte
         of any other version is yielded."""
 
+    reads_into: ClassVar[bool] = False
+    """Whether :meth:`read_into` is cheaper than :meth:`read_stream` (declared, not probed)."""
+
+    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+        """Fill ``buf`` with the bytes from ``offset``; how many (fewer only at end of file).
+
+        Same errors and ``version`` check as :meth:`read_stream`; by default its pieces, copied
+        in. Adapters that can receive straight into ``buf`` set :attr:`reads_into`."""
+        got = 0
+        stream = self.read_stream(path, offset, len(buf), self.read_piece, version)
+        async with aclosing(stream) as pieces:
+            async for piece in pieces:
+                buf[got : got + len(piece)] = piece
+                got += len(piece)
+        return got
+
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
         return None

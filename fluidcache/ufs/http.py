@@ -22,6 +22,7 @@ Options (all strings):
 - ``connect_timeout`` (10);
 - ``retries`` (4 more attempts), ``backoff`` (0.2 s, doubled per attempt), ``backoff_max`` (5 s);
 - ``list_concurrency`` (32 HEADs at once while listing), ``max_listing_bytes`` (64Mi);
+- ``read_threads`` (16): threads that receive block reads straight into their buffers;
 - ``skip_missing_entries`` (false: a listed file that answers 404 raises NotFound; true skips it);
 - ``verify_tls`` (true), ``ca_file``;
 - ``credentials_file``: a file of ``username=`` / ``password=`` lines (Basic) or ``token=``
@@ -35,13 +36,16 @@ import asyncio
 import base64
 import builtins
 import codecs
+import concurrent.futures
 import datetime
 import email.utils
+import http.client
 import json
 import logging
 import random
 import re
 import ssl
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -306,6 +310,7 @@ class HttpUfs(UnderFileSystem):
             "verify_tls",
             "ca_file",
             "credentials_file",
+            "read_threads",
         }
     )
     read_piece = _READ_PIECE
@@ -341,6 +346,9 @@ class HttpUfs(UnderFileSystem):
             self._auth = self._read_credentials(opts["credentials_file"])
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self.read_threads = max(1, int(option_number(opts, "read_threads", 16, 1)))
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
         self._warned_no_range = False
 
     def __repr__(self) -> str:
@@ -493,8 +501,7 @@ class HttpUfs(UnderFileSystem):
     @staticmethod
     def _file_status(name: str, resp: aiohttp.ClientResponse, size: int) -> UfsStatus:
         mtime = _http_date(resp.headers.get("Last-Modified"))
-        etag = resp.headers.get("ETag", "").strip()
-        version = etag or f"{size}-{int(mtime)}"
+        version = _version(size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
         return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
 
     # -- list ----------------------------------------------------------------------------------
@@ -699,13 +706,143 @@ class HttpUfs(UnderFileSystem):
             if total is not None and got < want:
                 raise _Transient(f"body ended after {got} of {want} bytes")
 
+    # -- read into a buffer, off the event loop --------------------------------------------------
+
+    reads_into = True
+
+    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+        """One ranged GET received straight into ``buf`` by a thread (``http.client``: the
+        socket's bytes land in ``buf`` with no Python per piece, the GIL released meanwhile).
+        Anything but a plain 206 of the range asked (redirects, errors, a server without
+        Range, TLS settings of its own) is left to :meth:`read_stream` and its retries."""
+        path = clean_path(path)
+        if not path or offset < 0:
+            return await super().read_into(path, offset, buf, version)
+        url = self.uri(path)
+        loop = asyncio.get_running_loop()
+        try:
+            got = await loop.run_in_executor(
+                self._threads(), self._get_into, url, offset, buf, version
+            )
+        except _Fallback:
+            got = None
+        if got is None:
+            return await super().read_into(path, offset, buf, version)
+        return got
+
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.read_threads, thread_name_prefix="http-read"
+            )
+        return self._pool
+
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """This thread's kept-alive connection to ``url``'s origin."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        conns: dict[tuple[str, str], http.client.HTTPConnection] = getattr(self._local, "conns", {})
+        self._local.conns = conns
+        conn = conns.get(key)
+        if conn is None:
+            if parts.scheme == "https":
+                if not isinstance(self._ssl, ssl.SSLContext) and self._ssl is not True:
+                    raise _Fallback()
+                ctx = self._ssl if isinstance(self._ssl, ssl.SSLContext) else None
+                conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=ctx)
+            else:
+                conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            conns[key] = conn
+        return conn
+
+    def _get_into(self, url: str, offset: int, buf: memoryview, version: str) -> int | None:
+        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf``; None
+        (or _Fallback) when the answer is not a plain 206 for that range."""
+        if not len(buf):
+            return 0
+        target = urlsplit(url)
+        request_path = target.path + (f"?{target.query}" if target.query else "")
+        headers = {
+            **self._auth,
+            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
+            "Accept-Encoding": "identity",
+            "User-Agent": "fluidcache",
+        }
+        for attempt in range(2):  # a kept-alive connection the server closed: once more
+            conn = self._connection(url)
+            try:
+                conn.request("GET", request_path, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if attempt:
+                    raise _Fallback() from None
+        try:
+            if resp.status == 206:
+                cr = _content_range(resp.getheader("Content-Range"))
+                if cr is None or cr[0] != offset:
+                    return None
+                skip, total = 0, cr[1]
+            elif resp.status == 200 and resp.length is not None:
+                if not self._warned_no_range:
+                    self._warned_no_range = True
+                    log.warning("%s ignores Range; reads download from the file start", url)
+                skip, total = offset, resp.length
+            else:
+                return None
+            if version:
+                size = total if total is not None else -1
+                seen = _version(size, resp.getheader("ETag"), resp.getheader("Last-Modified"))
+                if seen != version:
+                    raise errors.SourceChanged(
+                        f"GET {url}: the source has version {seen!r}, not {version!r}"
+                    )
+            while skip > 0:
+                dropped = len(resp.read(min(skip, 1 << 20)))
+                if not dropped:
+                    return None
+                skip -= dropped
+            want = min(len(buf), (total - offset) if total is not None else len(buf))
+            want = max(0, want)
+            got = 0
+            while got < want:
+                n = resp.readinto(buf[got:want])
+                if not n:
+                    return None  # cut short: the streaming path retries from the start
+                got += n
+            return got
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        finally:
+            if not resp.isclosed():
+                if resp.length is not None and resp.length <= _READ_PIECE:
+                    try:
+                        resp.read()  # drain what is left, so the connection can be reused
+                    except (OSError, http.client.HTTPException):
+                        conn.close()
+                else:
+                    conn.close()  # much left (a server without Range): not worth reading
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+class _Fallback(Exception):
+    """The thread's fast read cannot be used for this request: take the streaming path."""
+
+
+def _version(size: int, etag: str | None, last_modified: str | None) -> str:
+    """A file's version as HTTP tells it: its ETag, else its size and Last-Modified."""
+    return (etag or "").strip() or f"{size}-{int(_http_date(last_modified))}"
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

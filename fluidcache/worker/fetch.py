@@ -28,7 +28,7 @@ from fluidcache.common.protocol import (
 )
 from fluidcache.worker.metrics import Metrics
 from fluidcache.worker.sources import SourceMap
-from fluidcache.worker.store import Block, BlockStore
+from fluidcache.worker.store import Block, BlockStore, BlockWriter
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,15 @@ class Inflight:
 
     def __init__(self, ref: BlockRef) -> None:
         self.ref = ref
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []
         self.size = 0
         self.error: BaseException | None = None
         self.origin = ""  # peer | source, once known
         self.done = False
         self._changed = asyncio.Event()
-        self.sink: Callable[[bytes], None] | None = None  # also gets every chunk (the store)
+        self.sink: Callable[[bytes | memoryview], None] | None = None  # gets every chunk too
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | memoryview) -> None:
         self.parts.append(chunk)
         self.size += len(chunk)
         if self.sink is not None:
@@ -65,7 +65,7 @@ class Inflight:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         """The block's bytes in order, as they arrive; raises the fetch's error."""
         index = 0
         while True:
@@ -174,7 +174,7 @@ class Fetcher:
             if origin is None and peers:
                 origin = await self._from_peers(flight)
             if origin is None:
-                origin = await self._from_source(flight)
+                origin = await self._from_source(flight, writer)
             if flight.size != ref.length:
                 raise errors.SourceError(
                     f"{ref.uri}: got {flight.size} bytes for block {ref.index}, expected "
@@ -195,7 +195,7 @@ class Fetcher:
                 writer.abort()  # failed or cancelled: give its room back
             self._inflight.pop(ref.id, None)
 
-    async def _from_source(self, flight: Inflight) -> str:
+    async def _from_source(self, flight: Inflight, writer: BlockWriter | None = None) -> str:
         ref = flight.ref
         try:
             ufs, path = self.sources.resolve(ref.uri)
@@ -203,6 +203,17 @@ class Fetcher:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
         async with self._source_slots:
+            if ufs.reads_into:
+                # Received straight into the block's file when it goes to MEM (else into one
+                # buffer): no Python per piece, no second copy; readers following get it whole.
+                mapped = writer.mapped() if writer is not None else None
+                buf = mapped if mapped is not None else memoryview(bytearray(ref.length))
+                got = await ufs.read_into(path, ref.offset, buf, ref.version)
+                if mapped is not None and writer is not None:
+                    writer.filled(buf[:got])
+                    flight.sink = None  # already in the file
+                flight.append(buf[:got])
+                return "source"
             chunks = ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK, ref.version)
             async for chunk in chunks:
                 flight.append(chunk)

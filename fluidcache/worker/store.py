@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import shutil
 from collections import OrderedDict
@@ -41,7 +42,7 @@ Listener = Callable[[str, str], None]
 """Called with (event, block id); events are ``committed`` and ``removed``."""
 
 
-def checksum(parts: Sequence[bytes]) -> str:
+def checksum(parts: Sequence[bytes | memoryview]) -> str:
     """The checksum recorded with every block, over its parts in order."""
     h = xxhash.xxh3_64()
     for part in parts:
@@ -187,7 +188,9 @@ class BlockStore:
 
     # ---- writes --------------------------------------------------------------------------
 
-    async def commit(self, block_id: str, data: bytes | Sequence[bytes]) -> Block | None:
+    async def commit(
+        self, block_id: str, data: bytes | Sequence[bytes | memoryview]
+    ) -> Block | None:
         """Cache ``data`` (bytes, or parts in order) as ``block_id`` on the top level with room;
         None if it cannot fit.
 
@@ -337,13 +340,29 @@ class BlockWriter:
         self.level = store.levels[index]
         self.written = 0
         self._hash = xxhash.xxh3_64()
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._tmp = self.level.directory(block_id) / f"{TMP_PREFIX}{block_id}"
         self._fd = -1
+        self._map: mmap.mmap | None = None
         if self.level.config.medium == "MEM":
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
+            self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
 
-    def write(self, piece: bytes) -> None:
+    def mapped(self) -> memoryview | None:
+        """The block's file on a MEM level as writable memory, to receive its bytes straight
+        into (then :meth:`filled`); None elsewhere. Views of it stay valid after commit."""
+        if self._fd < 0 or self.written or self.size <= 0:
+            return None
+        os.ftruncate(self._fd, self.size)
+        # Not prefaulted: the pages are allocated as the bytes land, in the receiving thread.
+        self._map = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED)
+        return memoryview(self._map)
+
+    def filled(self, view: memoryview) -> None:
+        """``view`` (the start of :meth:`mapped`) now holds the block's first bytes."""
+        self._hash.update(view)
+        self.written += len(view)
+
+    def write(self, piece: bytes | memoryview) -> None:
         """Add the next piece; never awaits. OSError when the level cannot take it."""
         self._hash.update(piece)
         self.written += len(piece)
@@ -405,7 +424,7 @@ def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None
     return None
 
 
-def _write_file(path: Path, parts: Sequence[bytes]) -> None:
+def _write_file(path: Path, parts: Sequence[bytes | memoryview]) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
     with open(tmp, "wb") as f:
         f.writelines(parts)
