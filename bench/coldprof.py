@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench import cluster
 from bench import readers as rd
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--readers", type=int, default=16)
+    ap.add_argument("--warm", action="store_true", help="with --fuse: read it again, warm")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
     args = ap.parse_args(argv)
     if args.file.is_dir():
@@ -59,48 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     size = args.file.stat().st_size
     name = args.file.name
     shutil.rmtree(args.work, ignore_errors=True)
+    rd.read_file(args.file)  # nginx serves from the page cache: the cache's own path is measured
     with nginx(args.file.parent, args.work / "nginx") as url:
-        rd.read_file(
-            args.file
-        )  # the source serves from the page cache: the cache's path is measured
         n, t = asyncio.run(rd.atimed(rd.http_read([url + name])))
         print(f"nginx directly: {n / t / 1e6:.0f} MB/s")
-        quota = size // 2**20 + 64
-        with cluster.up(
-            [f"web={url}"], args.work / "c", workers=args.workers, mem_quota_mib=quota
-        ) as c:
+        with _cluster(args, url, size) as c, _watched(c, args) as spies:
             assert c.mountpoint is not None
-            spies = []
-            assert c.proc is not None
-            before = cpu_seconds(c.proc.popen.pid)
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
             if args.fuse:
                 n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
             else:
                 reader = [sys.executable, "-m", "bench.coldprof_read", c.master_url, f"/web/{name}"]
-                proc = subprocess.Popen(
-                    reader,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    env={"FLUIDCACHE_TOKEN": c.token, **_env()},
-                )
+                env = {**os.environ, "FLUIDCACHE_TOKEN": c.token}
+                proc = subprocess.Popen(reader, stdout=subprocess.PIPE, text=True, env=env)
                 if args.profile:
                     spies.append(_spy(proc.pid, args.profile / "client.txt", False))
                 out, _ = proc.communicate()
-                n, t = (int(x) if i == 0 else float(x) for i, x in enumerate(out.split()))  # type: ignore[assignment]
+                n, t = int(out.split()[0]), float(out.split()[1])
             what = "FUSE" if args.fuse else "client library"
             print(f"cold through the {what}: {n / t / 1e6:.0f} MB/s ({n} bytes)")
-            after = cpu_seconds(c.proc.popen.pid)
-            used = {k: v - before.get(k, 0.0) for k, v in after.items()}
-            print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(used.items())))
-            for spy in spies:
-                spy.send_signal(2)
-                spy.wait(30)
-    if args.profile:
-        for f in sorted(args.profile.glob("*.txt")):
-            print("\n".join(top_frames(f, args.top)))
+            if args.fuse and args.warm:
+                rd.drop_caches()
+                n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
+                print(f"warm through the FUSE: {n / t / 1e6:.0f} MB/s ({n} bytes)")
+    _print_profiles(args)
     return 0
 
 
@@ -115,31 +101,49 @@ def _epoch(args: argparse.Namespace) -> int:
         urls = [url + n for n in names]
         n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
         print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
-        quota = size // 2**20 + 64
-        with cluster.up(
-            [f"web={url}"], args.work / "c", workers=args.workers, mem_quota_mib=quota
-        ) as c:
-            assert c.mountpoint is not None and c.proc is not None
-            spies = []
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                spies.append(_spy(c.proc.popen.pid, args.profile / "cluster.txt", True))
+        with _cluster(args, url, size) as c, _watched(c, args):
+            assert c.mountpoint is not None
             paths = [c.mountpoint / "web" / n for n in names]
             n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
             print(f"cold epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} files/s")
-            for spy in spies:
-                spy.send_signal(2)
-                spy.wait(30)
+    _print_profiles(args)
+    return 0
+
+
+def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:
+    quota = size // 2**20 + 64
+    return cluster.up([f"web={url}"], args.work / "c", workers=args.workers, mem_quota_mib=quota)
+
+
+@contextlib.contextmanager
+def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]]:
+    """py-spy on every process of the cluster (with ``--profile``) while the block runs, and
+    the CPU seconds each spent, printed after it."""
+    assert c.proc is not None
+    pid = c.proc.popen.pid
+    before = cpu_seconds(pid)
+    spies = []
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        spies.append(_spy(pid, args.profile / "cluster.txt", True))
+    try:
+        yield spies
+    finally:
+        used = {k: v - before.get(k, 0.0) for k, v in cpu_seconds(pid).items()}
+        print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(used.items())))
+        for spy in spies:
+            spy.send_signal(2)
+            spy.wait(30)
+
+
+def _print_profiles(args: argparse.Namespace) -> None:
     if args.profile:
         for f in sorted(args.profile.glob("*.txt")):
             print("\n".join(top_frames(f, args.top)))
-    return 0
 
 
 def cpu_seconds(root: int) -> dict[str, float]:
     """CPU seconds (user + system) of ``root`` and every process under it, by command."""
-    import os
-
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     stack = [root]
@@ -158,12 +162,6 @@ def cpu_seconds(root: int) -> dict[str, float]:
             name = "worker " + words[words.index("--id") + 1]
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def _spy(pid: int, out: Path, subprocesses: bool) -> subprocess.Popen[bytes]:
