@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
@@ -48,9 +49,15 @@ from fluidcache.common.protocol import (
     ListReply,
     ListRequest,
     LookupRequest,
+    Message,
     Report,
     StatRequest,
 )
+
+log = logging.getLogger(__name__)
+
+MASTER_RETRY_WINDOW = 10.0
+"""Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
 
 
 def replicas_value(replicas: int | str) -> int:
@@ -173,6 +180,21 @@ class AsyncClient:
             await self.stat("/")
         return self._root_ino
 
+    async def _ask(self, path: str, request: Message, stale: FileInfo | None) -> FileInfo:
+        """A namespace answer from the master, remembered. While the master cannot be reached
+        (a restart), what was learnt before (``stale``, expired) is used at once; without it
+        the call is retried for at most MASTER_RETRY_WINDOW seconds, then Unavailable."""
+        try:
+            info = await self._master.call(
+                path, request, FileInfo, retry_for=0.0 if stale else MASTER_RETRY_WINDOW
+            )
+        except errors.Unavailable as e:
+            if stale is None:
+                raise
+            log.info("master unreachable (%s): using what was learnt of %s", e, stale.path)
+            return stale
+        return self._remember(info)
+
     async def stat(self, path: str) -> FileInfo:
         """The inode at ``path`` (``/`` is the dataset root)."""
         self._ensure_open()
@@ -181,7 +203,7 @@ class AsyncClient:
         if info is not None:
             return info
         full = self._prefix + (path if path != "/" else "")
-        return self._remember(await self._master.call(NS_STAT, StatRequest(path=full), FileInfo))
+        return await self._ask(NS_STAT, StatRequest(path=full), self._stats.get_stale(path))
 
     async def getattr(self, ino: int) -> FileInfo:
         """The inode numbered ``ino``."""
@@ -189,23 +211,28 @@ class AsyncClient:
         info = self._inodes.get(ino)
         if info is not None:
             return info
+        stale = self._inodes.get_stale(ino)
         request = StatRequest(ino=await self._master_ino(ino))
-        return self._remember(await self._master.call(NS_STAT, request, FileInfo))
+        return await self._ask(NS_STAT, request, stale)
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
         """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
-        known = self._inodes.get(parent)
+        known = self._inodes.get_stale(parent)
+        stale = None
         if known is not None:
-            hit = self._stats.get(known.path.rstrip("/") + "/" + name)
+            path = known.path.rstrip("/") + "/" + name
+            hit = self._stats.get(path)
             if hit is not None:
                 return hit
+            stale = self._stats.get_stale(path)
         request = LookupRequest(await self._master_ino(parent), name)
-        return self._remember(await self._master.call(NS_LOOKUP, request, FileInfo))
+        return await self._ask(NS_LOOKUP, request, stale)
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
-        """One page of directory ``ino`` after the name ``cursor``."""
+        """One page of directory ``ino`` after the name ``cursor`` (retried for a while when
+        the master cannot be reached)."""
         request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
-        page = await self._master.call(NS_LIST, request, ListReply)
+        page = await self._master.call(NS_LIST, request, ListReply, retry_for=MASTER_RETRY_WINDOW)
         entries = [self._remember(e) for e in page.entries]
         firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0]
         if firsts:

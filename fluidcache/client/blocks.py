@@ -167,11 +167,18 @@ class BlockReader:
     # ---- cluster view -------------------------------------------------------------------
 
     async def workers(self, refresh: bool = False) -> list[WorkerInfo]:
-        """The live workers (cached for the TTL)."""
+        """The live workers (cached for the TTL; the last list known while the master cannot
+        be reached, so reads go on through a master restart)."""
         live = None if refresh else self._workers.get("")
         if live is None:
-            live = (await self._master().call(WORKERS, None, WorkersReply)).workers
-            self._workers.put("", live)
+            try:
+                live = (await self._master().call(WORKERS, None, WorkersReply)).workers
+            except errors.Unavailable:
+                live = self._workers.get_stale("")
+                if live is None:
+                    raise
+            else:
+                self._workers.put("", live)
         if not live:
             raise errors.Unavailable("no live worker in the cluster")
         return live
@@ -188,9 +195,16 @@ class BlockReader:
                 found[ref.id] = cached
         for i in range(0, len(ask), LOCATE_BATCH):
             batch = ask[i : i + LOCATE_BATCH]
-            reply = await self._master().call(
-                BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
-            )
+            try:
+                reply = await self._master().call(
+                    BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
+                )
+            except errors.Unavailable:
+                # The master is away: holders learnt before (else none: the placed worker
+                # serves or fetches the block); not remembered, so asked again next time.
+                for block_id in batch:
+                    found[block_id] = self._locations.get_stale(block_id) or []
+                continue
             for block_id in batch:
                 # Holding "no holder" is safe: a cold read goes to the placed worker, which
                 # serves the block if it was cached meanwhile.

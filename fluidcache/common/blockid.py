@@ -4,6 +4,9 @@ When the source changes, its version changes and so do the ids: a stale block ca
 served for the new version.
 """
 
+import os
+from collections.abc import Sequence
+
 import xxhash
 
 
@@ -16,3 +19,25 @@ def block_id(uri: str, version: str, index: int, block_size: int) -> str:
 def is_block_id(text: str) -> bool:
     """Whether ``text`` has the shape of a block id (safe to use as a file name)."""
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def checksum(parts: Sequence[bytes]) -> str:
+    """The checksum a worker records with every block (the suffix of its file name, after the
+    id and a dot), over its parts in order: 16 hex digits."""
+    h = xxhash.xxh3_64()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+def file_checksum(fd: int, size: int, piece: int = 1 << 20) -> str:
+    """:func:`checksum` of the first ``size`` bytes of an open file."""
+    h = xxhash.xxh3_64()
+    offset = 0
+    while offset < size:
+        data = os.pread(fd, min(piece, size - offset), offset)
+        if not data:
+            break
+        h.update(data)
+        offset += len(data)
+    return h.hexdigest()

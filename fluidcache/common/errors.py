@@ -11,7 +11,8 @@
     ├── ReadOnly                       405 read_only     EROFS
     ├── Unavailable                    503 unavailable   EIO      (a worker or peer is unreachable)
     └── SourceError                    502 source        EIO      (the under file system failed)
-        └── SourceUnavailable          504 source_down   EIO      (retries exhausted / timeout)
+        ├── SourceUnavailable          504 source_down   EIO      (retries exhausted / timeout)
+        └── SourceChanged              412 source_changed EIO     (the file is not the version read)
 
 Servers turn an exception into ``{code, message}`` with its status; clients turn that back into
 the same class with :func:`from_wire`; the FUSE layer uses ``errno``.
@@ -101,6 +102,13 @@ class SourceUnavailable(SourceError):
     status, code = 504, "source_down"
 
 
+class SourceChanged(SourceError):
+    """The source file is no longer the version a read asked for: its blocks under that
+    version's ids can no longer be fetched (never bytes of two versions mixed)."""
+
+    status, code = 412, "source_changed"
+
+
 _BY_CODE: dict[str, type[FluidcacheError]] = {
     cls.code: cls
     for cls in (
@@ -116,6 +124,7 @@ _BY_CODE: dict[str, type[FluidcacheError]] = {
         Unavailable,
         SourceError,
         SourceUnavailable,
+        SourceChanged,
     )
 }
 

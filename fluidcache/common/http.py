@@ -108,11 +108,21 @@ async def raise_for_error(resp: aiohttp.ClientResponse) -> None:
         raise errors.Unavailable(f"HTTP {resp.status} from {resp.url}: {body[:200]!r}") from None
 
 
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 2.0
+
+
+class _Refused(errors.Unavailable):
+    """The connection was refused or dropped: the server may be restarting (worth a retry)."""
+
+
 class RpcClient:
     """Calls one fluidcache server: msgpack in, msgpack out, typed errors back.
 
-    Connection failures and timeouts raise :class:`errors.Unavailable`; the caller decides whether
-    to retry (every RPC here is idempotent).
+    Connection failures and timeouts raise :class:`errors.Unavailable`. With ``retry_for`` a
+    call whose connection is refused or dropped (a server restarting) is tried again, at most
+    :data:`RETRY_ATTEMPTS` times within that many seconds; only for idempotent calls.
     """
 
     def __init__(
@@ -138,6 +148,28 @@ class RpcClient:
         request: Message | None,
         reply_cls: type[M],
         params: Mapping[str, str] | None = None,
+        retry_for: float = 0.0,
+    ) -> M:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_for
+        delay = RETRY_FIRST_DELAY
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await self._call_once(path, request, reply_cls, params)
+            except _Refused as e:
+                if attempt == RETRY_ATTEMPTS or loop.time() + delay > deadline:
+                    raise errors.Unavailable(e.message) from None
+                log.info("%s (attempt %d); retrying in %.1f s", e.message, attempt, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable")
+
+    async def _call_once(
+        self,
+        path: str,
+        request: Message | None,
+        reply_cls: type[M],
+        params: Mapping[str, str] | None,
     ) -> M:
         body = request.encode() if request is not None else b""
         url = self.base_url + path
@@ -147,6 +179,10 @@ class RpcClient:
             ) as resp:
                 await raise_for_error(resp)
                 data = await resp.read()
+        except (aiohttp.ClientConnectionError, ConnectionError) as e:
+            if isinstance(e, aiohttp.ServerTimeoutError):
+                raise errors.Unavailable(f"{url}: {e.__class__.__name__}: {e}") from None
+            raise _Refused(f"{url}: {e.__class__.__name__}: {e}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise errors.Unavailable(f"{url}: {e.__class__.__name__}: {e}") from None
         return reply_cls.decode(data)  # type: ignore[attr-defined, no-any-return]

@@ -7,7 +7,8 @@ raises only :mod:`fluidcache.common.errors` classes:
 - ``NotFound`` / ``NotADirectory`` / ``IsADirectory`` for what is not there or of the wrong kind,
 - ``PermissionDenied`` when the source refuses access,
 - ``InvalidArgument`` for a path that escapes the root,
-- ``SourceError`` for a malformed answer, ``SourceUnavailable`` once bounded retries are spent.
+- ``SourceError`` for a malformed answer, ``SourceUnavailable`` once bounded retries are spent,
+  ``SourceChanged`` when a read names a ``version`` the file no longer has.
 """
 
 from __future__ import annotations
@@ -78,9 +79,15 @@ class UnderFileSystem(abc.ABC):
 
     @abc.abstractmethod
     def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes."""
+        """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes.
+
+        With ``version`` (a :class:`UfsStatus` version), ``SourceChanged`` is raised instead of
+        bytes of another version, where the source can tell (a local file is checked before and
+        after the read, HTTP sends ``If-Match`` with an ETag, S3 ``IfMatch``): a block is never
+        built from two versions of a file. Chunks already given are of ``version``.
+        """
 
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""

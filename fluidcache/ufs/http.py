@@ -503,7 +503,7 @@ class HttpUfs(UnderFileSystem):
     # -- read ----------------------------------------------------------------------------------
 
     async def read_stream(
-        self, path: str, offset: int, length: int, chunk: int = 1 << 20
+        self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
         if offset < 0 or length < 0 or chunk <= 0:
             raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
@@ -516,7 +516,8 @@ class HttpUfs(UnderFileSystem):
         while pos < end:
             retry_after = None
             try:
-                async with aclosing(self._read_once(path, url, pos, end, chunk)) as pieces:
+                reading = self._read_once(path, url, pos, end, chunk, version)
+                async with aclosing(reading) as pieces:
                     async for piece in pieces:
                         pos += len(piece)
                         attempt = 0
@@ -532,12 +533,21 @@ class HttpUfs(UnderFileSystem):
             attempt += 1
 
     async def _read_once(
-        self, path: str, url: str, pos: int, end: int, chunk: int
+        self, path: str, url: str, pos: int, end: int, chunk: int, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short."""
-        async with self._get(url, {"Range": f"bytes={pos}-{end - 1}"}) as resp:
+        """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short.
+
+        A ``version`` that is a strong ETag goes out as ``If-Match`` (412: the file changed); a
+        size-and-date version is checked against the size the answer gives.
+        """
+        headers = {"Range": f"bytes={pos}-{end - 1}"}
+        if version.startswith('"'):
+            headers["If-Match"] = version
+        async with self._get(url, headers) as resp:
             if resp.status == 416:
                 return  # the range starts at or past the end of the file
+            if resp.status == 412:
+                raise errors.SourceChanged(f"{path}: changed at the source (not {version})")
             self._check(resp, path, f"GET {url}")
             if self._is_dir_answer(url, resp):
                 raise errors.IsADirectory(f"{path}: is a directory")
@@ -556,6 +566,10 @@ class HttpUfs(UnderFileSystem):
                 skip, total = pos, resp.content_length
             else:
                 raise errors.SourceError(f"GET {url}: unexpected HTTP {resp.status}")
+            size = version.partition("-")[0]
+            sized = not version.startswith('"') and size.isdigit()
+            if total is not None and sized and int(size) != total:
+                raise errors.SourceChanged(f"{path}: changed at the source (not {version})")
             want = end - pos if total is None else min(end, total) - pos
             got = 0
             async for data in resp.content.iter_chunked(max(chunk, _READ_PIECE)):

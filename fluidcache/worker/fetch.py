@@ -187,7 +187,10 @@ class Fetcher:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
         async with self._source_slots:
-            async for chunk in ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK):
+            # The block's version goes with the read: bytes of a newer version never land
+            # under this version's id (SourceChanged instead).
+            chunks = ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK, ref.version)
+            async for chunk in chunks:
                 flight.append(chunk)
         return "source"
 
