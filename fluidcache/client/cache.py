@@ -93,13 +93,23 @@ class FdCache:
         self.size = size
         self.max_bytes = max_bytes
         self.bytes = 0
-        # id -> (fd, file size, owner: the address of the worker whose file it is)
-        self._fds: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
+        # id -> (fd, file size, owner: the address of the worker whose file it is, mtime ns)
+        self._fds: OrderedDict[str, tuple[int, int, str, int]] = OrderedDict()
         self._verified: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
 
     def get(self, block_id: str) -> int | None:
+        """The open descriptor of ``block_id``'s file; None (and closed) when the file was
+        written since it was checked (a block damaged in place is never read)."""
         entry = self._fds.get(block_id)
         if entry is None:
+            return None
+        try:
+            s = os.fstat(entry[0])
+            unchanged = (s.st_size, s.st_mtime_ns) == (entry[1], entry[3])
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self.drop(block_id)
             return None
         self._fds.move_to_end(block_id)
         return entry[0]
@@ -128,10 +138,10 @@ class FdCache:
             return None
         self.drop(block_id)
         size = s.st_size
-        self._fds[block_id] = (fd, size, owner)
+        self._fds[block_id] = (fd, size, owner, s.st_mtime_ns)
         self.bytes += size
         while len(self._fds) > 1 and (len(self._fds) > self.size or self.bytes > self.max_bytes):
-            _, (stale, stale_size, _) = self._fds.popitem(last=False)
+            _, (stale, stale_size, _, _) = self._fds.popitem(last=False)
             self.bytes -= stale_size
             os.close(stale)
         return fd
@@ -164,7 +174,7 @@ class FdCache:
                 os.close(entry[0])
 
     def close(self) -> None:
-        for fd, _, _ in self._fds.values():
+        for fd, _, _, _ in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()

@@ -59,12 +59,12 @@ class Up:
 @contextlib.contextmanager
 def up(root: Path, source: str, *args: str) -> Iterator[Up]:
     """``fluidcache up`` of ``source`` (1 MiB blocks, every block on the SSD level: the MEM level
-    is smaller than a block), stopped and unmounted whatever happens."""
+    is one byte), stopped and unmounted whatever happens."""
     mnt, data = root / "mnt", root / "cluster"
     mnt.mkdir(parents=True)
     proc = fluidcache(
         "up", source, "--mountpoint", str(mnt), "--data-dir", str(data), "--block-size", "1Mi",
-        "--mem-quota", "512Ki", "--ssd-quota", "256Mi", *args,
+        "--mem-quota", "1", "--ssd-quota", "256Mi", *args,
     )  # fmt: skip
     with running(proc, mnt):
         master = proc.wait_for("master:").split()[-1]

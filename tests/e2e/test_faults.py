@@ -21,6 +21,7 @@ from tests.cluster import cluster
 from tests.e2e.faults import (
     READ_BOUND,
     Readers,
+    Up,
     blocks_of,
     drop_caches,
     read_file,
@@ -44,6 +45,14 @@ def web(workdir: Path) -> Iterator[NginxSource]:
         source.stop()
 
 
+def settled_blocks(cl: Up, worker: str, count: int, within: float = 15.0) -> dict[str, int]:
+    """Blocks per worker once the master counts ``count`` for ``worker`` (heartbeats lag)."""
+    deadline = time.monotonic() + within
+    while (held := blocks_of(cl))[worker] != count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return held
+
+
 def read_all(mnt: Path, expected: dict[str, bytes]) -> list[str]:
     """Names whose bytes through the mount differ from the source's."""
     return [name for name, data in expected.items() if read_file(mnt / name) != data]
@@ -60,7 +69,9 @@ def test_worker_killed_during_reads_is_restarted_with_its_ssd_blocks(
     with up(workdir, web.url, "--workers", "2") as cl:
         assert read_all(cl.mnt, expected) == []
         cold_gets = web.file_gets()
-        held = blocks_of(cl)
+        ssd = cl.data / "ssd" / "worker-0"
+        on_disk = len(list(ssd.iterdir()))
+        held = settled_blocks(cl, "worker-0", on_disk)
         with Readers(cl.mnt, expected) as readers:
             time.sleep(2)
             old = cl.kill("worker-0")
@@ -75,19 +86,34 @@ def test_worker_killed_during_reads_is_restarted_with_its_ssd_blocks(
         assert log.slowest < READ_BOUND
         assert all(e[1] == "EIO" for e in log.errors), log.errors
         after = blocks_of(cl)
-        scenario.note(f"blocks per worker before {held}, after the restart {after}")
-        assert after["worker-0"] == held["worker-0"] > 0
+        scenario.note(
+            f"worker-0 held {on_disk} block files before the kill; after the restart it "
+            f"registered {after['worker-0']} (all workers before {held}, after {after})"
+        )
+        assert on_disk > 0
+        assert after["worker-0"] == on_disk
         during = web.file_gets() - cold_gets
         drop_caches()
         assert read_all(cl.mnt, expected) == []
+
+        async def over_http() -> list[str]:
+            async with cl.client(short_circuit=False, buffer_bytes=0) as c:
+                return [n for n, d in expected.items() if await (await c.open(n)).read() != d]
+
+        assert asyncio.run(over_http()) == []
         refetched = web.file_gets() - cold_gets - during
-        scenario.figure("blocks of worker-0 before / after restart", f"{held} / {after}")
+        scenario.figure(
+            "worker-0 block files before / registered after", f"{on_disk} / {after['worker-0']}"
+        )
         scenario.figure("source GETs: cold pass", cold_gets)
         scenario.figure("source GETs while worker-0 was down", during)
         scenario.figure("source GETs re-reading everything after the restart", refetched)
         scenario.figure("read errors / wrong bytes", f"{len(log.errors)} / {len(log.wrong)}")
         assert refetched == 0, "blocks of the restarted worker were fetched again"
-        scenario.note("every file re-read after the restart with no source request")
+        scenario.note(
+            "every file re-read after the restart, through the mount and over HTTP with a fresh "
+            "client, with no source request"
+        )
 
 
 def test_master_killed_during_reads_cached_reads_go_on(
@@ -299,35 +325,38 @@ def test_block_file_corrupted_on_disk_is_never_served(
 def test_source_changes_while_a_file_is_open(workdir: Path, scenario: Scenario) -> None:
     scenario.title = "source file changed while open"
     scenario.injected = (
-        "a 8 MiB file rewritten at the source (same size, new bytes) while a reader holds it "
-        "open half read; metadata TTL 1 s"
+        "a 32 MiB file rewritten at the source (same size, new bytes) while a reader holds it "
+        "open with its first block read; metadata TTL 1 s"
     )
     src = workdir / "src"
     src.mkdir()
     rng = random.Random(4)
-    old, new = rng.randbytes(8 * 2**20), rng.randbytes(8 * 2**20)
+    mb, blocks = 2**20, 32
+    old, new = rng.randbytes(blocks * mb), rng.randbytes(blocks * mb)
     (src / "f.bin").write_bytes(old)
     with up(workdir, f"local://{src}", "--workers", "2", "--ttl", "1") as cl:
-        mb = 2**20
+        got = {"old": 0, "new": 0, "EIO": 0}
         with open(cl.mnt / "f.bin", "rb", buffering=0) as f:
-            assert f.read(2 * mb) == old[: 2 * mb]
+            assert f.read(mb) == old[:mb]
             (src / "f.bin").write_bytes(new)
             time.sleep(2.5)
-            got = {"old": 0, "new": 0, "EIO": 0}
-            for i in range(2, 8):
+            for i in range(blocks - 1, 15, -1):  # backwards: no read-ahead brings them early
                 f.seek(i * mb)
+                started = time.monotonic()
                 try:
                     data = f.read(mb)
                 except OSError as e:
                     assert e.errno == errno.EIO
+                    assert time.monotonic() - started < READ_BOUND
                     got["EIO"] += 1
                     continue
                 assert data in (old[i * mb : (i + 1) * mb], new[i * mb : (i + 1) * mb])
                 got["old" if data == old[i * mb : (i + 1) * mb] else "new"] += 1
-        scenario.note(f"the open file's remaining 6 blocks: {got}")
+        scenario.note(f"the open file's blocks 16-31, read after the change: {got}")
         assert got["new"] == 0, "an open file returned blocks of two versions"
         assert read_file(cl.mnt / "f.bin") == new
         scenario.note("a new open after the TTL read the new content, all of it")
         scenario.figure(
-            "blocks of the open file: old / new / EIO", "{old} / {new} / {EIO}".format(**got)
+            "blocks of the open file after the change: old / new / EIO",
+            "{old} / {new} / {EIO}".format(**got),
         )
