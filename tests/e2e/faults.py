@@ -57,14 +57,14 @@ class Up:
 
 
 @contextlib.contextmanager
-def up(root: Path, source: str, *args: str) -> Iterator[Up]:
-    """``fluidcache up`` of ``source`` (1 MiB blocks, every block on the SSD level: the MEM level
-    is one byte), stopped and unmounted whatever happens."""
+def up(root: Path, source: str, *args: str, mem: str = "1", ssd: str = "256Mi") -> Iterator[Up]:
+    """``fluidcache up`` of ``source`` with 1 MiB blocks, stopped and unmounted whatever happens.
+    By default every block goes to the SSD level (the MEM level is one byte)."""
     mnt, data = root / "mnt", root / "cluster"
     mnt.mkdir(parents=True)
     proc = fluidcache(
         "up", source, "--mountpoint", str(mnt), "--data-dir", str(data), "--block-size", "1Mi",
-        "--mem-quota", "1", "--ssd-quota", "256Mi", *args,
+        "--mem-quota", mem, "--ssd-quota", ssd, *args,
     )  # fmt: skip
     with running(proc, mnt):
         master = proc.wait_for("master:").split()[-1]
@@ -125,9 +125,10 @@ class ReadLog:
 
     def summary(self) -> str:
         kinds = sorted({e[1] for e in self.errors})
+        failed = f"{len(self.errors)} failed ({', '.join(kinds) or 'none'})"
         return (
             f"{self.good} reads with the source's bytes, {len(self.wrong)} with wrong bytes, "
-            f"{len(self.errors)} failed ({', '.join(kinds) or 'none'}), slowest {self.slowest:.2f} s"
+            f"{failed}, slowest {self.slowest:.2f} s"
         )
 
 
