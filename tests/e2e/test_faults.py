@@ -360,3 +360,20 @@ def test_source_changes_while_a_file_is_open(workdir: Path, scenario: Scenario) 
             "blocks of the open file after the change: old / new / EIO",
             "{old} / {new} / {EIO}".format(**got),
         )
+
+
+def test_crash_loop_stops_up_with_the_reason(workdir: Path, scenario: Scenario) -> None:
+    scenario.title = "crash loop of a worker"
+    scenario.injected = "`kill -9` of worker-0 each time up has restarted it, 6 times"
+    src = workdir / "src"
+    make_dataset(src, big=2**20, small=3)
+    with up(workdir, f"local://{src}", "--workers", "2") as cl:
+        for n in range(1, 6):
+            cl.kill("worker-0")
+            cl.wait_restarted("worker-0", n)
+        cl.kill("worker-0")
+        assert cl.proc.wait(60) == 1
+        reason = next(x for x in cl.proc.lines if "crash loop" in x)
+        scenario.note(f"up: `{reason}`")
+        assert "worker-0" in reason and "5 restarts within 60 s" in reason
+    scenario.note("up stopped every process and unmounted, exit status 1")
