@@ -40,7 +40,14 @@ HERE = Path(__file__).resolve().parent
 
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NODE_LABEL = "fluidcache.io/test-node"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -83,7 +90,7 @@ def _write_pki(d: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
 
     def pem_key(key) -> bytes:
@@ -141,7 +148,9 @@ def _write_pki(d: Path) -> None:
         .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -171,7 +180,9 @@ class ControlPlane:
         self.nodes = nodes
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fluidcache-k8s-"))
+        self.workdir = (
+            Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="fluidcache-k8s-"))
+        )
         self.log = log or (lambda msg: print(f"[control-plane] {msg}", file=sys.stderr, flush=True))
         self.keep_on_failure = keep_on_failure
         self.token = secrets.token_hex(16)
@@ -207,7 +218,8 @@ class ControlPlane:
         missing = missing_binaries(self.bin_dir)
         if missing:
             raise ControlPlaneError(
-                f"missing binaries in {self.bin_dir}: {', '.join(missing)} (run k8s/testenv/build.sh)"
+                f"missing binaries in {self.bin_dir}: {', '.join(missing)}"
+                " (run k8s/testenv/build.sh)"
             )
         deadline = time.monotonic() + timeout
         t0 = time.monotonic()
@@ -232,7 +244,7 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        for name, p in reversed(self.procs):
+        for _name, p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for name, p in reversed(self.procs):
@@ -264,7 +276,7 @@ class ControlPlane:
             self.ports[name] = free_port()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        logf = open(self.workdir / "logs" / f"{name}.log", "ab")
+        logf = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)
         self._logfiles.append(logf)
         p = subprocess.Popen(
             argv,
@@ -282,7 +294,9 @@ class ControlPlane:
         while True:
             for name, p in self.procs:
                 if p.poll() is not None:
-                    raise ControlPlaneError(f"{name} exited with code {p.returncode} while waiting for {what}")
+                    raise ControlPlaneError(
+                        f"{name} exited with code {p.returncode} while waiting for {what}"
+                    )
             try:
                 if check():
                     self.timings[what] = time.monotonic() - t0
@@ -307,7 +321,7 @@ class ControlPlane:
                 f"--listen-peer-urls=http://127.0.0.1:{p}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{p}",
                 f"--initial-cluster=default=http://127.0.0.1:{p}",
-                "--unsafe-no-fsync",  # a throwaway test store: no fsync, much faster on shared disks
+                "--unsafe-no-fsync",  # a throwaway store: no fsync, much faster on a shared disk
                 "--log-level=warn",
             ],
         )
@@ -338,7 +352,8 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",  # its endpoint would be 127.0.0.1: not a valid Endpoints IP
+                # its own endpoint would be 127.0.0.1, which Endpoints reject
+                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 f"--cert-dir={pki}",
             ],
@@ -376,11 +391,15 @@ class ControlPlane:
         )
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz needs no auth
+        insecure.verify_mode = (
+            ssl.CERT_NONE
+        )  # their self-signed serving certs; /healthz needs no auth
 
         def healthz(port: int) -> Callable[[], bool]:
             def check() -> bool:
-                with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=2, context=insecure) as r:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/healthz", timeout=2, context=insecure
+                ) as r:
                     return r.read() == b"ok"
 
             return check
@@ -390,7 +409,9 @@ class ControlPlane:
 
     def _start_kwok_and_nodes(self, deadline: float) -> None:
         kwok_cfg = self.workdir / "kwok.yaml"
-        kwok_cfg.write_text("apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n")
+        kwok_cfg.write_text(
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n"
+        )
         key, value = FAKE_NODE_ANNOTATION
         self._spawn(
             "kwok",
@@ -429,7 +450,10 @@ class ControlPlane:
             "kind": "Node",
             "metadata": {
                 "name": name,
-                "annotations": {FAKE_NODE_ANNOTATION[0]: FAKE_NODE_ANNOTATION[1], "node.alpha.kubernetes.io/ttl": "0"},
+                "annotations": {
+                    FAKE_NODE_ANNOTATION[0]: FAKE_NODE_ANNOTATION[1],
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
                 "labels": {
                     "type": "kwok",
                     NODE_LABEL: "true",
@@ -460,10 +484,17 @@ class ControlPlane:
                 }
             ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "fluidcache-test", "context": {"cluster": "fluidcache-test", "user": "admin"}}],
+            "contexts": [
+                {
+                    "name": "fluidcache-test",
+                    "context": {"cluster": "fluidcache-test", "user": "admin"},
+                }
+            ],
             "current-context": "fluidcache-test",
         }
-        self.kubeconfig.write_text(json.dumps(cfg, indent=2))  # JSON is YAML: kubectl and clients read it
+        self.kubeconfig.write_text(
+            json.dumps(cfg, indent=2)
+        )  # JSON is YAML: kubectl and clients read it
         self.kubeconfig.chmod(0o600)
 
     # ---- API helpers -------------------------------------------------------
@@ -482,7 +513,9 @@ class ControlPlane:
     def _get(self, path: str) -> bytes:
         return self._api("GET", path)
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [self._bin("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,

@@ -42,7 +42,10 @@ DEPLOYMENT = {
 def control_plane():
     missing = missing_binaries()
     if missing:
-        pytest.fail(f"missing {', '.join(missing)} in {default_bin_dir()}: run `bash k8s/testenv/build.sh` first")
+        pytest.fail(
+            f"missing {', '.join(missing)} in {default_bin_dir()}:"
+            " run `bash k8s/testenv/build.sh` first"
+        )
     with ControlPlane(nodes=3) as cp:
         yield cp
 
@@ -50,7 +53,9 @@ def control_plane():
 @pytest.mark.timeout(300)
 def test_deployment_pods_scheduled_on_kwok_nodes_and_running(control_plane):
     cp = control_plane
-    nodes = json.loads(cp.kubectl("get", "nodes", "-l", f"{NODE_LABEL}=true", "-o", "json").stdout)["items"]
+    nodes = json.loads(cp.kubectl("get", "nodes", "-l", f"{NODE_LABEL}=true", "-o", "json").stdout)[
+        "items"
+    ]
     node_names = {n["metadata"]["name"] for n in nodes}
     assert len(node_names) == 3
 
@@ -58,12 +63,22 @@ def test_deployment_pods_scheduled_on_kwok_nodes_and_running(control_plane):
 
     deadline = time.monotonic() + 120
     pods: list = []
+    deploy: dict = {}
     while time.monotonic() < deadline:
-        pods = json.loads(cp.kubectl("get", "pods", "-n", "default", "-l", "app=hello", "-o", "json").stdout)["items"]
-        if len(pods) == 2 and all(p.get("status", {}).get("phase") == "Running" for p in pods):
+        pods = json.loads(
+            cp.kubectl("get", "pods", "-n", "default", "-l", "app=hello", "-o", "json").stdout
+        )["items"]
+        deploy = json.loads(
+            cp.kubectl("get", "deployment", "hello", "-n", "default", "-o", "json").stdout
+        )
+        running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+        if len(pods) == 2 == len(running) and deploy.get("status", {}).get("readyReplicas") == 2:
             break
         time.sleep(0.5)
-    summary = [(p["metadata"]["name"], p["spec"].get("nodeName"), p.get("status", {}).get("phase")) for p in pods]
+    summary = [
+        (p["metadata"]["name"], p["spec"].get("nodeName"), p.get("status", {}).get("phase"))
+        for p in pods
+    ]
     assert len(pods) == 2, summary
     for p in pods:
         assert p["spec"].get("nodeName") in node_names, summary
@@ -74,11 +89,15 @@ def test_deployment_pods_scheduled_on_kwok_nodes_and_running(control_plane):
 
     # the real scheduler placed them (an event from default-scheduler per pod)
     events = json.loads(
-        cp.kubectl("get", "events", "-n", "default", "--field-selector", "reason=Scheduled", "-o", "json").stdout
+        cp.kubectl(
+            "get", "events", "-n", "default", "--field-selector", "reason=Scheduled", "-o", "json"
+        ).stdout
     )["items"]
-    scheduled = {e["involvedObject"]["name"] for e in events if e.get("reportingComponent") == "default-scheduler"
-                 or e.get("source", {}).get("component") == "default-scheduler"}
+    scheduled = {
+        e["involvedObject"]["name"]
+        for e in events
+        if "default-scheduler"
+        in (e.get("reportingComponent"), e.get("source", {}).get("component"))
+    }
     assert {p["metadata"]["name"] for p in pods} <= scheduled, (summary, scheduled)
-
-    deploy = json.loads(cp.kubectl("get", "deployment", "hello", "-n", "default", "-o", "json").stdout)
     assert deploy["status"].get("readyReplicas") == 2, deploy["status"]
