@@ -239,9 +239,7 @@ def test_invalid_resources_are_rejected_naming_the_field(
 def test_dataset_with_two_replicas_is_placed_bound_and_reports_the_cache(env: Env) -> None:
     assert env.apply(dataset("demo")).returncode == 0
     assert env.apply(runtime("demo", env.fc.master_url)).returncode == 0
-    nodes = wait_for(
-        "2 labelled nodes", lambda: env.labelled() if len(env.labelled()) == 2 else None
-    )
+    nodes = wait_for("2 labelled nodes", lambda: len(n := env.labelled()) == 2 and n)
     assert "kwok-node-1" not in nodes  # tainted, not tolerated
     node = env.get("node", sorted(nodes)[0])
     labels = node["metadata"]["labels"]
@@ -311,7 +309,7 @@ def test_dataset_with_two_replicas_is_placed_bound_and_reports_the_cache(env: En
 def test_scale_to_three_labels_one_more_node(env: Env) -> None:
     before = env.labelled()
     env.kubectl("scale", "fluidcacheruntime", "demo", "-n", NS, "--replicas=3")
-    after = wait_for("3 labelled nodes", lambda: (n := env.labelled()) if len(n) == 3 else None)
+    after = wait_for("3 labelled nodes", lambda: len(n := env.labelled()) == 3 and n)
     assert before < after
     pods = wait_for(
         "3 running workers", lambda: (w := env.running_workers("demo")) and len(w) == 3 and w
