@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -273,28 +274,58 @@ def token_secret(runtime: Runtime, token: str) -> dict[str, Any]:
     return obj
 
 
+CREDENTIALS_DIR = "/etc/fluidcache/credentials"
+
+
+def _mount_name(index: int, dataset: Dataset) -> str:
+    m = dataset.mounts[index]
+    return m.name or m.mount_point.split("://", 1)[1].strip("/").replace("/", "-") or "data"
+
+
 def _source_args(dataset: Dataset) -> list[str]:
-    """The master's SOURCE arguments and ``--option`` flags (never a credential)."""
+    """The master's SOURCE arguments and ``--option`` flags; a mount with ``encryptOptions``
+    gets ``credentials_file`` (written by the credentials init container), never a secret."""
     args: list[str] = []
     named = len(dataset.mounts) > 1 or any(m.name for m in dataset.mounts)
-    for m in dataset.mounts:
-        name = m.name or m.mount_point.split("://", 1)[1].strip("/").replace("/", "-") or "data"
+    for i, m in enumerate(dataset.mounts):
+        name = _mount_name(i, dataset)
+        options = dict(m.options)
+        if m.secrets:
+            options["credentials_file"] = f"{CREDENTIALS_DIR}/{name}"
         args.append(f"{name}={m.mount_point}" if named else m.mount_point)
-        for key, value in sorted(m.options.items()):
+        for key, value in sorted(options.items()):
             args += ["--option", f"{name}.{key}={value}" if named else f"{key}={value}"]
     return args
 
 
-def _secret_env(dataset: Dataset) -> list[dict[str, Any]]:
-    """Credentials from Secrets, as env vars the sources read (``FLUIDCACHE_<MOUNT>_<OPTION>``)."""
-    env = []
-    for m in dataset.mounts:
-        for s in m.secrets:
-            var = f"FLUIDCACHE_{m.name}_{s.option}".upper().replace("-", "_").replace(".", "_")
-            env.append(
-                {"name": var, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}
-            )
-    return env
+def _credentials(
+    dataset: Dataset, image: str, pull: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(init containers, volumes, mounts) that turn ``encryptOptions`` into one credentials file
+    per mount (``KEY=VALUE`` lines, mode 0600, in memory): the values reach the init container
+    as env vars from the Secrets and never appear in an argument or the pod spec."""
+    lines: list[str] = []
+    env: list[dict[str, Any]] = []
+    for i, m in enumerate(dataset.mounts):
+        path = f"{CREDENTIALS_DIR}/{_mount_name(i, dataset)}"
+        for j, ref in enumerate(m.secrets):
+            var = f"CRED_{i}_{j}"
+            ref_spec = {"secretKeyRef": {"name": ref.secret, "key": ref.key}}
+            env.append({"name": var, "valueFrom": ref_spec})
+            lines.append(f"printf '%s=%s\\n' {shlex.quote(ref.option)} \"${var}\" >> {path}")
+    if not env:
+        return [], [], []
+    volume = {"name": "credentials", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+    mount = {"name": "credentials", "mountPath": CREDENTIALS_DIR}
+    init = {
+        "name": "credentials",
+        "image": image,
+        "imagePullPolicy": pull,
+        "command": ["sh", "-c", "set -e; umask 077; " + "; ".join(lines)],
+        "env": env,
+        "volumeMounts": [mount],
+    }
+    return [init], [volume], [{**mount, "readOnly": True}]
 
 
 def _container(
@@ -343,9 +374,16 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
         "master", runtime.master.image, runtime.master.pull_policy, args, runtime.master.resources
     )
     token_volume, token_mount = _token_volume(meta)
-    container["env"] = [*_token_env(), *_secret_env(dataset), *runtime.master.env]
+    inits, cred_volumes, cred_mounts = _credentials(
+        dataset, runtime.master.image, runtime.master.pull_policy
+    )
+    container["env"] = [*_token_env(), *runtime.master.env]
     container["ports"] = [{"name": "http", "containerPort": port}]
-    container["volumeMounts"] = [token_mount, {"name": "data", "mountPath": "/var/lib/fluidcache"}]
+    container["volumeMounts"] = [
+        token_mount,
+        {"name": "data", "mountPath": "/var/lib/fluidcache"},
+        *cred_mounts,
+    ]
     sts = _object("apps/v1", "StatefulSet", name, meta, owner, "master")
     data_dir = f"/var/lib/fluidcache/{meta.namespace}/{meta.name}"
     pod_spec: dict[str, Any] = {
@@ -353,9 +391,12 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
         "volumes": [
             token_volume,
             {"name": "data", "hostPath": {"path": data_dir, "type": "DirectoryOrCreate"}},
+            *cred_volumes,
         ],
         "hostNetwork": runtime.host_network,
     }
+    if inits:
+        pod_spec["initContainers"] = inits
     if runtime.master.node_selector:
         pod_spec["nodeSelector"] = dict(runtime.master.node_selector)
     if dataset.raw_tolerations:
@@ -429,14 +470,17 @@ def worker_statefulset(dataset: Dataset, runtime: Runtime, replicas: int) -> dic
         *_token_env(),
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        *_secret_env(dataset),
         *runtime.worker.env,
     ]
+    # workers read the sources too: the master hands them each mount's credentials_file path
+    inits, cred_volumes, cred_mounts = _credentials(
+        dataset, runtime.worker.image, runtime.worker.pull_policy
+    )
     container["ports"] = [{"name": "http", "containerPort": port}]
-    container["volumeMounts"] = [token_mount, *mounts]
+    container["volumeMounts"] = [token_mount, *mounts, *cred_mounts]
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [token_volume, *volumes],
+        "volumes": [token_volume, *volumes, *cred_volumes],
         "hostNetwork": runtime.host_network,
         "nodeSelector": {runtime_label(dataset.meta): "true"},
         "affinity": {
@@ -450,6 +494,8 @@ def worker_statefulset(dataset: Dataset, runtime: Runtime, replicas: int) -> dic
             }
         },
     }
+    if inits:
+        pod_spec["initContainers"] = inits
     if dataset.raw_tolerations:
         pod_spec["tolerations"] = [dict(t) for t in dataset.raw_tolerations]
     sts = _object("apps/v1", "StatefulSet", f"{meta.name}-worker", meta, owner, "worker")

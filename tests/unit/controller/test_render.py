@@ -109,20 +109,24 @@ def test_master_gets_sources_options_and_secrets_never_in_args() -> None:
     objs = render()
     sts = by_kind(objs, "StatefulSet", "-master")
     c = sts["spec"]["template"]["spec"]["containers"][0]
-    assert c["args"][:4] == [
-        "master",
-        "imgs=s3://bucket/prefix",
-        "--option",
-        "imgs.endpoint=http://s3.local",
-    ]
-    assert "ak" not in " ".join(c["args"])
-    secret_env = [e for e in c["env"] if "valueFrom" in e]
-    assert secret_env == [
-        {
-            "name": "FLUIDCACHE_IMGS_ACCESS_KEY",
-            "valueFrom": {"secretKeyRef": {"name": "s3cred", "key": "ak"}},
-        }
-    ]
+    assert c["args"][:2] == ["master", "imgs=s3://bucket/prefix"]
+    assert "imgs.endpoint=http://s3.local" in c["args"]
+    assert "imgs.credentials_file=/etc/fluidcache/credentials/imgs" in c["args"]
+    assert not [e for e in c["env"] if "valueFrom" in e]  # the secret reaches only the init
+    for sts in (by_kind(objs, "StatefulSet", "-master"), by_kind(objs, "StatefulSet", "-worker")):
+        pod = sts["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["env"] == [
+            {"name": "CRED_0_0", "valueFrom": {"secretKeyRef": {"name": "s3cred", "key": "ak"}}}
+        ]
+        script = init["command"][2]
+        assert (
+            "printf '%s=%s\\n' access_key \"$CRED_0_0\" >> /etc/fluidcache/credentials/imgs"
+            in script
+        )
+        assert {"name": "credentials", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in (
+            pod["volumes"]
+        )
     assert by_kind(objs, "Service")["spec"]["ports"][0]["port"] == 7000
     for o in objs:
         if o["kind"] != "PersistentVolume":
