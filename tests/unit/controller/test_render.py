@@ -281,3 +281,12 @@ def test_load_targets_group_by_replicas(targets: list[dict[str, Any]], groups: l
         {"metadata": {"name": "l"}, "spec": {"dataset": {"name": "demo"}, "target": targets}}
     )
     assert rc.load_targets(load) == groups
+
+
+def test_deploy_manifests_validate() -> None:
+    kinds = []
+    for f in sorted((ROOT / "k8s/deploy").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            kubernetes_validate.validate(doc, k8s_version(), strict=True)
+            kinds.append(doc["kind"])
+    assert {"ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Deployment"} <= set(kinds)
