@@ -465,9 +465,9 @@ def test_a_mounted_dataset_stays_then_deletion_leaves_nothing(env: Env) -> None:
         lambda: not env.labelled() and not env.labelled("fluid.io/s-fluidcache-default-demo"),
     )
     for n in env.get("nodes")["items"]:
-        assert not any(k.startswith("fluid") for k in n["metadata"]["labels"]), n["metadata"][
-            "labels"
-        ]
+        assert not any(
+            k.startswith("fluid.io/") or k == "fluid_exclusive" for k in n["metadata"]["labels"]
+        ), n["metadata"]["labels"]
     selector = "app.kubernetes.io/name=fluidcache,data.fluidcache.io/dataset=demo"
     wait_for(
         "no objects left",
