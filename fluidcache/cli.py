@@ -96,6 +96,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     )
     if args.node:
         config.node = args.node
+    if args.advertise:
+        config.advertise = args.advertise
     config.validate()
     _run(lambda: serve(config, ready=_ready_writer(args.ready_file, args.log_format)))
 
@@ -532,6 +534,12 @@ def parser() -> argparse.ArgumentParser:
         "SSD:/var/cache/fc:50Gi:0.9:0.7); default MEM:/dev/shm/fluidcache/ID:1Gi",
     )
     w.add_argument("--node", help="node name reported to the master (default: host name)")
+    w.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="the URL the master, clients and peers reach this worker at (default: the "
+        "address it listens on; needed with --host 0.0.0.0, e.g. http://POD_IP:PORT)",
+    )
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=0, help="0 picks a free port")
     _common(w)

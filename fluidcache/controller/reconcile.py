@@ -460,6 +460,8 @@ def worker_statefulset(dataset: Dataset, runtime: Runtime, replicas: int) -> dic
         "0.0.0.0",
         "--port",
         str(port),
+        "--advertise",
+        f"http://$(POD_IP):{port}",
     ]
     for t in tiers:
         args += ["--tier", t]
@@ -470,6 +472,7 @@ def worker_statefulset(dataset: Dataset, runtime: Runtime, replicas: int) -> dic
         *_token_env(),
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         *runtime.worker.env,
     ]
     # workers read the sources too: the master hands them each mount's credentials_file path

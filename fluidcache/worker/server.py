@@ -85,7 +85,7 @@ class WorkerService:
 
     async def start(self, address: str) -> None:
         """Register with the master (bounded retries) and start heartbeats."""
-        self.address = address
+        self.address = self.config.advertise or address
         await self.reporter.register_with_retry(REGISTER_TIMEOUT)
         self.spawn(self.reporter.run())
 
