@@ -51,6 +51,7 @@ from fluidcache.common.protocol import (
     Report,
     StatRequest,
 )
+from fluidcache.common.tls import client_ssl
 
 
 def replicas_value(replicas: int | str) -> int:
@@ -68,8 +69,10 @@ class AsyncClient:
 
     Paths are relative to the dataset (``/`` is its root) and so are the inode numbers this
     client hands out: the dataset root is inode 1, as a FUSE mount needs. Metadata is cached for
-    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. A client
-    used after :meth:`aclose` raises ``InvalidArgument``.
+    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. ``ca``
+    is the CA file that HTTPS servers of the cluster are verified against (default
+    ``$FLUIDCACHE_TLS_CA``, else the system's trust store). A client used after :meth:`aclose`
+    raises ``InvalidArgument``.
     """
 
     def __init__(
@@ -84,8 +87,10 @@ class AsyncClient:
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ca: str = "",
     ) -> None:
         self.master_url = master_url
+        self._ssl = client_ssl(ca)
         self.dataset = dataset
         self._prefix = f"/{dataset}"
         self._root_ino = 0  # the dataset root's inode at the master, learnt on first use
@@ -103,6 +108,7 @@ class AsyncClient:
             clock=clock,
             node=node,
             short_circuit=short_circuit,
+            ssl=self._ssl,
         )
         self._background: set[asyncio.Task[None]] = set()
         self.readahead_blocks = readahead_blocks
@@ -117,13 +123,13 @@ class AsyncClient:
     def session(self) -> aiohttp.ClientSession:
         self._ensure_open()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
+            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     @property
     def _master(self) -> RpcClient:
-        return RpcClient(self.master_url, self._token, self.session)
+        return RpcClient(self.master_url, self._token, self.session, ssl=self._ssl)
 
     async def aclose(self) -> None:
         """Stop background reads and close connections."""

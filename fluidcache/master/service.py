@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient
+from fluidcache.common.http import RpcClient, client_session
 from fluidcache.common.protocol import (
     JOB_BACKUP,
     JOB_LOAD,
@@ -127,7 +127,7 @@ class MasterService:
         """Start the background sweep of lost workers and the jobs (resuming interrupted ones)."""
         every = min(self.config.heartbeat_interval, self.config.worker_timeout / 4)
         self._spawn(self.workers.run_sweeper(every))
-        self._session = aiohttp.ClientSession()
+        self._session = client_session()
         self._started = self._clock()
         self.jobs.start()
 
