@@ -96,11 +96,14 @@ def valid_name(name: str) -> bool:
 
 
 def split_path(path: str) -> list[str]:
-    """The components of a namespace path; InvalidArgument for ``..`` or NUL."""
+    """The components of a namespace path; InvalidArgument for ``..``, NUL or a component over
+    NAME_MAX bytes."""
     parts = [p for p in path.split("/") if p and p != "."]
     for p in parts:
         if p == ".." or "\0" in p:
             raise errors.InvalidArgument(f"path {path!r}: '..' and NUL are not allowed")
+        if len(p.encode()) > MAX_NAME_BYTES:
+            raise errors.InvalidArgument(f"path: a name over {MAX_NAME_BYTES} bytes in {path!r}")
     return parts
 
 

@@ -54,7 +54,7 @@ from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.metrics import MasterMetrics
 from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
-from fluidcache.master.store import Inode, Store
+from fluidcache.master.store import MAX_NAME_BYTES, Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
@@ -180,6 +180,11 @@ class MasterService:
         return self.ns.info(await self._node(request.path, request.ino))
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
+        if not valid_name(request.name):
+            raise errors.InvalidArgument(
+                f"name {request.name[:300]!r}: not a file name (empty, '.', '..', a slash, NUL, "
+                f"or over {MAX_NAME_BYTES} bytes)"
+            )
         parent = self.ns.get(request.parent)
         if not parent.is_dir:
             raise errors.NotADirectory(f"{parent.path}: not a directory")
