@@ -50,6 +50,7 @@ from fluidcache.common.protocol import (
     LookupRequest,
     Report,
     StatRequest,
+    check_name,
 )
 from fluidcache.common.tls import client_ssl
 
@@ -199,7 +200,12 @@ class AsyncClient:
         return self._remember(await self._master.call(NS_STAT, request, FileInfo))
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
-        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
+        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh);
+        InvalidArgument for a name that is not one (``..``, a slash, NUL, overlong)."""
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
         known = self._inodes.get(parent)
         if known is not None:
             hit = self._stats.get(known.path.rstrip("/") + "/" + name)

@@ -62,8 +62,9 @@ def make_middlewares(token: str, public: Collection[str] = ()) -> list[Any]:
         except errors.FluidcacheError as e:
             return error_response(e, as_json=as_json)
         except web.HTTPException as e:
-            if e.status >= 400:  # 408, 413 and the like keep their own status
-                return error_response(_http_error(e), as_json=as_json, status=e.status)
+            if e.status >= 400:  # a slow or oversized body keeps its own status
+                own = e.status if e.status in (408, 413) else 0
+                return error_response(_http_error(e), as_json=as_json, status=own)
             raise
         except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
             bad = errors.InvalidArgument(f"malformed request: {e}")

@@ -44,6 +44,29 @@ PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worke
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 
 ROOT_INO = 1
+MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` can be one entry of a directory: not empty, ``.`` or ``..``, no slash
+    or NUL, at most :data:`MAX_NAME_BYTES` bytes."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\0" not in name
+        and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
+    )
+
+
+def check_name(name: str) -> None:
+    """ValueError (a 400 on the wire) unless :func:`valid_name`."""
+    if not valid_name(name):
+        raise ValueError(
+            f"name {name[:300]!r}: not a file name (empty, '.', '..', a slash, NUL, or over "
+            f"{MAX_NAME_BYTES} bytes)"
+        )
+
 
 T = TypeVar("T")
 

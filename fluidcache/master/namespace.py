@@ -18,9 +18,8 @@ from typing import Any
 import msgpack
 
 from fluidcache.common import errors
-from fluidcache.common.protocol import ROOT_INO, FileInfo, MountInfo
+from fluidcache.common.protocol import MAX_NAME_BYTES, ROOT_INO, FileInfo, MountInfo, valid_name
 from fluidcache.master.store import (
-    MAX_NAME_BYTES,
     NEXT_INO,
     NEXT_STAMP,
     Inode,
@@ -83,16 +82,6 @@ class DatasetStats:
         else:
             self.files += sign
             self.bytes += sign * node.size
-
-
-def valid_name(name: str) -> bool:
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and "/" not in name
-        and "\0" not in name
-        and len(name.encode()) <= MAX_NAME_BYTES
-    )
 
 
 def split_path(path: str) -> list[str]:

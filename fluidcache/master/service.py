@@ -47,14 +47,16 @@ from fluidcache.common.protocol import (
     Status,
     WorkerInfo,
     WorkersReply,
+    check_name,
+    valid_name,
 )
 from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, write_backup
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.metrics import MasterMetrics
-from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
-from fluidcache.master.store import MAX_NAME_BYTES, Inode, Store
+from fluidcache.master.namespace import DatasetStats, Namespace, split_path
+from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
@@ -180,11 +182,10 @@ class MasterService:
         return self.ns.info(await self._node(request.path, request.ino))
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
-        if not valid_name(request.name):
-            raise errors.InvalidArgument(
-                f"name {request.name[:300]!r}: not a file name (empty, '.', '..', a slash, NUL, "
-                f"or over {MAX_NAME_BYTES} bytes)"
-            )
+        try:
+            check_name(request.name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
         parent = self.ns.get(request.parent)
         if not parent.is_dir:
             raise errors.NotADirectory(f"{parent.path}: not a directory")

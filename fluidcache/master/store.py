@@ -41,7 +41,6 @@ DB_NAMES = (
     "jobs",
     "meta",
 )
-MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
 
 _DENTRY = struct.Struct(">QI?")
 NEXT_INO = b"next_ino"
