@@ -207,12 +207,10 @@ def format_report(r: Report) -> str:
 
 def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]) -> M:
     """One control call to the master, for the admin commands."""
-    import aiohttp
-
-    from fluidcache.common.http import RpcClient
+    from fluidcache.common.http import RpcClient, client_session
 
     async def main() -> M:
-        async with aiohttp.ClientSession() as session:
+        async with client_session() as session:
             rpc = RpcClient(args.master, load_token(args.token_file), session, timeout=3600)
             return await rpc.call(path, request, reply)
 
@@ -450,6 +448,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         help="without a terminal, print a progress line every S seconds (default 5)",
     )
     p.add_argument("--token-file")
+    _tls(p, serving=False)
 
 
 def _log_format(p: argparse.ArgumentParser) -> None:
@@ -462,7 +461,41 @@ def _log_format(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tls(p: argparse.ArgumentParser, serving: bool = True) -> None:
+    """``--tls-cert``/``--tls-key`` (serve HTTPS) and ``--tls-ca`` (verify the cluster's
+    servers); each defaults to its environment variable, which the flag sets for children."""
+    from fluidcache.common import tls
+
+    if serving:
+        p.add_argument(
+            "--tls-cert",
+            default=os.environ.get(tls.CERT_ENV, ""),
+            help=f"serve HTTPS with this certificate chain (PEM; default ${tls.CERT_ENV})",
+        )
+        p.add_argument(
+            "--tls-key",
+            default=os.environ.get(tls.KEY_ENV, ""),
+            help=f"the certificate's private key (PEM; default ${tls.KEY_ENV})",
+        )
+    p.add_argument(
+        "--tls-ca",
+        default=os.environ.get(tls.CA_ENV, ""),
+        help=f"CA file the cluster's HTTPS servers are verified against (default ${tls.CA_ENV}, "
+        "else the system's trust store)",
+    )
+
+
+def _apply_tls(args: argparse.Namespace) -> None:
+    """Make the TLS flags the process's settings (and its children's)."""
+    from fluidcache.common.tls import TlsConfig
+
+    if hasattr(args, "tls_ca"):
+        cert, key = getattr(args, "tls_cert", ""), getattr(args, "tls_key", "")
+        TlsConfig(cert, key, args.tls_ca).export()
+
+
 def _common(p: argparse.ArgumentParser) -> None:
+    _tls(p, serving=p.prog.split()[-1] != "mount")
     p.add_argument(
         "--token-file",
         help=f"file holding the cluster token (else ${TOKEN_FILE_ENV} or $FLUIDCACHE_TOKEN)",
@@ -572,6 +605,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--master", required=True, help="master URL")
     r.add_argument("--json", action="store_true", help="print Fluid's key names as JSON")
     r.add_argument("--token-file")
+    _tls(r, serving=False)
     r.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
@@ -607,6 +641,7 @@ def parser() -> argparse.ArgumentParser:
     fr.add_argument("--master", required=True, help="master URL")
     fr.add_argument("--dataset", default="default", help="dataset name (default: default)")
     fr.add_argument("--token-file")
+    _tls(fr, serving=False)
     fr.set_defaults(fn=cmd_free)
 
     jb = sub.add_parser("job", help="list, show or cancel jobs (loads, backups)")
@@ -616,6 +651,7 @@ def parser() -> argparse.ArgumentParser:
     jb.add_argument("--phase", choices=("Pending", "Executing", "Complete", "Failed"))
     jb.add_argument("--json", action="store_true", help="machine-readable output")
     jb.add_argument("--token-file")
+    _tls(jb, serving=False)
     jb.set_defaults(fn=cmd_job)
 
     lm = sub.add_parser(
@@ -625,6 +661,7 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--master", required=True, help="master URL")
     lm.add_argument("--force", action="store_true", help="re-list directories still fresh")
     lm.add_argument("--token-file")
+    _tls(lm, serving=False)
     lm.set_defaults(fn=cmd_load_metadata)
 
     bn = sub.add_parser(
@@ -682,6 +719,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _source_options(u)
     _log_format(u)
+    _tls(u)
     u.set_defaults(fn=cmd_up)
     return ap
 
@@ -694,6 +732,7 @@ def main(argv: list[str] | None = None) -> None:
     log_format = getattr(args, "log_format", "text")
     logs.setup(args.command, fmt=log_format)
     try:
+        _apply_tls(args)
         args.fn(args)
     except errors.FluidcacheError as e:
         if log_format == "json":

@@ -52,7 +52,9 @@ from fluidcache.common.protocol import (
     Message,
     Report,
     StatRequest,
+    check_name,
 )
+from fluidcache.common.tls import client_ssl
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,10 @@ class AsyncClient:
 
     Paths are relative to the dataset (``/`` is its root) and so are the inode numbers this
     client hands out: the dataset root is inode 1, as a FUSE mount needs. Metadata is cached for
-    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. A client
-    used after :meth:`aclose` raises ``InvalidArgument``.
+    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. ``ca``
+    is the CA file that HTTPS servers of the cluster are verified against (default
+    ``$FLUIDCACHE_TLS_CA``, else the system's trust store). A client used after :meth:`aclose`
+    raises ``InvalidArgument``.
     """
 
     def __init__(
@@ -91,8 +95,10 @@ class AsyncClient:
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ca: str = "",
     ) -> None:
         self.master_url = master_url
+        self._ssl = client_ssl(ca)
         self.dataset = dataset
         self._prefix = f"/{dataset}"
         self._root_ino = 0  # the dataset root's inode at the master, learnt on first use
@@ -110,6 +116,7 @@ class AsyncClient:
             clock=clock,
             node=node,
             short_circuit=short_circuit,
+            ssl=self._ssl,
         )
         self._background: set[asyncio.Task[None]] = set()
         self.readahead_blocks = readahead_blocks
@@ -124,13 +131,13 @@ class AsyncClient:
     def session(self) -> aiohttp.ClientSession:
         self._ensure_open()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
+            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     @property
     def _master(self) -> RpcClient:
-        return RpcClient(self.master_url, self._token, self.session)
+        return RpcClient(self.master_url, self._token, self.session, ssl=self._ssl)
 
     async def aclose(self) -> None:
         """Stop background reads and close connections."""
@@ -216,7 +223,12 @@ class AsyncClient:
         return await self._ask(NS_STAT, request, stale)
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
-        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
+        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh);
+        InvalidArgument for a name that is not one (``..``, a slash, NUL, overlong)."""
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
         known = self._inodes.get_stale(parent)
         stale = None
         if known is not None:

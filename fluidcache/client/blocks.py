@@ -14,7 +14,8 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from ssl import SSLContext
 from urllib.parse import urlencode
 
 import aiohttp
@@ -135,8 +136,10 @@ class BlockReader:
         clock: Callable[[], float],
         node: str | None = None,
         short_circuit: bool = True,
+        ssl: SSLContext | bool = True,
     ) -> None:
         self._session = session
+        self._ssl = ssl
         self._master = master
         self._token = token
         self.node = node or socket.gethostname()
@@ -151,8 +154,11 @@ class BlockReader:
         self._flight: SingleFlight[bytes] = SingleFlight()
         self._local_flight: SingleFlight[tuple[str, str] | None] = SingleFlight()
 
+    def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:
+        return RpcClient(address, self._token, self._session(), headers=headers, ssl=self._ssl)
+
     async def _touch(self, address: str, request: TouchRequest) -> TouchReply:
-        rpc = RpcClient(address, self._token, self._session())
+        rpc = self._rpc(address)
         return await rpc.call(BLOCKS_TOUCH, request, TouchReply)
 
     async def flush(self) -> None:
@@ -225,7 +231,7 @@ class BlockReader:
                 by_worker.setdefault(local, []).append(block_id)
         for worker_id, ids in by_worker.items():
             address = workers[worker_id].address
-            rpc = RpcClient(address, self._token, self._session())
+            rpc = self._rpc(address)
             for i in range(0, len(ids), LOCATE_BATCH):
                 reply = await rpc.call(
                     BLOCKS_LOCAL, LocalBlocksRequest(ids[i : i + LOCATE_BATCH]), LocalBlocksReply
@@ -294,7 +300,7 @@ class BlockReader:
             if w is None or w.node != self.node:
                 continue
             try:
-                reply = await RpcClient(w.address, self._token, self._session()).call(
+                reply = await self._rpc(w.address).call(
                     BLOCKS_LOCAL, LocalBlocksRequest([ref.id]), LocalBlocksReply
                 )
             except errors.FluidcacheError:
@@ -309,7 +315,7 @@ class BlockReader:
             return None
         query = urlencode({**ref.to_query(), "peers": "0"})  # no holder: skip the P2P lookup
         path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
-        rpc = RpcClient(placed.address, self._token, self._session(), headers=self._reader)
+        rpc = self._rpc(placed.address, self._reader)
         try:
             reply = await rpc.call(path_and_query, None, LocalBlocksReply)
         except errors.Unavailable:

@@ -18,9 +18,8 @@ from typing import Any
 import msgpack
 
 from fluidcache.common import errors
-from fluidcache.common.protocol import ROOT_INO, FileInfo, MountInfo
+from fluidcache.common.protocol import MAX_NAME_BYTES, ROOT_INO, FileInfo, MountInfo, valid_name
 from fluidcache.master.store import (
-    MAX_NAME_BYTES,
     NEXT_INO,
     NEXT_STAMP,
     Inode,
@@ -85,22 +84,15 @@ class DatasetStats:
             self.bytes += sign * node.size
 
 
-def valid_name(name: str) -> bool:
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and "/" not in name
-        and "\0" not in name
-        and len(name.encode()) <= MAX_NAME_BYTES
-    )
-
-
 def split_path(path: str) -> list[str]:
-    """The components of a namespace path; InvalidArgument for ``..`` or NUL."""
+    """The components of a namespace path; InvalidArgument for ``..``, NUL or a component over
+    NAME_MAX bytes."""
     parts = [p for p in path.split("/") if p and p != "."]
     for p in parts:
         if p == ".." or "\0" in p:
             raise errors.InvalidArgument(f"path {path!r}: '..' and NUL are not allowed")
+        if len(p.encode()) > MAX_NAME_BYTES:
+            raise errors.InvalidArgument(f"path: a name over {MAX_NAME_BYTES} bytes in {path!r}")
     return parts
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient
+from fluidcache.common.http import RpcClient, client_session
 from fluidcache.common.protocol import (
     JOB_BACKUP,
     JOB_LOAD,
@@ -47,13 +47,15 @@ from fluidcache.common.protocol import (
     Status,
     WorkerInfo,
     WorkersReply,
+    check_name,
+    valid_name,
 )
 from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, write_backup
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.metrics import MasterMetrics
-from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
+from fluidcache.master.namespace import DatasetStats, Namespace, split_path
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
@@ -127,7 +129,7 @@ class MasterService:
         """Start the background sweep of lost workers and the jobs (resuming interrupted ones)."""
         every = min(self.config.heartbeat_interval, self.config.worker_timeout / 4)
         self._spawn(self.workers.run_sweeper(every))
-        self._session = aiohttp.ClientSession()
+        self._session = client_session()
         self._started = self._clock()
         self.jobs.start()
 
@@ -180,6 +182,10 @@ class MasterService:
         return self.ns.info(await self._node(request.path, request.ino))
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
+        try:
+            check_name(request.name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
         parent = self.ns.get(request.parent)
         if not parent.is_dir:
             raise errors.NotADirectory(f"{parent.path}: not a directory")

@@ -14,7 +14,15 @@ import aiohttp
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient, health, make_middlewares, read_message, reply, run_app
+from fluidcache.common.http import (
+    RpcClient,
+    client_session,
+    health,
+    make_middlewares,
+    read_message,
+    reply,
+    run_app,
+)
 from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
@@ -292,7 +300,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app = web.Application(middlewares=make_middlewares(config.token))
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
+        async with client_session() as session:
             app[SERVICE] = WorkerService(config, session)
             try:
                 yield
