@@ -66,6 +66,7 @@ MAX_PAGE = 1000
 MAX_LOCATIONS = 100_000
 MAX_TARGETS = 1000
 WORKER_RPC_TIMEOUT = 600.0  # a cache request waits for its block to come from the source
+SHARED_BYTES_TTL = 5.0  # seconds a scan of the namespace for shared content is reused
 
 
 class MasterService:
@@ -100,6 +101,7 @@ class MasterService:
         self.metrics = MasterMetrics(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
+        self._shared: tuple[float, dict[str, int], int] | None = None
 
     @classmethod
     def open(cls, config: MasterConfig, clock: Callable[[], float] | None = None) -> MasterService:
@@ -237,6 +239,7 @@ class MasterService:
         capacity = sum(t.capacity for w in workers for t in w.tiers)
         reads = sum((w.reads for w in workers), ReadBytes())
         ratios = _hit_ratios(reads)
+        shared, shared_total = self._shared_bytes()
         entries = []
         for name in [dataset] if dataset else names:
             s = self.ns.stats(name)
@@ -250,6 +253,7 @@ class MasterService:
                     _percent(cached, s.bytes),
                     *ratios,
                     shortfall=capacity_shortfall(s.bytes, capacity, len(workers)),
+                    shared_bytes=shared.get(name, 0),
                 )
             )
         total = DatasetStats(
@@ -268,7 +272,16 @@ class MasterService:
             reads,
             *ratios,
             lost_workers=lost,
+            shared_bytes=shared_total,
         )
+
+    def _shared_bytes(self) -> tuple[dict[str, int], int]:
+        """:meth:`Namespace.shared_bytes`, recomputed at most every few seconds (a full scan;
+        the status page asks for the report every 1.5 s)."""
+        now = self._clock()
+        if self._shared is None or now - self._shared[0] >= SHARED_BYTES_TTL:
+            self._shared = (now, *self.ns.shared_bytes())
+        return self._shared[1], self._shared[2]
 
     def status(self, jobs: JobsRequest) -> Status:
         """What the status page shows: the report of every dataset and the jobs ``jobs`` asks."""
