@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.procs import Proc
-from tests.sources import free_port, wait_port
+from tests.sources import NGINX_CONF, free_port, wait_port
 
 LFS_FROM = 1024  # files this large are stored as LFS objects, like a Hub repo's weights
 
@@ -72,6 +74,21 @@ class HubRepo:
         self.pending = False
         return self.git("rev-parse", "HEAD")
 
+    def files(self, commit: str) -> dict[str, bytes]:
+        """Every file of ``commit`` with its content (LFS pointers replaced by their objects)."""
+        out = {}
+        names = self.git("ls-tree", "-r", "-z", "--name-only", commit).split("\0")
+        for name in filter(None, names):
+            data = subprocess.run(
+                ["git", "show", f"{commit}:{name}"], cwd=self.path, check=True, capture_output=True
+            ).stdout
+            m = re.match(rb"version https://git-lfs\.github\.com/spec/v1\noid sha256:(\w+)\n", data)
+            if m:
+                oid = m.group(1).decode()
+                data = (self.path / ".git/lfs/objects" / oid[:2] / oid[2:4] / oid).read_bytes()
+            out[name] = data
+        return out
+
     def uri(self, revision: str = "", path: str = "") -> str:
         kind = "datasets/" if self.repo_type == "dataset" else ""
         rev = f"@{revision}" if revision else ""
@@ -123,6 +140,67 @@ class Olah:
             for line in list(self.proc.lines)
             if '"GET ' in line and "/resolve/" in line and path_part in line
         )
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+_FRONT = """
+        access_log {base}/access.log;
+        location ~ "^/(datasets/)?([^/]+/[^/]+)/resolve/([0-9a-f]{{40}})/(.*)$" {{
+            return 302 /cdn/$1$2/$3/$4;
+        }}
+        location /cdn/ {{ alias {www}/; }}
+        location / {{ proxy_pass {olah}; proxy_buffering off; }}
+"""
+
+
+class HubFront:
+    """nginx in front of olah, answering the resolve paths of a commit with a redirect to the
+    checked-out files it serves itself with Range, the way the Hub redirects to its CDN."""
+
+    def __init__(self, olah: Olah, base: Path) -> None:
+        self.base = base
+        self.www = base / "www"
+        self.www.mkdir(parents=True)
+        (base / "tmp").mkdir()
+        self.port = free_port()
+        conf = base / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                base=base,
+                port=self.port,
+                www=self.www,
+                extra=_FRONT.format(base=base, www=self.www, olah=olah.endpoint),
+            )
+        )
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+        self.proc = Proc(argv)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        if not wait_port(self.proc.popen, self.port):
+            self.proc.stop()
+            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
+
+    def publish(self, repo: HubRepo, commit: str) -> None:
+        """Check ``commit`` out where the redirects point."""
+        kind = "datasets/" if repo.repo_type == "dataset" else ""
+        root = self.www / f"{kind}{repo.repo_id}" / commit
+        for name, data in repo.files(commit).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+
+    def requests(self, part: str) -> list[tuple[str, int]]:
+        """(path, status) of the GETs whose path contains ``part``, from the access log."""
+        log = self.base / "access.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        out = []
+        for line in lines:
+            m = re.search(r'"GET (\S+) HTTP/[\d.]+" (\d+)', line)
+            if m and part in m.group(1):
+                out.append((m.group(1), int(m.group(2))))
+        return out
 
     def stop(self) -> None:
         self.proc.stop()

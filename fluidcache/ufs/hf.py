@@ -239,6 +239,8 @@ class _Shared:
         self.session: aiohttp.ClientSession | None = None
         self.targets: dict[tuple[str, str], tuple[str, float]] = {}
         self.no_range: set[str] = set()  # origins seen answering a Range request with 200
+        self.ranged: set[str] = set()  # origins seen answering one with 206
+        self.probes: dict[str, asyncio.Event] = {}  # origin -> the first request, under way
         self.bodies: dict[tuple[str, str], _Body] = {}
         self.spool: str | None = None
         self.users = 0
@@ -454,6 +456,14 @@ class HfUfs(UnderFileSystem):
         )
         snap = build_snapshot(commit, mtime, self.loc.path, items)
         if old is not None:
+            # An unchanged file keeps its status (mtime included): only changed files are new.
+            for rel, entry in snap.entries.items():
+                before = old.entries.get(rel)
+                if before is not None and (before.version, before.is_dir) == (
+                    entry.version,
+                    entry.is_dir,
+                ):
+                    snap.entries[rel] = before
             log.info("%s: %s is now commit %s", self.loc.label, self.loc.revision, commit)
         return snap
 
@@ -468,6 +478,9 @@ class HfUfs(UnderFileSystem):
             except hf_errors.RepositoryNotFoundError as e:
                 if missing_path:
                     raise errors.NotFound(f"{label}: no path {self.loc.path!r}") from None
+                if self.loc.revision != "main" and await self._readable_at_main():
+                    # Mirrors (olah) answer an unknown revision like an unknown repository.
+                    raise errors.NotFound(f"{label}: no revision {self.loc.revision!r}") from None
                 gated = isinstance(e, hf_errors.GatedRepoError)
                 status = e.response.status_code if e.response is not None else "?"
                 why = "is gated" if gated else "is private, gated or does not exist"
@@ -497,6 +510,19 @@ class HfUfs(UnderFileSystem):
         raise errors.SourceUnavailable(
             f"{label}: cannot {what}: {last} (gave up after {self.retries + 1} attempts)"
         )
+
+    async def _readable_at_main(self) -> bool:
+        """Whether the repository answers at branch ``main`` (telling a missing revision from
+        a refused repository when the server answers both alike)."""
+        try:
+            await asyncio.to_thread(
+                lambda: self._api.repo_info(
+                    self.loc.repo_id, revision="main", repo_type=self.loc.repo_type
+                )
+            )
+        except (hf_errors.HfHubHTTPError, OSError):
+            return False
+        return True
 
     async def _pause(self, attempt: int) -> None:
         await asyncio.sleep(min(5.0, self.backoff * 2**attempt) * (0.5 + random.random() / 2))
@@ -585,10 +611,40 @@ class HfUfs(UnderFileSystem):
         resolve = self._resolve_url(path)
         target = shared.targets.get(key)
         url = target[0] if target and target[1] > time.monotonic() else resolve
-        if _origin(url) in shared.no_range:
-            async for piece in self._spooled(key, url, pos, end, chunk):
+        origin = _origin(url)
+        probe = None
+        # Until an origin has shown whether it honours Range, one request at a time finds out:
+        # concurrent first reads of a big file would otherwise each start a whole download.
+        while origin not in shared.ranged and origin not in shared.no_range:
+            waiting = shared.probes.get(origin)
+            if waiting is None:
+                probe = shared.probes[origin] = asyncio.Event()
+                break
+            await waiting.wait()
+        try:
+            if origin in shared.no_range:
+                async for piece in self._spooled(key, url, pos, end, chunk):
+                    yield piece
+                return
+            async for piece in self._ranged(key, path, url, resolve, pos, end, chunk):
                 yield piece
-            return
+        finally:
+            if probe is not None:
+                shared.probes.pop(origin, None)
+                probe.set()
+
+    async def _ranged(
+        self,
+        key: tuple[str, str],
+        path: str,
+        url: str,
+        resolve: str,
+        pos: int,
+        end: int,
+        chunk: int,
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes ``[pos, end)`` from one ranged GET; a 200 answer hands over to the spool."""
+        shared = self._shared
         owned = True  # released here unless handed to the spool's download
         resp = await shared.client().get(
             URL(url, encoded=True), headers=self._headers(url, {"Range": f"bytes={pos}-{end - 1}"})
@@ -603,18 +659,18 @@ class HfUfs(UnderFileSystem):
                 ttl = _expiry(final, self.redirect_ttl)
                 if ttl > 0:
                     shared.targets[key] = (final, time.monotonic() + ttl)
+            origins = {_origin(url), _origin(final)}
             if resp.status == 200:
-                if _origin(final) not in shared.no_range:
-                    shared.no_range.add(_origin(final))
-                    log.info(
-                        "%s ignores Range: each file is downloaded once, spooled", _origin(final)
-                    )
+                if not origins <= shared.no_range:
+                    log.info("%s ignores Range: each file is downloaded once", _origin(final))
+                shared.no_range |= origins
                 owned = False
                 async for piece in self._spooled(key, final, pos, end, chunk, resp):
                     yield piece
                 return
             if resp.status != 206:
                 raise errors.SourceError(f"{self.uri(path)}: unexpected HTTP {resp.status}")
+            shared.ranged |= origins
             async for data in resp.content.iter_chunked(_PIECE):
                 for i in range(0, len(data), chunk):
                     yield data[i : i + chunk]
