@@ -193,6 +193,9 @@ def format_report(r: Report) -> str:
             "paths, cached once)"
         )
     for d in r.datasets:
+        for name, uri in sorted(d.snapshots.items()):
+            lines.append(f"{d.name}/{name}: serves {uri}")
+    for d in r.datasets:
         if d.shortfall is not None:
             lines.append(f"{d.name}: does not fit: {d.shortfall.advice}")
     lines.append("")

@@ -477,6 +477,7 @@ class DatasetReport(Message):
     remote_hit_ratio: float = 0.0
     shortfall: CapacityShortfall | None = None
     shared_bytes: int = 0  # content also under another path, cached once (content-addressed)
+    snapshots: dict[str, str] = dataclasses.field(default_factory=dict)  # mount -> hf://...@COMMIT
 
     def fluid(self) -> dict[str, Any]:
         """Fluid's key names and units (bytes, percent, ratios in 0-1), for scripts."""
@@ -485,6 +486,7 @@ class DatasetReport(Message):
             "name": self.name,
             **_fluid_states(self),
             "sharedBytes": self.shared_bytes,
+            "snapshots": self.snapshots,
             "capacityShortfall": None
             if s is None
             else {

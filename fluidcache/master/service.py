@@ -58,7 +58,7 @@ from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
-from fluidcache.ufs import create_ufs
+from fluidcache.ufs import UnderFileSystem, create_ufs
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,17 @@ class MasterService:
         self._session = aiohttp.ClientSession()
         self._started = self._clock()
         self.jobs.start()
+        for mount in self.ns.mounts.values():
+            self._spawn(self._open_source(mount.ufs))
+
+    @staticmethod
+    async def _open_source(ufs: UnderFileSystem) -> None:
+        """Look at each source's root once at start: an ``hf://`` branch is resolved to its
+        commit now, so file URIs name that commit from the first one served."""
+        try:
+            await ufs.stat("")
+        except errors.FluidcacheError as e:
+            log.warning("source %s: %s", ufs.root_uri, e.message)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -254,6 +265,7 @@ class MasterService:
                     *ratios,
                     shortfall=capacity_shortfall(s.bytes, capacity, len(workers)),
                     shared_bytes=shared.get(name, 0),
+                    snapshots=self._snapshots(name),
                 )
             )
         total = DatasetStats(
@@ -274,6 +286,17 @@ class MasterService:
             lost_workers=lost,
             shared_bytes=shared_total,
         )
+
+    def _snapshots(self, dataset: str) -> dict[str, str]:
+        """Mount name -> the URI it serves, where that names more than the configured URI
+        (an ``hf://`` branch resolved to a commit)."""
+        out = {}
+        for m in self.ns.mounts.values():
+            if m.info.dataset == dataset and (
+                uri := m.ufs.uri("").rstrip("/")
+            ) != m.info.uri.rstrip("/"):
+                out[m.info.name] = uri
+        return out
 
     def _shared_bytes(self) -> tuple[dict[str, int], int]:
         """:meth:`Namespace.shared_bytes`, recomputed at most every few seconds (a full scan;

@@ -185,6 +185,8 @@ def test_up_serves_hub_repositories_once_per_content(
         figures = report(data, master)
         assert figures.returncode == 0, figures.stderr
         cluster = json.loads(figures.stdout)["cluster"]
+        snapshots = json.loads(figures.stdout)["datasets"][0]["snapshots"]
+        assert snapshots["v1"] == f"hf://{MODEL}@{v1}" and snapshots["v2"] == f"hf://{MODEL}@{v2}"
         shared = sum(p.stat().st_size for p in (mnt / "v2").rglob("*") if p.name != SHARDS[1])
         assert cluster["sharedBytes"] == shared
         text = subprocess.run(
@@ -194,7 +196,7 @@ def test_up_serves_hub_repositories_once_per_content(
             text=True,
             timeout=30,
         ).stdout
-        assert "bytes saved by sharing" in text
+        assert "bytes saved by sharing" in text and f"default/v1: serves hf://{MODEL}@{v1}" in text
 
         logs = "".join(p.read_text(errors="replace") for p in (data / "logs").glob("*.log"))
     assert TOKEN not in up.output + logs + figures.stdout + text
