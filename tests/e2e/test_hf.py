@@ -235,3 +235,47 @@ def test_gated_repository_names_itself_and_the_token_options(
     assert f"hf://{GATED}" in up.output and "HF_TOKEN" in up.output and "token_file" in up.output
     assert "the token given has no access" in up.output
     assert TOKEN not in up.output
+
+
+async def open_index_and_wait(master: str, token: str, roots: list[Path], want: int) -> int:
+    """Open (and read) the model's index through the client, then wait for the workers to hold
+    ``want`` blocks without reading anything else; the count held."""
+    from fluidcache.client import AsyncClient
+
+    async with AsyncClient(master, token, dataset="default") as client:
+        f = await client.open("/m/model.safetensors.index.json")
+        assert json.loads(await f.read())["weight_map"]
+        for _ in range(200):
+            if len(block_files(roots)) >= want:
+                break
+            await asyncio.sleep(0.1)
+        return len(block_files(roots))
+
+
+def test_opening_a_model_index_prefetches_every_shard(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    olah = hub[0]
+    mnt, data = tmp_path / "mnt", tmp_path / "cluster"
+    mnt.mkdir()
+    up = fluidcache(
+        "up",
+        f"m=hf://{MODEL}@v1",
+        "--mountpoint",
+        str(mnt),
+        "--workers",
+        "1",
+        "--block-size",
+        "1Mi",
+        "--data-dir",
+        str(data),
+        env=hub_env(tmp_path, olah.endpoint),
+    )
+    with running(up, mnt):
+        master = up.wait_for("master:").split()[-1]
+        up.wait_for("mounted:")
+        token = (data / "token").read_text().strip()
+        sizes = [(mnt / "m" / name).stat().st_size for name in SHARDS]
+        want = 1 + sum(-(-size // BLOCK) for size in sizes)  # the index, then every shard block
+        roots = [Path(f"/dev/shm/fluidcache-{up.popen.pid}"), data / "ssd"]
+        assert asyncio.run(open_index_and_wait(master, token, roots, want)) == want
