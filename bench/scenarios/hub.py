@@ -51,6 +51,12 @@ http {{
     fastcgi_temp_path {root}/tmp;
     uwsgi_temp_path {root}/tmp;
     scgi_temp_path {root}/tmp;
+    # The "CDN" is another origin (localhost, not 127.0.0.1) on the same port, so clients treat
+    # the redirect as the Hub's to its CDN: metadata from the redirect, no token sent on.
+    map $http_host $cdn {{
+        "~^127\\.0\\.0\\.1:(?<p>\\d+)$" localhost:$p;
+        default $http_host;
+    }}
     server {{
         listen 127.0.0.1:{port};
 {files}
@@ -64,7 +70,7 @@ _FILE = """        location = /{repo}/resolve/{commit}/{name} {{
             add_header X-Repo-Commit {commit} always;
             add_header X-Linked-Etag '"{etag}"' always;
             add_header X-Linked-Size {size} always;
-            return 302 http://$http_host/cdn/{name};
+            return 302 http://$cdn/cdn/{name};
         }}"""
 
 
