@@ -8,13 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.procs import Proc
-from tests.sources import NGINX_CONF, free_port, wait_port
+from tests.sources import free_port, start_nginx, wait_port
 
 LFS_FROM = 1024  # files this large are stored as LFS objects, like a Hub repo's weights
 
@@ -163,25 +162,9 @@ class HubFront:
         self.base = base
         self.www = base / "www"
         self.www.mkdir(parents=True)
-        (base / "tmp").mkdir()
-        self.port = free_port()
-        conf = base / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                base=base,
-                port=self.port,
-                www=self.www,
-                extra=_FRONT.format(base=base, www=self.www, olah=olah.endpoint),
-            )
-        )
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
-        self.proc = Proc(argv)
+        extra = _FRONT.format(base=base, www=self.www, olah=olah.endpoint)
+        self.proc, self.port = start_nginx(base, self.www, extra)
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        if not wait_port(self.proc.popen, self.port):
-            self.proc.stop()
-            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
 
     def publish(self, repo: HubRepo, commit: str) -> None:
         """Check ``commit`` out where the redirects point."""

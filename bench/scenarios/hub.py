@@ -31,39 +31,22 @@ from bench.context import Bench
 from bench.procs import Proc
 from bench.results import Result
 from bench.shaper import shaped
-from bench.sources import free_port
+from bench.sources import free_port, nginx
 
 NAME = "hub"
 TITLE = "8. Model cold start from the Hub (hf://)"
 REPO = "bench/model"
 
+# In nginx's server block: each resolve path of the commit redirects, with the Hub's metadata
+# headers, to the file served with Range under /cdn/ on another origin (localhost, not
+# 127.0.0.1, same port), so clients treat it as the Hub's CDN (no token sent on); the rest
+# goes to olah.
 _FRONT = """
-daemon off;
-worker_processes 1;
-error_log {root}/error.log warn;
-pid {root}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    log_format fluidcache '$request_method $uri $status $body_bytes_sent "$http_range"';
-    access_log {root}/access.log fluidcache;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    # The "CDN" is another origin (localhost, not 127.0.0.1) on the same port, so clients treat
-    # the redirect as the Hub's to its CDN: metadata from the redirect, no token sent on.
-    map $http_host $cdn {{
-        "~^127\\.0\\.0\\.1:(?<p>\\d+)$" localhost:$p;
-        default $http_host;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
+        set $cdn $http_host;
+        if ($http_host ~ "^127\\.0\\.0\\.1:(\\d+)$") {{ set $cdn localhost:$1; }}
 {files}
         location /cdn/ {{ alias {data}/; }}
         location / {{ proxy_pass {olah}; proxy_buffering off; }}
-    }}
-}}
 """
 
 _FILE = """        location = /{repo}/resolve/{commit}/{name} {{
@@ -114,13 +97,12 @@ def publish(model: Path, mirrors: Path) -> tuple[str, dict[str, tuple[str, int]]
     return _git(repo, "rev-parse", "HEAD"), files
 
 
-def _wait(port: int, proc: Proc | subprocess.Popen[bytes], what: str) -> None:
+def _wait(port: int, proc: Proc, what: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
-        popen = proc.popen if isinstance(proc, Proc) else proc
-        if popen.poll() is not None:
+        if proc.popen.poll() is not None:
             break
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not start")
@@ -140,34 +122,16 @@ def hub(model: Path, work: Path) -> Iterator[str]:
     )
     olah_bin = str(Path(sys.executable).with_name("olah-cli"))
     olah = Proc([olah_bin, "-c", str(work / "olah.toml")], log=work / "olah.log", cwd=work)
-    front_dir = work / "front"
-    (front_dir / "tmp").mkdir(parents=True, exist_ok=True)
-    front_port = free_port()
     locations = "\n".join(
         _FILE.format(repo=REPO, commit=commit, name=name, etag=etag, size=size)
         for name, (etag, size) in files.items()
     )
-    conf = front_dir / "nginx.conf"
-    conf.write_text(
-        _FRONT.format(
-            root=front_dir,
-            port=front_port,
-            files=locations,
-            data=model.absolute(),
-            olah=f"http://127.0.0.1:{port}",
-        )
-    )
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    front = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(front_dir)], stdin=subprocess.DEVNULL
-    )
+    extra = _FRONT.format(files=locations, data=model.absolute(), olah=f"http://127.0.0.1:{port}")
     try:
         _wait(port, olah, "olah")
-        _wait(front_port, front, "nginx")
-        yield f"http://127.0.0.1:{front_port}"
+        with nginx(model, work / "front", extra=extra) as front:
+            yield front.rstrip("/")
     finally:
-        front.terminate()
-        front.wait(10)
         olah.stop()
 
 

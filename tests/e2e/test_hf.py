@@ -23,7 +23,7 @@ from safetensors.numpy import save
 
 from tests.e2e.test_up import client_digests
 from tests.hub import HubRepo, Olah
-from tests.procs import fluidcache, running
+from tests.procs import Proc, fluidcache, running
 from tests.sources import digests
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,6 +89,18 @@ def hub_env(tmp: Path, endpoint: str) -> dict[str, str]:
     return {"HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp / "hf-home")}
 
 
+def up_hub(tmp: Path, endpoint: str, sources: list[str], workers: int) -> Proc:
+    """``fluidcache up SOURCES`` mounted at ``tmp/mnt``, data in ``tmp/cluster``, 1 MiB blocks."""
+    (tmp / "mnt").mkdir()
+    return fluidcache(
+        "up",
+        *sources,
+        *("--mountpoint", str(tmp / "mnt"), "--workers", str(workers), "--block-size", "1Mi"),
+        *("--data-dir", str(tmp / "cluster")),
+        env=hub_env(tmp, endpoint),
+    )
+
+
 def downloaded(tmp: Path, endpoint: str, repo_id: str, revision: str, kind: str) -> dict[str, str]:
     """Digests of huggingface_hub's own download of the repository at ``revision``."""
     target = tmp / "dl" / f"{kind}-{repo_id.replace('/', '-')}-{revision}"
@@ -130,22 +142,8 @@ def test_up_serves_hub_repositories_once_per_content(
 ) -> None:
     olah, v1, v2 = hub
     mnt, data = tmp_path / "mnt", tmp_path / "cluster"
-    mnt.mkdir()
-    up = fluidcache(
-        "up",
-        f"v1=hf://{MODEL}@v1",
-        f"v2=hf://{MODEL}",
-        f"data=hf://datasets/{DATA}",
-        "--mountpoint",
-        str(mnt),
-        "--workers",
-        "2",
-        "--block-size",
-        "1Mi",
-        "--data-dir",
-        str(data),
-        env=hub_env(tmp_path, olah.endpoint),
-    )
+    sources = [f"v1=hf://{MODEL}@v1", f"v2=hf://{MODEL}", f"data=hf://datasets/{DATA}"]
+    up = up_hub(tmp_path, olah.endpoint, sources, workers=2)
     with running(up, mnt):
         master = up.wait_for("master:").split()[-1]
         up.wait_for("mounted:")
@@ -257,20 +255,7 @@ def test_opening_a_model_index_prefetches_every_shard(
 ) -> None:
     olah = hub[0]
     mnt, data = tmp_path / "mnt", tmp_path / "cluster"
-    mnt.mkdir()
-    up = fluidcache(
-        "up",
-        f"m=hf://{MODEL}@v1",
-        "--mountpoint",
-        str(mnt),
-        "--workers",
-        "1",
-        "--block-size",
-        "1Mi",
-        "--data-dir",
-        str(data),
-        env=hub_env(tmp_path, olah.endpoint),
-    )
+    up = up_hub(tmp_path, olah.endpoint, [f"m=hf://{MODEL}@v1"], workers=1)
     with running(up, mnt):
         master = up.wait_for("master:").split()[-1]
         up.wait_for("mounted:")
