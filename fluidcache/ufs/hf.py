@@ -20,11 +20,11 @@ is one, else ``git-blob:HEX`` (the git blob id); block ids are derived from them
 (:mod:`fluidcache.common.blockid`), so identical content in two revisions or repositories is
 cached once.
 
-Credentials: option ``token_file`` (a file holding the token, or ``token=...``), else the
+Credentials: option ``credentials_file`` (a file holding the token, or ``token=...``), else the
 ``HF_TOKEN`` environment variable, else huggingface_hub's own token file. The token goes only to
 the endpoint's origin and never into a URI, a log line, a repr or an error message.
 
-Options: ``endpoint`` (default ``$HF_ENDPOINT`` or https://huggingface.co), ``token_file``,
+Options: ``endpoint`` (default ``$HF_ENDPOINT`` or https://huggingface.co), ``credentials_file``,
 ``revision_ttl`` (seconds after which a branch or tag is resolved again; default: never, the
 snapshot is kept for the adapter's life), ``timeout`` (30 s of silence), ``connect_timeout`` (10),
 ``retries`` (4), ``backoff`` (0.2 s), ``redirect_ttl`` (300 s a redirect target is reused at most),
@@ -68,7 +68,7 @@ _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _PIECE = 1 << 20
 _TOKEN_HINT = (
     "pass a token with access to it: set HF_TOKEN in the environment of the master and the "
-    "workers, or the source option token_file=PATH"
+    "workers, or the source option credentials_file=PATH"
 )
 
 
@@ -302,7 +302,7 @@ class HfUfs(UnderFileSystem):
     option_keys = frozenset(
         {
             "endpoint",
-            "token_file",
+            "credentials_file",
             "revision_ttl",
             "timeout",
             "connect_timeout",
@@ -337,7 +337,7 @@ class HfUfs(UnderFileSystem):
         self.revision_ttl = None if ttl is None else option_number(opts, "revision_ttl", 0.0)
         self.spool_bytes = parse_size(opts.get("spool_bytes", "4Gi"), "option spool_bytes")
         self.spool_dir = opts.get("spool_dir") or tempfile.gettempdir()
-        self._token = self._find_token(opts.get("token_file"))
+        self._token = self._find_token(opts.get("credentials_file"))
         if _shared is None:
             headers = build_hf_headers(token=self._token or False, library_name="fluidcache")
             _shared = _Shared(
@@ -367,13 +367,15 @@ class HfUfs(UnderFileSystem):
                 with open(token_file, encoding="utf-8") as f:
                     text = f.read().strip()
             except (OSError, UnicodeDecodeError):
-                raise errors.ConfigError(f"option token_file: cannot read {token_file}") from None
+                raise errors.ConfigError(
+                    f"option credentials_file: cannot read {token_file}"
+                ) from None
             if "=" in text:
-                text = read_key_values(token_file, "token_file", frozenset({"token"})).get(
+                text = read_key_values(token_file, "credentials_file", frozenset({"token"})).get(
                     "token", ""
                 )
             if not text:
-                raise errors.ConfigError(f"option token_file: {token_file} holds no token")
+                raise errors.ConfigError(f"option credentials_file: {token_file} holds no token")
             return text
         return os.environ.get("HF_TOKEN") or huggingface_hub.get_token()
 

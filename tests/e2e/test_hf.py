@@ -230,7 +230,9 @@ def test_gated_repository_names_itself_and_the_token_options(
     )
     with running(up, mnt):
         assert up.wait(60) != 0, up.output
-    assert f"hf://{GATED}" in up.output and "HF_TOKEN" in up.output and "token_file" in up.output
+    assert (
+        f"hf://{GATED}" in up.output and "HF_TOKEN" in up.output and "credentials_file" in up.output
+    )
     assert "the token given has no access" in up.output
     assert TOKEN not in up.output
 
@@ -264,3 +266,24 @@ def test_opening_a_model_index_prefetches_every_shard(
         want = 1 + sum(-(-size // BLOCK) for size in sizes)  # the index, then every shard block
         roots = [Path(f"/dev/shm/fluidcache-{up.popen.pid}"), data / "ssd"]
         assert asyncio.run(open_index_and_wait(master, token, roots, want)) == want
+
+
+def test_a_token_file_is_accepted_as_an_option_and_never_shown(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    token_file = tmp_path / "hf.cred"
+    token_file.write_text(f"token={TOKEN}\n")
+    token_file.chmod(0o600)
+    env = {**hub_env(tmp_path, hub[0].endpoint), "HF_TOKEN": ""}
+    up = fluidcache(
+        "up",
+        f"g=hf://{GATED}",
+        "--option",
+        f"g.credentials_file={token_file}",
+        *("--mountpoint", str(tmp_path), "--data-dir", str(tmp_path / "cluster")),
+        env=env,
+    )
+    with running(up):
+        assert up.wait(60) != 0, up.output
+    assert "the token given has no access" in up.output, up.output
+    assert TOKEN not in up.output

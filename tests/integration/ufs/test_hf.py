@@ -176,11 +176,11 @@ async def test_a_refused_repository_says_how_to_pass_a_token(
             await ufs.stat("")
         message = caught.value.message
         assert "hf://fc-gated/model" in message and "HF_TOKEN" in message
-        assert "token_file" in message and TOKEN not in message
+        assert "credentials_file" in message and TOKEN not in message
         monkeypatch.delenv("HF_TOKEN")
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN + "\n")
-        other = hf(adapters, "hf://fc-gated/model", olah.endpoint, token_file=str(token_file))
+        other = hf(adapters, "hf://fc-gated/model", olah.endpoint, credentials_file=str(token_file))
         with pytest.raises(errors.PermissionDenied) as caught:
             await other.read("w.bin", 0, 1)
         assert TOKEN not in caught.value.message
