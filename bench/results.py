@@ -21,8 +21,17 @@ SYSTEMS: dict[str, str] = {
     "fc-client-s3": "fluidcache client library, S3 source",
     "rclone-s3": "rclone mount --vfs-cache-mode full --use-server-modtime, S3 source",
     "s3fs-s3": "s3fs-fuse with use_cache, S3 source",
+    "hf-snapshot-download": "huggingface_hub.snapshot_download to local disk, then loading",
+    "fc-fuse-hf": "fluidcache FUSE mount, hf:// source",
 }
-BASELINES = ("http-direct", "http-parallel", "s3-direct", "conn-direct", "conn-parallel")
+BASELINES = (
+    "http-direct",
+    "http-parallel",
+    "s3-direct",
+    "conn-direct",
+    "conn-parallel",
+    "hf-snapshot-download",
+)
 
 
 def baselines_of(system: str) -> list[str]:
@@ -30,6 +39,8 @@ def baselines_of(system: str) -> list[str]:
     (the summary's ratio), then the source read with parallel ranged GETs."""
     if system in BASELINES:
         return []
+    if system.endswith("-hf"):
+        return ["hf-snapshot-download"]
     if system.endswith("-s3"):
         return ["s3-direct"]
     if system.endswith("-conn"):

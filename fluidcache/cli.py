@@ -96,6 +96,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     )
     if args.node:
         config.node = args.node
+    if args.advertise:
+        config.advertise = args.advertise
     config.validate()
     _run(lambda: serve(config, ready=_ready_writer(args.ready_file, args.log_format)))
 
@@ -187,6 +189,14 @@ def format_report(r: Report) -> str:
         f"bytes read: {_mb(b.local)} local, {_mb(b.remote)} remote, {_mb(b.source)} from "
         f"the sources"
     )
+    if r.shared_bytes:
+        lines.append(
+            f"bytes saved by sharing: {_mb(r.shared_bytes)} (identical content under several "
+            "paths, cached once)"
+        )
+    for d in r.datasets:
+        for name, uri in sorted(d.snapshots.items()):
+            lines.append(f"{d.name}/{name}: serves {uri}")
     for d in r.datasets:
         if d.shortfall is not None:
             lines.append(f"{d.name}: does not fit: {d.shortfall.advice}")
@@ -205,12 +215,10 @@ def format_report(r: Report) -> str:
 
 def _admin(args: argparse.Namespace, path: str, request: Message, reply: type[M]) -> M:
     """One control call to the master, for the admin commands."""
-    import aiohttp
-
-    from fluidcache.common.http import RpcClient
+    from fluidcache.common.http import RpcClient, client_session
 
     async def main() -> M:
-        async with aiohttp.ClientSession() as session:
+        async with client_session() as session:
             rpc = RpcClient(args.master, load_token(args.token_file), session, timeout=3600)
             return await rpc.call(path, request, reply)
 
@@ -448,6 +456,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         help="without a terminal, print a progress line every S seconds (default 5)",
     )
     p.add_argument("--token-file")
+    _tls(p, serving=False)
 
 
 def _log_format(p: argparse.ArgumentParser) -> None:
@@ -460,7 +469,41 @@ def _log_format(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _tls(p: argparse.ArgumentParser, serving: bool = True) -> None:
+    """``--tls-cert``/``--tls-key`` (serve HTTPS) and ``--tls-ca`` (verify the cluster's
+    servers); each defaults to its environment variable, which the flag sets for children."""
+    from fluidcache.common import tls
+
+    if serving:
+        p.add_argument(
+            "--tls-cert",
+            default=os.environ.get(tls.CERT_ENV, ""),
+            help=f"serve HTTPS with this certificate chain (PEM; default ${tls.CERT_ENV})",
+        )
+        p.add_argument(
+            "--tls-key",
+            default=os.environ.get(tls.KEY_ENV, ""),
+            help=f"the certificate's private key (PEM; default ${tls.KEY_ENV})",
+        )
+    p.add_argument(
+        "--tls-ca",
+        default=os.environ.get(tls.CA_ENV, ""),
+        help=f"CA file the cluster's HTTPS servers are verified against (default ${tls.CA_ENV}, "
+        "else the system's trust store)",
+    )
+
+
+def _apply_tls(args: argparse.Namespace) -> None:
+    """Make the TLS flags the process's settings (and its children's)."""
+    from fluidcache.common.tls import TlsConfig
+
+    if hasattr(args, "tls_ca"):
+        cert, key = getattr(args, "tls_cert", ""), getattr(args, "tls_key", "")
+        TlsConfig(cert, key, args.tls_ca).export()
+
+
 def _common(p: argparse.ArgumentParser) -> None:
+    _tls(p, serving=p.prog.split()[-1] != "mount")
     p.add_argument(
         "--token-file",
         help=f"file holding the cluster token (else ${TOKEN_FILE_ENV} or $FLUIDCACHE_TOKEN)",
@@ -532,6 +575,12 @@ def parser() -> argparse.ArgumentParser:
         "SSD:/var/cache/fc:50Gi:0.9:0.7); default MEM:/dev/shm/fluidcache/ID:1Gi",
     )
     w.add_argument("--node", help="node name reported to the master (default: host name)")
+    w.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="the URL the master, clients and peers reach this worker at (default: the "
+        "address it listens on; needed with --host 0.0.0.0, e.g. http://POD_IP:PORT)",
+    )
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=0, help="0 picks a free port")
     _common(w)
@@ -564,6 +613,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--master", required=True, help="master URL")
     r.add_argument("--json", action="store_true", help="print Fluid's key names as JSON")
     r.add_argument("--token-file")
+    _tls(r, serving=False)
     r.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
@@ -599,6 +649,7 @@ def parser() -> argparse.ArgumentParser:
     fr.add_argument("--master", required=True, help="master URL")
     fr.add_argument("--dataset", default="default", help="dataset name (default: default)")
     fr.add_argument("--token-file")
+    _tls(fr, serving=False)
     fr.set_defaults(fn=cmd_free)
 
     jb = sub.add_parser("job", help="list, show or cancel jobs (loads, backups)")
@@ -608,6 +659,7 @@ def parser() -> argparse.ArgumentParser:
     jb.add_argument("--phase", choices=("Pending", "Executing", "Complete", "Failed"))
     jb.add_argument("--json", action="store_true", help="machine-readable output")
     jb.add_argument("--token-file")
+    _tls(jb, serving=False)
     jb.set_defaults(fn=cmd_job)
 
     lm = sub.add_parser(
@@ -617,6 +669,7 @@ def parser() -> argparse.ArgumentParser:
     lm.add_argument("--master", required=True, help="master URL")
     lm.add_argument("--force", action="store_true", help="re-list directories still fresh")
     lm.add_argument("--token-file")
+    _tls(lm, serving=False)
     lm.set_defaults(fn=cmd_load_metadata)
 
     bn = sub.add_parser(
@@ -674,6 +727,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _source_options(u)
     _log_format(u)
+    _tls(u)
     u.set_defaults(fn=cmd_up)
     return ap
 
@@ -686,6 +740,7 @@ def main(argv: list[str] | None = None) -> None:
     log_format = getattr(args, "log_format", "text")
     logs.setup(args.command, fmt=log_format)
     try:
+        _apply_tls(args)
         args.fn(args)
     except errors.FluidcacheError as e:
         if log_format == "json":

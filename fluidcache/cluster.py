@@ -2,6 +2,12 @@
 
 Every child runs in its own session (so a terminal's Ctrl-C reaches only this process, which
 stops the children in order: mount, workers, master) and gets SIGTERM if this process dies.
+
+``up`` supervises its children: one that exits is started again with the same arguments and
+port (a worker keeps its SSD level and re-registers its blocks; the master keeps its LMDB and
+resumes its jobs; the mount replaces a stale mount), with a line in the log. Only a crash loop,
+:data:`CRASH_LOOP_RESTARTS` restarts of one child within :data:`CRASH_LOOP_WINDOW` seconds,
+stops everything, saying why.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -53,6 +60,9 @@ SSD_MAX = 100 * 2**30  # per worker
 SSD_MIN = 64 * 2**20  # below this a default SSD level is left out
 IMMUTABLE_TIMEOUT = 86400  # s the kernel keeps entries and attributes of a dataset never re-listed
 _PR_SET_PDEATHSIG = 1
+CRASH_LOOP_RESTARTS = 5  # restarts of one child ...
+CRASH_LOOP_WINDOW = 60.0  # ... within this many seconds stop the cluster
+RESTART_BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0)  # seconds before the n-th restart in the window
 
 
 class _Stop(Exception):
@@ -132,6 +142,15 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
+def _pin_port(child: Child) -> None:
+    """Make a restart of ``child`` listen where it listened (clients and workers keep its
+    URL): its ``--port`` becomes the port it was given."""
+    if "--port" not in child.argv or not child.address:
+        return
+    port = child.address.rsplit(":", 1)[1].rstrip("/")
+    child.argv[child.argv.index("--port") + 1] = port
+
+
 def capacity_note(dataset: int, files: int, capacity: int) -> str:
     """How the dataset compares with the cache, with the flags that add room when it is bigger."""
     if dataset <= capacity:
@@ -152,6 +171,8 @@ class Child:
     log: Path
     ready_file: Path
     proc: subprocess.Popen[bytes] | None = None
+    address: str = ""
+    restarts: deque[float] = field(default_factory=deque)  # monotonic times, in the window
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -283,6 +304,14 @@ class LocalCluster:
         return Child(name, argv, self.data_dir / "logs" / f"{name}.log", ready)
 
     def _start(self, child: Child) -> str:
+        self.children.append(child)
+        child.address = self._launch(child)
+        _pin_port(child)
+        return child.address
+
+    def _launch(self, child: Child) -> str:
+        """Start ``child`` and wait until it says it is ready; its address (or "")."""
+        child.ready_file.unlink(missing_ok=True)
         with open(child.log, "ab") as log:
             child.proc = subprocess.Popen(
                 child.argv,
@@ -292,7 +321,6 @@ class LocalCluster:
                 env=self.env,
                 preexec_fn=_die_with_parent,
             )
-        self.children.append(child)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if child.ready_file.exists():
@@ -419,18 +447,52 @@ class LocalCluster:
         return self.token_file.read_text().strip()
 
     def _watch(self) -> int:
+        """Restart children that exit; 1 (after saying why) on a crash loop."""
         while True:
             for child in self.children:
                 assert child.proc is not None
-                if child.proc.poll() is not None:
-                    print(
-                        f"fluidcache up: {child.name} exited with status "
-                        f"{child.proc.returncode}; stopping\n{child.tail()}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                status = child.proc.poll()
+                if status is not None and not self._restart(child, status):
                     return 1
-            time.sleep(0.5)
+            time.sleep(0.2)
+
+    def _restart(self, child: Child, status: int) -> bool:
+        """Start ``child`` again until it is ready; False on a crash loop (reported)."""
+        while True:
+            now = time.monotonic()
+            while child.restarts and now - child.restarts[0] > CRASH_LOOP_WINDOW:
+                child.restarts.popleft()
+            if len(child.restarts) >= CRASH_LOOP_RESTARTS:
+                print(
+                    f"fluidcache up: {child.name} exited with status {status}, after "
+                    f"{len(child.restarts)} restarts within {CRASH_LOOP_WINDOW:.0f} s: a crash "
+                    f"loop; stopping\n{child.tail()}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return False
+            child.restarts.append(now)
+            print(
+                f"fluidcache up: {child.name} exited with status {status}; restarting it "
+                f"(restart {len(child.restarts)} within {CRASH_LOOP_WINDOW:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(RESTART_BACKOFF[min(len(child.restarts), len(RESTART_BACKOFF)) - 1])
+            if child.name == "mount":
+                clean_stale_mount(self.mountpoint)
+            try:
+                self._launch(child)
+            except errors.FluidcacheError as e:
+                print(f"fluidcache up: {e.message}", file=sys.stderr, flush=True)
+                assert child.proc is not None
+                if child.proc.poll() is None:  # started, never ready: stop it, count it
+                    child.proc.kill()
+                    child.proc.wait()
+                status = child.proc.returncode
+                continue
+            print(f"fluidcache up: {child.name} restarted", flush=True)
+            return True
 
     def stop(self) -> None:
         """Unmount, then stop workers and master; never leaves a process or a mount behind."""

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the status page's browser test (Playwright drives it; no browser download).
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium)
+# iproute2: ip netns, veth, bridges and tc for the multi-host tests (tests/e2e/test_netns.py).
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium iproute2)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

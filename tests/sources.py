@@ -109,32 +109,89 @@ def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 15.0) -
     raise AssertionError(f"{proc.args!r} did not listen on {port} within {timeout} s")
 
 
+class NginxSource:
+    """nginx (autoindex) on 127.0.0.1 serving ``root``, its GETs of files counted from its access
+    log; it can be stopped and started again on the same port (a source that goes down)."""
+
+    def __init__(self, root: Path, base: Path, extra: str = "") -> None:
+        self.root = root
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "tmp").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.log = base / "access.log"
+        self.conf = base / "nginx.conf"
+        self.conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                base=base,
+                port=self.port,
+                www=root.absolute(),
+                extra=f"access_log {self.log};\n{extra}",
+            )
+        )
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.proc: Proc | None = None
+        self.start()
+
+    def start(self) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        argv = [binary, "-p", str(self.base), "-c", str(self.conf), "-e", "stderr"]
+        self.proc = Proc([*argv, "-g", "daemon off;"])
+        if not wait_port(self.proc.popen, self.port):
+            self.proc.stop()
+            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
+
+    def file_gets(self) -> int:
+        """GET requests for files (not directory pages) answered so far."""
+        try:
+            lines = self.log.read_text().splitlines()
+        except FileNotFoundError:
+            return 0
+        pattern = re.compile(r'"GET (\S+) HTTP')
+        return sum(1 for ln in lines if (m := pattern.search(ln)) and not m.group(1).endswith("/"))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+def start_nginx(base: Path, www: Path, extra: str) -> tuple[Proc, int]:
+    """nginx (NGINX_CONF with ``extra`` in its server block) serving ``www`` on a free port,
+    its files under ``base``; the process and the port."""
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "tmp").mkdir(exist_ok=True)
+    port = free_port()
+    conf = base / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            base=base,
+            port=port,
+            www=www.absolute(),
+            extra=extra,
+        )
+    )
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+    proc = Proc(argv)
+    if not wait_port(proc.popen, port):
+        proc.stop()
+        raise AssertionError(f"nginx did not start:\n{proc.output}")
+    return proc, port
+
+
 class BasicAuthSource:
     """nginx (autoindex) on 127.0.0.1 serving ``root`` only to ``user:password`` (Basic auth)."""
 
     def __init__(self, root: Path, base: Path, user: str, password: str) -> None:
         self.root = root
         base.mkdir(parents=True, exist_ok=True)
-        (base / "tmp").mkdir(exist_ok=True)
         (base / "htpasswd").write_text(f"{user}:{{PLAIN}}{password}\n")
-        self.port = free_port()
-        conf = base / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                base=base,
-                port=self.port,
-                www=root.absolute(),
-                extra=f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;',
-            )
-        )
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
-        self.proc = Proc(argv)
+        extra = f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;'
+        self.proc, self.port = start_nginx(base, root, extra)
         self.url = f"http://127.0.0.1:{self.port}/"
-        if not wait_port(self.proc.popen, self.port):
-            self.proc.stop()
-            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
 
     def stop(self) -> None:
         self.proc.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("large", "small", "metadata", "model", "p2p", "scaling", "eviction", "caps")
+NAMES = ("large", "small", "metadata", "model", "p2p", "scaling", "eviction", "caps", "hub")
 
 
 def load(name: str) -> ModuleType:

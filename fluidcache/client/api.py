@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 
 from fluidcache.client.blocks import BlockReader
 from fluidcache.client.cache import TtlCache
+from fluidcache.client.prefetch import ModelPrefetcher
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
@@ -48,9 +50,17 @@ from fluidcache.common.protocol import (
     ListReply,
     ListRequest,
     LookupRequest,
+    Message,
     Report,
     StatRequest,
+    check_name,
 )
+from fluidcache.common.tls import client_ssl
+
+log = logging.getLogger(__name__)
+
+MASTER_RETRY_WINDOW = 10.0
+"""Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
 
 
 def replicas_value(replicas: int | str) -> int:
@@ -68,8 +78,10 @@ class AsyncClient:
 
     Paths are relative to the dataset (``/`` is its root) and so are the inode numbers this
     client hands out: the dataset root is inode 1, as a FUSE mount needs. Metadata is cached for
-    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. A client
-    used after :meth:`aclose` raises ``InvalidArgument``.
+    ``meta_ttl`` seconds; recently read blocks are kept in memory up to ``buffer_bytes``. ``ca``
+    is the CA file that HTTPS servers of the cluster are verified against (default
+    ``$FLUIDCACHE_TLS_CA``, else the system's trust store). A client used after :meth:`aclose`
+    raises ``InvalidArgument``.
     """
 
     def __init__(
@@ -84,8 +96,11 @@ class AsyncClient:
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ca: str = "",
+        model_prefetch: bool = True,
     ) -> None:
         self.master_url = master_url
+        self._ssl = client_ssl(ca)
         self.dataset = dataset
         self._prefix = f"/{dataset}"
         self._root_ino = 0  # the dataset root's inode at the master, learnt on first use
@@ -105,9 +120,11 @@ class AsyncClient:
             clock=clock,
             node=node,
             short_circuit=short_circuit,
+            ssl=self._ssl,
         )
         self._background: set[asyncio.Task[None]] = set()
         self.readahead_blocks = readahead_blocks
+        self._models = ModelPrefetcher(self) if model_prefetch else None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -119,13 +136,13 @@ class AsyncClient:
     def session(self) -> aiohttp.ClientSession:
         self._ensure_open()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
+            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     @property
     def _master(self) -> RpcClient:
-        return RpcClient(self.master_url, self._token, self.session)
+        return RpcClient(self.master_url, self._token, self.session, ssl=self._ssl)
 
     async def aclose(self) -> None:
         """Stop background reads and close connections."""
@@ -175,6 +192,21 @@ class AsyncClient:
             await self.stat("/")
         return self._root_ino
 
+    async def _ask(self, path: str, request: Message, stale: FileInfo | None) -> FileInfo:
+        """A namespace answer from the master, remembered. While the master cannot be reached
+        (a restart), what was learnt before (``stale``, expired) is used at once; without it
+        the call is retried for at most MASTER_RETRY_WINDOW seconds, then Unavailable."""
+        try:
+            info = await self._master.call(
+                path, request, FileInfo, retry_for=0.0 if stale else MASTER_RETRY_WINDOW
+            )
+        except errors.Unavailable as e:
+            if stale is None:
+                raise
+            log.info("master unreachable (%s): using what was learnt of %s", e, stale.path)
+            return stale
+        return self._remember(info)
+
     async def stat(self, path: str) -> FileInfo:
         """The inode at ``path`` (``/`` is the dataset root)."""
         self._ensure_open()
@@ -183,7 +215,7 @@ class AsyncClient:
         if info is not None:
             return info
         full = self._prefix + (path if path != "/" else "")
-        return self._remember(await self._master.call(NS_STAT, StatRequest(path=full), FileInfo))
+        return await self._ask(NS_STAT, StatRequest(path=full), self._stats.get_stale(path))
 
     async def getattr(self, ino: int) -> FileInfo:
         """The inode numbered ``ino``."""
@@ -191,8 +223,9 @@ class AsyncClient:
         info = self._inodes.get(ino)
         if info is not None:
             return info
+        stale = self._inodes.get_stale(ino)
         request = StatRequest(ino=await self._master_ino(ino))
-        return self._remember(await self._master.call(NS_STAT, request, FileInfo))
+        return await self._ask(NS_STAT, request, stale)
 
     async def validate(self, info: FileInfo) -> FileInfo:
         """``info`` as it is to be read: a file listed without its version (``version == ""``)
@@ -215,24 +248,33 @@ class AsyncClient:
             self._remember(await self._master.call(NS_STAT, request, FileInfo))
 
     async def lookup(self, parent: int, name: str) -> FileInfo:
-        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh)."""
-        known = self._inodes.get(parent)
+        """The entry ``name`` of directory ``parent`` (from the metadata cache when fresh);
+        InvalidArgument for a name that is not one (``..``, a slash, NUL, overlong)."""
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
+        known = self._inodes.get_stale(parent)
+        stale = None
         if known is not None:
-            hit = self._stats.get(known.path.rstrip("/") + "/" + name)
+            path = known.path.rstrip("/") + "/" + name
+            hit = self._stats.get(path)
             if hit is not None:
                 return hit
+            stale = self._stats.get_stale(path)
         request = LookupRequest(await self._master_ino(parent), name)
-        return self._remember(await self._master.call(NS_LOOKUP, request, FileInfo))
+        return await self._ask(NS_LOOKUP, request, stale)
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
         """One page of directory ``ino`` after the name ``cursor`` (kept for the metadata TTL:
-        listing a directory again within it asks nothing of the master)."""
+        listing a directory again within it asks nothing of the master; retried for a while
+        when the master cannot be reached)."""
         key = (ino, cursor, limit)
         cached = self._pages.get(key)
         if cached is not None:
             return cached
         request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
-        page = await self._master.call(NS_LIST, request, ListReply)
+        page = await self._master.call(NS_LIST, request, ListReply, retry_for=MASTER_RETRY_WINDOW)
         entries = [self._remember(e) for e in page.entries]
         firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0 and e.version]
         if firsts:
@@ -390,7 +432,14 @@ class AsyncClient:
         info = await self.stat(path)
         if info.is_dir:
             raise errors.IsADirectory(path)
-        return AsyncFile(self, await self.validate(info))
+        info = await self.validate(info)
+        self.opened(info)
+        return AsyncFile(self, info)
+
+    def opened(self, info: FileInfo) -> None:
+        """A file was opened (here or by the FUSE mount): start the prefetch it calls for."""
+        if self._models is not None and self._models.wants(info):
+            self._spawn(self._models.opened(info))
 
 
 class AsyncFile:

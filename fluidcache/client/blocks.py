@@ -15,7 +15,8 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from ssl import SSLContext
 from urllib.parse import urlencode
 
 import aiohttp
@@ -136,8 +137,10 @@ class BlockReader:
         clock: Callable[[], float],
         node: str | None = None,
         short_circuit: bool = True,
+        ssl: SSLContext | bool = True,
     ) -> None:
         self._session = session
+        self._ssl = ssl
         self._master = master
         self._token = token
         self.node = node or socket.gethostname()
@@ -152,8 +155,11 @@ class BlockReader:
         self._flight: SingleFlight[bytes] = SingleFlight()
         self._local_flight: SingleFlight[tuple[str, str] | None] = SingleFlight()
 
+    def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:
+        return RpcClient(address, self._token, self._session(), headers=headers, ssl=self._ssl)
+
     async def _touch(self, address: str, request: TouchRequest) -> TouchReply:
-        rpc = RpcClient(address, self._token, self._session())
+        rpc = self._rpc(address)
         return await rpc.call(BLOCKS_TOUCH, request, TouchReply)
 
     async def flush(self) -> None:
@@ -168,11 +174,18 @@ class BlockReader:
     # ---- cluster view -------------------------------------------------------------------
 
     async def workers(self, refresh: bool = False) -> list[WorkerInfo]:
-        """The live workers (cached for the TTL)."""
+        """The live workers (cached for the TTL; the last list known while the master cannot
+        be reached, so reads go on through a master restart)."""
         live = None if refresh else self._workers.get("")
         if live is None:
-            live = (await self._master().call(WORKERS, None, WorkersReply)).workers
-            self._workers.put("", live)
+            try:
+                live = (await self._master().call(WORKERS, None, WorkersReply)).workers
+            except errors.Unavailable:
+                live = self._workers.get_stale("")
+                if live is None:
+                    raise
+            else:
+                self._workers.put("", live)
         if not live:
             raise errors.Unavailable("no live worker in the cluster")
         return live
@@ -189,9 +202,16 @@ class BlockReader:
                 found[ref.id] = cached
         for i in range(0, len(ask), LOCATE_BATCH):
             batch = ask[i : i + LOCATE_BATCH]
-            reply = await self._master().call(
-                BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
-            )
+            try:
+                reply = await self._master().call(
+                    BLOCK_LOCATIONS, LocationsRequest(batch), LocationsReply
+                )
+            except errors.Unavailable:
+                # The master is away: holders learnt before (else none: the placed worker
+                # serves or fetches the block); not remembered, so asked again next time.
+                for block_id in batch:
+                    found[block_id] = self._locations.get_stale(block_id) or []
+                continue
             for block_id in batch:
                 # Holding "no holder" is safe: a cold read goes to the placed worker, which
                 # serves the block if it was cached meanwhile.
@@ -212,7 +232,7 @@ class BlockReader:
                 by_worker.setdefault(local, []).append(block_id)
         for worker_id, ids in by_worker.items():
             address = workers[worker_id].address
-            rpc = RpcClient(address, self._token, self._session())
+            rpc = self._rpc(address)
             for i in range(0, len(ids), LOCATE_BATCH):
                 reply = await rpc.call(
                     BLOCKS_LOCAL, LocalBlocksRequest(ids[i : i + LOCATE_BATCH]), LocalBlocksReply
@@ -281,7 +301,7 @@ class BlockReader:
             if w is None or w.node != self.node:
                 continue
             try:
-                reply = await RpcClient(w.address, self._token, self._session()).call(
+                reply = await self._rpc(w.address).call(
                     BLOCKS_LOCAL, LocalBlocksRequest([ref.id]), LocalBlocksReply
                 )
             except errors.FluidcacheError:
@@ -296,7 +316,7 @@ class BlockReader:
             return None
         query = urlencode({**ref.to_query(), "peers": "0"})  # no holder: skip the P2P lookup
         path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
-        rpc = RpcClient(placed.address, self._token, self._session(), headers=self._reader)
+        rpc = self._rpc(placed.address, self._reader)
         try:
             reply = await rpc.call(path_and_query, None, LocalBlocksReply)
         except errors.Unavailable:

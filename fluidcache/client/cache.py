@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from fluidcache.common.blockid import file_checksum
+
+log = logging.getLogger(__name__)
+
+VERIFIED_KEPT = 100_000  # block files known to match their checksum, at most
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -25,6 +32,12 @@ class TtlCache(Generic[K, V]):
             return None
         self._data.move_to_end(key)
         return hit[1]
+
+    def get_stale(self, key: K) -> V | None:
+        """The entry even if expired (still bounded by ``size``): a fallback for when the
+        source of truth cannot be reached."""
+        hit = self._data.get(key)
+        return None if hit is None else hit[1]
 
     def put(self, key: K, value: V) -> None:
         self._data[key] = (self.clock() + self.ttl, value)
@@ -80,12 +93,23 @@ class FdCache:
         self.size = size
         self.max_bytes = max_bytes
         self.bytes = 0
-        # id -> (fd, file size, owner: the address of the worker whose file it is)
-        self._fds: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
+        # id -> (fd, file size, owner: the address of the worker whose file it is, mtime ns)
+        self._fds: OrderedDict[str, tuple[int, int, str, int]] = OrderedDict()
+        self._verified: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
 
     def get(self, block_id: str) -> int | None:
+        """The open descriptor of ``block_id``'s file; None (and closed) when the file was
+        written since it was checked (a block damaged in place is never read)."""
         entry = self._fds.get(block_id)
         if entry is None:
+            return None
+        try:
+            s = os.fstat(entry[0])
+            unchanged = (s.st_size, s.st_mtime_ns) == (entry[1], entry[3])
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self.drop(block_id)
             return None
         self._fds.move_to_end(block_id)
         return entry[0]
@@ -97,20 +121,50 @@ class FdCache:
 
     def open(self, block_id: str, path: str, owner: str = "") -> int | None:
         """Open and keep ``path`` (a file of worker ``owner``) for ``block_id``; None if the
-        file is gone already."""
+        file is gone already, or if its bytes do not match the checksum its name carries (a
+        block file damaged on disk is never read; the worker then refetches it)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+        try:
+            s = os.fstat(fd)
+            if not self._verified_file(fd, path, s):
+                log.warning("block file %s does not match its checksum; not reading it", path)
+                os.close(fd)
+                return None
+        except OSError:
+            os.close(fd)
+            return None
         self.drop(block_id)
-        size = os.fstat(fd).st_size
-        self._fds[block_id] = (fd, size, owner)
+        size = s.st_size
+        self._fds[block_id] = (fd, size, owner, s.st_mtime_ns)
         self.bytes += size
         while len(self._fds) > 1 and (len(self._fds) > self.size or self.bytes > self.max_bytes):
-            _, (stale, stale_size, _) = self._fds.popitem(last=False)
+            _, (stale, stale_size, _, _) = self._fds.popitem(last=False)
             self.bytes -= stale_size
             os.close(stale)
         return fd
+
+    def _verified_file(self, fd: int, path: str, s: os.stat_result) -> bool:
+        """Whether the open file's bytes hash to the checksum after the dot in its name.
+
+        Checked once per file as it is on disk (inode, size, mtime): a later open of the same
+        unchanged file costs nothing more.
+        """
+        digest = path.rpartition(".")[2]
+        if len(digest) != 16 or "/" in digest:
+            return True  # not a checksummed block file name
+        key = (path, s.st_ino, s.st_size, s.st_mtime_ns)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return True
+        if file_checksum(fd, s.st_size) != digest:
+            return False
+        self._verified[key] = None
+        while len(self._verified) > VERIFIED_KEPT:
+            self._verified.popitem(last=False)
+        return True
 
     def drop(self, block_id: str) -> None:
         entry = self._fds.pop(block_id, None)
@@ -120,7 +174,7 @@ class FdCache:
                 os.close(entry[0])
 
     def close(self) -> None:
-        for fd, _, _ in self._fds.values():
+        for fd, _, _, _ in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()

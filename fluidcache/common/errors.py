@@ -12,7 +12,7 @@
     ├── Unavailable                    503 unavailable   EIO      (a worker or peer is unreachable)
     └── SourceError                    502 source        EIO      (the under file system failed)
         ├── SourceUnavailable          504 source_down   EIO      (retries exhausted / timeout)
-        └── SourceChanged              412 source_changed EIO     (not the version expected)
+        └── SourceChanged              412 source_changed EIO     (the file is not the version read)
 
 Servers turn an exception into ``{code, message}`` with its status; clients turn that back into
 the same class with :func:`from_wire`; the FUSE layer uses ``errno``.
@@ -103,8 +103,8 @@ class SourceUnavailable(SourceError):
 
 
 class SourceChanged(SourceError):
-    """The source holds another version of the file than the one asked for: its blocks are
-    not fetched (a reader validates the file again and reads the new version)."""
+    """The source file is no longer the version a read asked for: its blocks under that
+    version's ids can no longer be fetched (never bytes of two versions mixed)."""
 
     status, code = 412, "source_changed"
 

@@ -7,6 +7,7 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import types
 import typing
@@ -43,15 +44,49 @@ PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worke
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 
 ROOT_INO = 1
+MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` can be one entry of a directory: not empty, ``.`` or ``..``, no slash
+    or NUL, at most :data:`MAX_NAME_BYTES` bytes."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and "/" not in name
+        and "\0" not in name
+        and len(name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
+    )
+
+
+def check_name(name: str) -> None:
+    """ValueError (a 400 on the wire) unless :func:`valid_name`."""
+    if not valid_name(name):
+        raise ValueError(
+            f"name {name[:300]!r}: not a file name (empty, '.', '..', a slash, NUL, or over "
+            f"{MAX_NAME_BYTES} bytes)"
+        )
+
 
 T = TypeVar("T")
+
+
+# Bounds on what a peer may send: every integer fits a signed 64-bit field (LMDB keys, struct
+# packing, sizes), strings and byte strings stay short, and nesting stays shallow.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+MAX_STR = 64 * 1024
+MAX_DEPTH = 32
 
 
 class Message:
     """Mixin: msgpack encoding of a dataclass, nested messages included.
 
     Each class gets an encoder and a decoder built once from its field types (reflection per
-    object made listing pages slow), and decoding checks every field's type.
+    object made listing pages slow), and decoding checks every field's type. A message from the
+    wire (:meth:`decode`) is strict: an unknown field, an integer outside 64 bits (booleans are
+    not integers), a string over :data:`MAX_STR` characters or nesting deeper than
+    :data:`MAX_DEPTH` raises ValueError or TypeError, which servers answer with a 400.
+    :meth:`from_wire` keeps ignoring unknown fields, for records an older version stored.
     """
 
     def to_wire(self) -> dict[str, Any]:
@@ -66,7 +101,48 @@ class Message:
 
     @classmethod
     def decode(cls: type[T], body: bytes) -> T:
-        return cls.from_wire(msgpack.unpackb(body))  # type: ignore[attr-defined, no-any-return]
+        data = msgpack.unpackb(body, max_str_len=MAX_STR, max_bin_len=MAX_STR)
+        _check_shape(data)
+        _check_fields(cls, data)
+        return cls.from_wire(data)  # type: ignore[attr-defined, no-any-return]
+
+
+def _check_shape(data: Any, depth: int = 0) -> None:
+    """ValueError for nesting deeper than MAX_DEPTH or map keys that are not strings."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise TypeError(f"map key {key!r}: expected a string")
+            _check_shape(value, depth + 1)
+    elif isinstance(data, list):
+        for value in data:
+            _check_shape(value, depth + 1)
+
+
+def _check_fields(cls: type, data: Any) -> None:
+    """ValueError naming the first field of ``data`` (a map for ``cls``) that ``cls`` lacks,
+    in nested messages too."""
+    if not isinstance(data, Mapping):
+        return
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        if name not in hints:
+            raise ValueError(f"{cls.__name__}: unknown field {name!r}")
+        for inner in _message_types(hints[name]):
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, Mapping) and get_origin(hints[name]) is dict:
+                values = list(value.values())
+            for v in values:
+                _check_fields(inner, v)
+
+
+def _message_types(tp: Any) -> list[type]:
+    """The message classes in a field type (``X``, ``list[X]``, ``dict[str, X]``, ``X | None``)."""
+    if isinstance(tp, type) and issubclass(tp, Message):
+        return [tp]
+    return [t for a in get_args(tp) for t in _message_types(a)]
 
 
 Convert = Callable[[Any], Any]
@@ -148,12 +224,24 @@ def _decoder(tp: Any) -> Convert:
     if tp is float:
 
         def as_float(v: Any) -> float:
-            if not isinstance(v, (int, float)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise TypeError(f"expected float, got {type(v).__name__}")
+            if not math.isfinite(v):
+                raise ValueError(f"{v} is not a finite number")
             return float(v)
 
         return as_float
-    if tp in (int, str, bool):
+    if tp is int:
+
+        def as_int(v: Any) -> int:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"expected int, got {type(v).__name__}")
+            if not INT_MIN <= v <= INT_MAX:
+                raise ValueError(f"integer {v} does not fit in 64 bits")
+            return v
+
+        return as_int
+    if tp in (str, bool):
 
         def checked(v: Any) -> Any:
             if not isinstance(v, tp):
@@ -241,7 +329,11 @@ class ListReply(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BlockRef(Message):
-    """Everything a worker needs to find a block at the source; the id is derived, not sent."""
+    """Everything a worker needs to find a block at the source; the id is derived, not sent.
+
+    For a file whose version is a content digest the id ignores ``uri`` (see
+    :mod:`fluidcache.common.blockid`): any URI with that content may be read to fetch it.
+    """
 
     uri: str
     version: str
@@ -477,6 +569,8 @@ class DatasetReport(Message):
     local_hit_ratio: float = 0.0
     remote_hit_ratio: float = 0.0
     shortfall: CapacityShortfall | None = None
+    shared_bytes: int = 0  # content also under another path, cached once (content-addressed)
+    snapshots: dict[str, str] = dataclasses.field(default_factory=dict)  # mount -> hf://...@COMMIT
 
     def fluid(self) -> dict[str, Any]:
         """Fluid's key names and units (bytes, percent, ratios in 0-1), for scripts."""
@@ -484,6 +578,8 @@ class DatasetReport(Message):
         return {
             "name": self.name,
             **_fluid_states(self),
+            "sharedBytes": self.shared_bytes,
+            "snapshots": self.snapshots,
             "capacityShortfall": None
             if s is None
             else {
@@ -512,6 +608,7 @@ class Report(Message):
     local_hit_ratio: float = 0.0
     remote_hit_ratio: float = 0.0
     lost_workers: int = 0
+    shared_bytes: int = 0  # over every dataset: bytes not cached twice thanks to shared content
 
     def fluid(self) -> dict[str, Any]:
         """The whole report under Fluid's key names: what ``fluidcache report --json`` prints."""
@@ -519,6 +616,7 @@ class Report(Message):
             "datasets": [d.fluid() for d in self.datasets],
             "cluster": {
                 **_fluid_states(self),
+                "sharedBytes": self.shared_bytes,
                 "bytesRead": self.reads.to_wire(),
                 "liveWorkers": len(self.workers),
                 "lostWorkers": self.lost_workers,

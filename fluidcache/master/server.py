@@ -59,7 +59,9 @@ from fluidcache.master.service import MasterService
 log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("master", MasterService)
-MAX_BODY = 256 * 1024 * 1024  # a registration lists every block a worker holds
+# Only a registration (every block a worker holds) and a heartbeat (blocks added since the last
+# one that got through) may be this large; every other body is held to MAX_MESSAGE.
+MAX_BODY = 256 * 1024 * 1024
 
 # The status page: a shell with no data, so it is served without the token (its JSON is not).
 STATIC_DIR = Path(__file__).parent / "static"
@@ -116,12 +118,12 @@ async def workers(request: web.Request) -> web.Response:
 
 async def register(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    return reply(svc.register(await read_message(request, RegisterRequest)))
+    return reply(svc.register(await read_message(request, RegisterRequest, MAX_BODY)))
 
 
 async def heartbeat(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    return reply(svc.heartbeat(await read_message(request, HeartbeatRequest)))
+    return reply(svc.heartbeat(await read_message(request, HeartbeatRequest, MAX_BODY)))
 
 
 async def report(request: web.Request) -> web.Response:

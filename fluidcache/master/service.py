@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient
+from fluidcache.common.http import RpcClient, client_session
 from fluidcache.common.protocol import (
     JOB_BACKUP,
     JOB_LOAD,
@@ -47,18 +47,20 @@ from fluidcache.common.protocol import (
     Status,
     WorkerInfo,
     WorkersReply,
+    check_name,
+    valid_name,
 )
 from fluidcache.master.backup import BackupInfo, restore_backup, verify_backup, write_backup
 from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.metrics import MasterMetrics
-from fluidcache.master.namespace import DatasetStats, Namespace, split_path, valid_name
+from fluidcache.master.namespace import DatasetStats, Namespace, split_path
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
-from fluidcache.ufs import create_ufs
+from fluidcache.ufs import UnderFileSystem, create_ufs
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ MAX_PAGE = 1000
 MAX_LOCATIONS = 100_000
 MAX_TARGETS = 1000
 WORKER_RPC_TIMEOUT = 600.0  # a cache request waits for its block to come from the source
+SHARED_BYTES_TTL = 5.0  # seconds a scan of the namespace for shared content is reused
 
 
 class MasterService:
@@ -100,6 +103,7 @@ class MasterService:
         self.metrics = MasterMetrics(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
+        self._shared: tuple[float, dict[str, int], int] | None = None
 
     @classmethod
     def open(cls, config: MasterConfig, clock: Callable[[], float] | None = None) -> MasterService:
@@ -127,9 +131,20 @@ class MasterService:
         """Start the background sweep of lost workers and the jobs (resuming interrupted ones)."""
         every = min(self.config.heartbeat_interval, self.config.worker_timeout / 4)
         self._spawn(self.workers.run_sweeper(every))
-        self._session = aiohttp.ClientSession()
+        self._session = client_session()
         self._started = self._clock()
         self.jobs.start()
+        for mount in self.ns.mounts.values():
+            self._spawn(self._open_source(mount.ufs))
+
+    @staticmethod
+    async def _open_source(ufs: UnderFileSystem) -> None:
+        """Look at each source's root once at start: an ``hf://`` branch is resolved to its
+        commit now, so file URIs name that commit from the first one served."""
+        try:
+            await ufs.stat("")
+        except errors.FluidcacheError as e:
+            log.warning("source %s: %s", ufs.root_uri, e.message)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -184,6 +199,10 @@ class MasterService:
         return self.ns.info(node)
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
+        try:
+            check_name(request.name)
+        except ValueError as e:
+            raise errors.InvalidArgument(str(e)) from None
         parent = self.ns.get(request.parent)
         if not parent.is_dir:
             raise errors.NotADirectory(f"{parent.path}: not a directory")
@@ -241,6 +260,7 @@ class MasterService:
         capacity = sum(t.capacity for w in workers for t in w.tiers)
         reads = sum((w.reads for w in workers), ReadBytes())
         ratios = _hit_ratios(reads)
+        shared, shared_total = self._shared_bytes()
         entries = []
         for name in [dataset] if dataset else names:
             s = self.ns.stats(name)
@@ -254,6 +274,8 @@ class MasterService:
                     _percent(cached, s.bytes),
                     *ratios,
                     shortfall=capacity_shortfall(s.bytes, capacity, len(workers)),
+                    shared_bytes=shared.get(name, 0),
+                    snapshots=self._snapshots(name),
                 )
             )
         total = DatasetStats(
@@ -272,7 +294,27 @@ class MasterService:
             reads,
             *ratios,
             lost_workers=lost,
+            shared_bytes=shared_total,
         )
+
+    def _snapshots(self, dataset: str) -> dict[str, str]:
+        """Mount name -> the URI it serves, where that names more than the configured URI
+        (an ``hf://`` branch resolved to a commit)."""
+        out = {}
+        for m in self.ns.mounts.values():
+            if m.info.dataset == dataset and (
+                uri := m.ufs.uri("").rstrip("/")
+            ) != m.info.uri.rstrip("/"):
+                out[m.info.name] = uri
+        return out
+
+    def _shared_bytes(self) -> tuple[dict[str, int], int]:
+        """:meth:`Namespace.shared_bytes`, recomputed at most every few seconds (a full scan;
+        the status page asks for the report every 1.5 s)."""
+        now = self._clock()
+        if self._shared is None or now - self._shared[0] >= SHARED_BYTES_TTL:
+            self._shared = (now, *self.ns.shared_bytes())
+        return self._shared[1], self._shared[2]
 
     def status(self, jobs: JobsRequest) -> Status:
         """What the status page shows: the report of every dataset and the jobs ``jobs`` asks."""

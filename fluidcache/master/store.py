@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 import msgpack
 
+from fluidcache.common import errors
 from fluidcache.common.protocol import ROOT_INO
 
 DB_NAMES = (
@@ -40,7 +41,6 @@ DB_NAMES = (
     "jobs",
     "meta",
 )
-MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
 
 _DENTRY = struct.Struct(">QI?")
 NEXT_INO = b"next_ino"
@@ -48,6 +48,9 @@ NEXT_STAMP = b"next_stamp"
 
 
 def ino_key(ino: int) -> bytes:
+    """The LMDB key of an inode; NotFound for a number no inode can have (negative, > 64 bits)."""
+    if not 0 <= ino < 1 << 64:
+        raise errors.NotFound(f"inode {ino}")
     return ino.to_bytes(8, "big")
 
 

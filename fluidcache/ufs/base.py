@@ -7,7 +7,8 @@ raises only :mod:`fluidcache.common.errors` classes:
 - ``NotFound`` / ``NotADirectory`` / ``IsADirectory`` for what is not there or of the wrong kind,
 - ``PermissionDenied`` when the source refuses access,
 - ``InvalidArgument`` for a path that escapes the root,
-- ``SourceError`` for a malformed answer, ``SourceUnavailable`` once bounded retries are spent.
+- ``SourceError`` for a malformed answer, ``SourceUnavailable`` once bounded retries are spent,
+  ``SourceChanged`` when a read names a ``version`` the file no longer has.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class UnderFileSystem(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     option_keys: ClassVar[frozenset[str]] = frozenset()
     """The option keys this adapter reads; ``check_options`` refuses any other."""
+    empty_directories: ClassVar[bool] = True
+    """Whether the source can hold an empty directory (a git tree cannot)."""
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         self.root_uri = root_uri.rstrip("/") if not root_uri.endswith(":///") else root_uri
@@ -53,6 +56,13 @@ class UnderFileSystem(abc.ABC):
     @abc.abstractmethod
     def relpath(self, uri: str) -> str:
         """Inverse of :meth:`uri`; ``InvalidArgument`` if ``uri`` is not under the root."""
+
+    def for_uri(self, uri: str) -> tuple[UnderFileSystem, str]:
+        """The adapter that reads ``uri`` and its relative path: ``self`` unless the URI names
+        another snapshot of the same source (an ``hf://`` URI of another commit); raises like
+        :meth:`relpath`.
+        """
+        return self, self.relpath(uri)
 
     @abc.abstractmethod
     async def stat(self, path: str) -> UfsStatus:
@@ -84,8 +94,11 @@ class UnderFileSystem(abc.ABC):
     ) -> AsyncGenerator[bytes, None]:
         """The same bytes as :meth:`read`, as chunks of at most ``chunk`` bytes.
 
-        With ``version`` (as :meth:`stat` gave it), ``SourceChanged`` is raised before a byte
-        of any other version is yielded."""
+        With ``version`` (a :class:`UfsStatus` version), ``SourceChanged`` is raised instead of
+        bytes of another version, where the source can tell (a local file is checked before and
+        after the read, HTTP sends ``If-Match`` with an ETag, S3 ``IfMatch``): a block is never
+        built from two versions of a file. Chunks already given are of ``version``.
+        """
 
     reads_into: ClassVar[bool] = False
     """Whether :meth:`read_into` is cheaper than :meth:`read_stream` (declared, not probed)."""

@@ -654,10 +654,19 @@ class HttpUfs(UnderFileSystem):
     async def _read_once(
         self, path: str, url: str, pos: int, end: int, chunk: int, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short."""
-        async with self._get(url, {"Range": f"bytes={pos}-{end - 1}"}) as resp:
+        """Bytes ``[pos, end)`` from one GET; ``_Transient`` if the body stops short.
+
+        A ``version`` that is a strong ETag goes out as ``If-Match`` (412: the file changed); a
+        size-and-date version is checked against the size the answer gives.
+        """
+        headers = {"Range": f"bytes={pos}-{end - 1}"}
+        if version.startswith('"'):
+            headers["If-Match"] = version
+        async with self._get(url, headers) as resp:
             if resp.status == 416:
                 return  # the range starts at or past the end of the file
+            if resp.status == 412:
+                raise errors.SourceChanged(f"{path}: changed at the source (not {version})")
             self._check(resp, path, f"GET {url}")
             if self._is_dir_answer(url, resp):
                 raise errors.IsADirectory(f"{path}: is a directory")

@@ -280,21 +280,29 @@ class LocalUfs(UnderFileSystem):
             raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
         fd = await asyncio.to_thread(self._open_file, path)
         try:
-            if version:
-                st = os.fstat(fd)
-                if f"{st.st_size}-{st.st_mtime_ns}" != version:
-                    raise errors.SourceChanged(f"{path}: changed at the source since it was seen")
+            _check_version(fd, path, version)
             end = offset + length
             while offset < end:
                 data = await asyncio.to_thread(
                     self._pread, fd, path, offset, min(chunk, end - offset)
                 )
+                # A change during the read would mix versions in what was read so far.
+                _check_version(fd, path, version)
                 if not data:
                     return
                 offset += len(data)
                 yield data
         finally:
             os.close(fd)
+
+
+def _check_version(fd: int, path: str, version: str) -> None:
+    """SourceChanged unless the open file is still ``version`` (no check when it is "")."""
+    if not version:
+        return
+    s = os.fstat(fd)
+    if f"{s.st_size}-{s.st_mtime_ns}" != version:
+        raise errors.SourceChanged(f"{clean_path(path)}: changed at the source (not {version})")
 
 
 _NAME = re.compile(r"[A-Za-z0-9[]([A-Za-z0-9._:[\]-]*[A-Za-z0-9\]])?")

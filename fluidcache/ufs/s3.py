@@ -371,7 +371,7 @@ class S3Ufs(UnderFileSystem):
         pos, end = offset, offset + length
         failures = 0
         while pos < end:
-            resp = await self._get_range(path, pos, end)
+            resp = await self._get_range(path, pos, end, version)
             if resp is None:
                 return  # at or past the end of the object
             body = resp["Body"]
@@ -405,16 +405,22 @@ class S3Ufs(UnderFileSystem):
                 continue
             return
 
-    async def _get_range(self, path: str, pos: int, end: int) -> Any:
-        """The ``get_object`` answer for bytes ``[pos, end)``; None past the end of the object."""
+    async def _get_range(self, path: str, pos: int, end: int, version: str = "") -> Any:
+        """The ``get_object`` answer for bytes ``[pos, end)``; None past the end of the object.
+        A ``version`` (ETag) goes out as ``IfMatch``: SourceChanged when the object changed."""
+        match = {"IfMatch": version} if version else {}
         try:
             client = await self._client()
             resp = await client.get_object(
-                Bucket=self.bucket, Key=self._key(path), Range=f"bytes={pos}-{end - 1}"
+                Bucket=self.bucket, Key=self._key(path), Range=f"bytes={pos}-{end - 1}", **match
             )
         except bex.ClientError as e:
             if _code(e)[0] == "InvalidRange" or _code(e)[1] == 416:
                 return None
+            if _code(e)[0] == "PreconditionFailed" or _code(e)[1] == 412:
+                raise errors.SourceChanged(
+                    f"{path}: changed at the source (not {version})"
+                ) from None
             try:
                 self._raise(e, "get_object", path)
             except errors.NotFound:

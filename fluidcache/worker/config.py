@@ -80,6 +80,7 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     node: str = field(default_factory=socket.gethostname)
+    advertise: str = ""  # the URL others reach this worker at, when not the one it binds
     fetch_concurrency: int = 16  # source reads under way at once; more misses queue
 
     def validate(self) -> None:
@@ -87,6 +88,8 @@ class WorkerConfig:
             raise ConfigError(f"id: {self.worker_id!r} is not a valid worker id")
         if not self.master_url.startswith(("http://", "https://")):
             raise ConfigError(f"master: {self.master_url!r} is not an http(s) URL")
+        if self.advertise and not self.advertise.startswith(("http://", "https://")):
+            raise ConfigError(f"advertise: {self.advertise!r} is not an http(s) URL")
         if not self.levels:
             raise ConfigError("tiers: at least one storage level is needed")
         for i, level in enumerate(self.levels):

@@ -203,6 +203,8 @@ class Fetcher:
             await self._refresh_mounts()  # a dataset may have been added since we registered
             ufs, path = self.sources.resolve(ref.uri)
         async with self._source_slots:
+            # The block's version goes with the read: bytes of a newer version never land
+            # under this version's id (SourceChanged instead).
             if ufs.reads_into:
                 # Received straight into the block's file when it goes to MEM (else into one
                 # buffer): no Python per piece, no second copy; readers following get it whole.

@@ -14,7 +14,15 @@ import aiohttp
 from aiohttp import web
 
 from fluidcache.common import errors
-from fluidcache.common.http import RpcClient, health, make_middlewares, read_message, reply, run_app
+from fluidcache.common.http import (
+    RpcClient,
+    client_session,
+    health,
+    make_middlewares,
+    read_message,
+    reply,
+    run_app,
+)
 from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
@@ -85,7 +93,7 @@ class WorkerService:
 
     async def start(self, address: str) -> None:
         """Register with the master (bounded retries) and start heartbeats."""
-        self.address = address
+        self.address = self.config.advertise or address
         await self.reporter.register_with_retry(REGISTER_TIMEOUT)
         self.spawn(self.reporter.run())
 
@@ -292,7 +300,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app = web.Application(middlewares=make_middlewares(config.token))
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
+        async with client_session() as session:
             app[SERVICE] = WorkerService(config, session)
             try:
                 yield

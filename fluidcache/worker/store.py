@@ -29,7 +29,7 @@ from pathlib import Path
 
 import xxhash
 
-from fluidcache.common.blockid import is_block_id
+from fluidcache.common.blockid import checksum, is_block_id
 from fluidcache.common.protocol import TierUsage
 from fluidcache.worker.config import LevelConfig
 
@@ -40,14 +40,6 @@ PROMOTE_AFTER_HITS = 2
 
 Listener = Callable[[str, str], None]
 """Called with (event, block id); events are ``committed`` and ``removed``."""
-
-
-def checksum(parts: Sequence[bytes | memoryview]) -> str:
-    """The checksum recorded with every block, over its parts in order."""
-    h = xxhash.xxh3_64()
-    for part in parts:
-        h.update(part)
-    return h.hexdigest()
 
 
 @dataclass(eq=False)
@@ -63,6 +55,15 @@ class Block:
     pins: int = 0
     hits: int = 0
     kept: bool = False  # pinned by a load (Fluid's data.pin): never evicted, only removed
+    stamp: tuple[int, int, int] = (0, 0, 0)  # (inode, size, mtime ns) of the file verified
+
+    def changed_on_disk(self) -> bool:
+        """Whether the file is no longer the one verified (rewritten or replaced since): a
+        stat, so that every serve can afford it."""
+        try:
+            return _stamp(self.path) != self.stamp
+        except OSError:
+            return True
 
 
 @dataclass(eq=False)
@@ -169,8 +170,9 @@ class BlockStore:
             block.pins -= 1
 
     async def verify(self, block: Block) -> bool:
-        """Check an unverified block against its checksum; delete it on a mismatch."""
-        if block.verified:
+        """Check an unverified block, or one whose file changed on disk since it was checked,
+        against its checksum; delete it on a mismatch (it is refetched, never served)."""
+        if block.verified and not block.changed_on_disk():
             return True
         try:
             data = await asyncio.to_thread(block.path.read_bytes)
@@ -178,6 +180,8 @@ class BlockStore:
             data = b""
         if len(data) == block.size and checksum([data]) == block.checksum:
             block.verified = True
+            with contextlib.suppress(OSError):
+                block.stamp = _stamp(block.path)
             return True
         log.warning("block %s failed its checksum on %s; deleting it", block.id, block.path)
         self.counters.checksum_failures += 1
@@ -211,10 +215,16 @@ class BlockStore:
         path = level.directory(block_id) / f"{block_id}.{digest}"
         try:
             await asyncio.to_thread(_write_file, path, parts)
-        except OSError:
+        except OSError as e:
+            # The level's file system is fuller than its quota says (something else filled it)
+            # or failing: serve this block pass-through rather than fail the read.
             level.used -= size
-            raise
+            self.counters.passthrough += 1
+            log.warning("block %s not kept on %s: %s", block_id, level.config.medium, e)
+            return None
         block = Block(block_id, size, digest, index, path)
+        with contextlib.suppress(OSError):
+            block.stamp = _stamp(path)
         async with self._lock:
             self.blocks[block_id] = block
             level.lru[block_id] = block
@@ -316,6 +326,8 @@ class BlockStore:
         del src_level.lru[block.id]
         src_level.used -= block.size
         block.level, block.path = index, dst
+        with contextlib.suppress(OSError):
+            block.stamp = _stamp(dst)
         dst_level.lru[block.id] = block
         with contextlib.suppress(OSError):
             old.unlink()  # readers holding an open fd keep reading the old file
@@ -426,12 +438,27 @@ def _oldest_unpinned(level: Level, exclude: Block | None = None) -> Block | None
 
 def _write_file(path: Path, parts: Sequence[bytes | memoryview]) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with open(tmp, "wb") as f:
-        f.writelines(parts)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.writelines(parts)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a partial block never stays behind (ENOSPC)
+        raise
 
 
 def _copy_file(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f"{TMP_PREFIX}{dst.name}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    s = path.stat()
+    return s.st_ino, s.st_size, s.st_mtime_ns

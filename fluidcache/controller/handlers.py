@@ -1,0 +1,422 @@
+"""The thin loop: kopf handlers that read resources, call the pure reconcile functions, apply
+what they return and write status. DataLoads and DataBackups become jobs on the dataset's master
+through :class:`fluidcache.client.AsyncClient`; the controller runs no load loop of its own.
+
+Run with ``python -m fluidcache.controller`` (see its ``--help``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from fluidcache.client import AsyncClient
+from fluidcache.common.protocol import COMPLETE, FAILED, JOB_BACKUP, JobInfo, JobRequest
+from fluidcache.controller import reconcile as rc
+from fluidcache.controller.kube import Kube, path, path_of
+from fluidcache.controller.model import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    DataBackup,
+    DataLoad,
+    Dataset,
+    Meta,
+    Node,
+    Runtime,
+)
+
+log = logging.getLogger(__name__)
+
+INTERVAL = float(os.environ.get("FLUIDCACHE_CONTROLLER_INTERVAL", "10"))
+JOB_POLL = float(os.environ.get("FLUIDCACHE_CONTROLLER_JOB_POLL", "2"))
+MASTER_TIMEOUT = 10.0
+FINAL = (COMPLETE, FAILED)
+
+_kube: Kube | None = None
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def kube() -> Kube:
+    if _kube is None:
+        raise kopf.TemporaryError("not connected to the API server yet", delay=1)
+    return _kube
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _deleting(body: Mapping[str, Any] | None) -> bool:
+    return body is None or bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _kube
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 60
+    _kube = await Kube.connect(os.environ.get("KUBECONFIG") or None)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _kube is not None:
+        await _kube.aclose()
+
+
+# ---- the master ---------------------------------------------------------------------------------
+
+
+async def _token(k: Kube, runtime: Runtime, create: bool) -> str:
+    """The dataset's cluster token, from its Secret (made with a random token if absent)."""
+    secret = await k.get(path("Secret", runtime.meta.namespace, rc.token_secret_name(runtime.meta)))
+    if secret is not None:
+        data = secret.get("data") or {}
+        if rc.TOKEN_KEY in data:
+            return base64.b64decode(data[rc.TOKEN_KEY]).decode().strip()
+    if not create:
+        raise kopf.TemporaryError(f"no Secret {rc.token_secret_name(runtime.meta)} yet", delay=5)
+    token = secrets.token_hex(32)
+    await k.apply(rc.token_secret(runtime, token))
+    return token
+
+
+async def _master(namespace: str, dataset: str) -> tuple[Runtime, AsyncClient]:
+    """A client of ``dataset``'s master; TemporaryError while there is none."""
+    k = kube()
+    body = await k.get(path("FluidCacheRuntime", namespace, dataset))
+    if body is None:
+        raise kopf.TemporaryError(f"dataset {namespace}/{dataset} has no runtime yet", delay=5)
+    runtime = Runtime.parse(body)
+    token = await _token(k, runtime, create=False)
+    return runtime, AsyncClient(rc.master_url(runtime), token, dataset=dataset)
+
+
+# ---- Dataset + FluidCacheRuntime ----------------------------------------------------------------
+
+
+async def reconcile_dataset(namespace: str, name: str) -> None:
+    """Bring the dataset's nodes, objects and both statuses to what its resources ask."""
+    lock = _locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        await _reconcile(kube(), namespace, name)
+
+
+async def _reconcile(k: Kube, namespace: str, name: str) -> None:
+    ds_body = await k.get(path("Dataset", namespace, name))
+    if _deleting(ds_body):
+        return
+    assert ds_body is not None
+    dataset = Dataset.parse(ds_body)
+    rt_body = await k.get(path("FluidCacheRuntime", namespace, name))
+    ds_url = path("Dataset", namespace, name)
+    old_conditions = (ds_body.get("status") or {}).get("conditions") or []
+    if _deleting(rt_body):
+        cond = rc.condition("RuntimeScheduled", False, "NoRuntime", "no FluidCacheRuntime", _now())
+        await k.patch_status(
+            ds_url,
+            {"phase": "NotBound", "conditions": rc.merge_conditions(old_conditions, [cond])},
+        )
+        return
+    assert rt_body is not None
+    runtime = Runtime.parse(rt_body)
+    owner = rc.owner_ref(API_VERSION, "Dataset", dataset.meta)
+    if not any(
+        o.get("uid") == dataset.meta.uid for o in rt_body["metadata"].get("ownerReferences") or []
+    ):
+        await k.patch(path_of(rt_body), {"metadata": {"ownerReferences": [owner]}})
+    token = await _token(k, runtime, create=not runtime.master.endpoint)
+
+    nodes = [Node.parse(n) for n in await k.list(path("Node"))]
+    placement = rc.place(dataset, runtime, nodes)
+    for node in nodes:
+        patch = rc.label_patch(node, dataset, runtime, node.name in placement.nodes)
+        if patch:
+            await k.patch(path("Node", name=node.name), patch)
+    for obj in rc.desired_objects(dataset, runtime, placement):
+        await k.apply(obj)
+
+    workers = await k.get(path("StatefulSet", namespace, f"{name}-worker")) or {}
+    fuse = await k.get(path("DaemonSet", namespace, f"{name}-fuse")) or {}
+    master = None
+    if not runtime.master.endpoint:
+        master = (
+            await k.get(path("StatefulSet", namespace, rc.master_service_name(runtime.meta))) or {}
+        ).get("status") or {}
+    rstatus = rc.runtime_status(
+        runtime, placement, workers.get("status") or {}, master, fuse.get("status") or {}
+    )
+    rt_conditions = (rt_body.get("status") or {}).get("conditions") or []
+    now = _now()
+    placed = rc.condition(
+        "WorkersPlaced",
+        placement.complete,
+        "Placed" if placement.complete else "NotEnoughNodes",
+        placement.reason or f"{len(placement.nodes)} node(s): {', '.join(placement.nodes)}",
+        now,
+    )
+    rstatus["conditions"] = rc.merge_conditions(rt_conditions, [placed])
+    rstatus["observedGeneration"] = rt_body["metadata"].get("generation", 0)
+    await k.patch_status(path_of(rt_body), rstatus)
+
+    report_fields: dict[str, Any] = {}
+    master_error = ""
+    try:
+        async with AsyncClient(rc.master_url(runtime), token, dataset=name) as c:
+            report = await asyncio.wait_for(c.report(), MASTER_TIMEOUT)
+        report_fields = rc.report_status(report, name)
+    except Exception as e:  # the master not (yet) up is a status, not a handler failure
+        master_error = f"master {rc.master_url(runtime)}: {type(e).__name__}: {e}"
+    ready = int(rstatus["workerNumberReady"])
+    phase = rc.dataset_phase(True, placement, ready, not master_error)
+    conditions = [
+        rc.condition(
+            "RuntimeScheduled",
+            placement.complete,
+            "Placed" if placement.complete else "NotEnoughNodes",
+            placement.reason or f"workers on {', '.join(placement.nodes)}",
+            now,
+        ),
+        rc.condition(
+            "Ready",
+            phase == "Bound",
+            "Bound" if phase == "Bound" else "NotReady",
+            master_error or f"{ready} of {placement.wanted} workers ready",
+            now,
+        ),
+    ]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": rc.merge_conditions(old_conditions, conditions),
+        "runtimes": [
+            {"name": name, "namespace": namespace, "category": "Accelerate", "type": "fluidcache"}
+        ],
+        "nodes": list(placement.nodes),
+        "observedGeneration": ds_body["metadata"].get("generation", 0),
+        **report_fields,
+    }
+    await k.patch_status(ds_url, status)
+
+
+async def _unlabel(k: Kube, dataset: Dataset) -> None:
+    label = rc.dataset_label(dataset.meta)
+    for body in await k.list(path("Node"), label_selector=f"{label}=true"):
+        node = Node.parse(body)
+        patch = rc.label_patch(node, dataset, Runtime(dataset.meta), cache=False)
+        if patch:
+            await k.patch(path("Node", name=node.name), patch)
+
+
+def _ds_key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = Meta.parse(body)
+    return meta.namespace, meta.name
+
+
+@kopf.on.resume(GROUP, VERSION, "datasets")
+@kopf.on.create(GROUP, VERSION, "datasets")
+@kopf.on.update(GROUP, VERSION, "datasets")
+async def dataset_changed(body: kopf.Body, **_: Any) -> None:
+    await reconcile_dataset(*_ds_key(body))
+
+
+@kopf.on.resume(GROUP, VERSION, "fluidcacheruntimes")
+@kopf.on.create(GROUP, VERSION, "fluidcacheruntimes")
+@kopf.on.update(GROUP, VERSION, "fluidcacheruntimes")
+async def runtime_changed(body: kopf.Body, **_: Any) -> None:
+    await reconcile_dataset(*_ds_key(body))
+
+
+@kopf.timer(GROUP, VERSION, "fluidcacheruntimes", interval=INTERVAL, initial_delay=INTERVAL)
+async def runtime_tick(body: kopf.Body, **_: Any) -> None:
+    """Nodes come and go, pods become ready, the cache fills: re-read them all."""
+    await reconcile_dataset(*_ds_key(body))
+
+
+@kopf.on.delete(GROUP, VERSION, "fluidcacheruntimes")
+async def runtime_deleted(body: kopf.Body, **_: Any) -> None:
+    """Unlabel the nodes; the garbage collector removes the runtime's objects (owner refs)."""
+    namespace, name = _ds_key(body)
+    k = kube()
+    async with _locks.setdefault((namespace, name), asyncio.Lock()):
+        ds_body = await k.get(path("Dataset", namespace, name))
+        meta = Meta.parse(ds_body) if ds_body is not None else Meta(namespace, name)
+        dataset = Dataset(meta, ())
+        await _unlabel(k, dataset)
+        if not _deleting(ds_body):
+            await _reconcile(k, namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, "datasets")
+async def dataset_deleted(body: kopf.Body, **_: Any) -> None:
+    """Fluid's rule: a dataset mounted by a running pod stays. Else remove the PV (it cannot
+    be owned by a namespaced object) and the node labels; owner refs take the rest."""
+    namespace, name = _ds_key(body)
+    k = kube()
+    users = [
+        p["metadata"]["name"]
+        for p in await k.list(path("Pod", namespace))
+        if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        and any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") == name
+            for v in (p.get("spec") or {}).get("volumes") or []
+        )
+    ]
+    if users:
+        cond = rc.condition(
+            "Ready", False, "InUse", f"still mounted by pod(s) {', '.join(sorted(users))}", _now()
+        )
+        old = (body.get("status") or {}).get("conditions") or []
+        await k.patch_status(
+            path("Dataset", namespace, name),
+            {"conditions": rc.merge_conditions(old, [cond])},
+        )
+        raise kopf.TemporaryError(
+            f"dataset {namespace}/{name} is still mounted by {', '.join(sorted(users))}", delay=5
+        )
+    async with _locks.setdefault((namespace, name), asyncio.Lock()):
+        dataset = Dataset.parse(body)
+        await k.delete(path("PersistentVolume", name=rc.pv_name(dataset.meta)))
+        await _unlabel(k, dataset)
+    _locks.pop((namespace, name), None)
+
+
+# ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------
+
+
+async def _after(kind: str, namespace: str, name: str) -> str:
+    """The last master job of the resource a runAfter names; TemporaryError until it has one."""
+    body = await kube().get(path(kind, namespace, name))
+    ids = ((body or {}).get("status") or {}).get("jobIds") or []
+    if not ids:
+        raise kopf.TemporaryError(f"waiting for {kind} {namespace}/{name} to start", delay=5)
+    return str(ids[-1])
+
+
+async def _submit(
+    kind: str, body: Mapping[str, Any], requests: list[JobRequest], dataset: str
+) -> None:
+    status = body.get("status") or {}
+    if status.get("jobIds"):
+        return  # submitted before (a restart, or a spec change: jobs are not resubmitted)
+    meta = Meta.parse(body)
+    runtime, client = await _master(meta.namespace, dataset)
+    try:
+        async with client:
+            jobs = [await client.submit(r) for r in requests]
+    except Exception as e:
+        raise kopf.TemporaryError(f"master {client.master_url}: {e}", delay=5) from e
+    await kube().patch_status(
+        path(kind, meta.namespace, meta.name),
+        {
+            "phase": "Pending",
+            "jobIds": [j.job_id for j in jobs],
+            "masterEndpoint": rc.master_url(runtime),
+        },
+    )
+
+
+async def _poll(kind: str, body: Mapping[str, Any], dataset: str) -> None:
+    status = body.get("status") or {}
+    ids = status.get("jobIds") or []
+    if not ids:
+        return
+    meta = Meta.parse(body)
+    _, client = await _master(meta.namespace, dataset)
+    async with client:
+        jobs: list[JobInfo] = [await client.job(str(i)) for i in ids]
+    new = rc.job_status(jobs)
+    now = _now()
+    if new["phase"] in FINAL:
+        ok = new["phase"] == COMPLETE
+        cond = rc.condition(
+            new["phase"], True, new["phase"], new.get("error", "") or "job finished", now
+        )
+        new["conditions"] = rc.merge_conditions(status.get("conditions") or [], [cond])
+        if not ok:
+            new["conditions"][-1]["type"] = "Failed"
+    if kind == "DataBackup":
+        new.pop("progress", None)  # a backup has no byte count; its file is the result
+    await kube().patch_status(path(kind, meta.namespace, meta.name), new)
+
+
+def _load_requests(load: DataLoad, after: str) -> list[JobRequest]:
+    from fluidcache.client.api import replicas_value
+
+    return [
+        JobRequest(
+            dataset=load.dataset,
+            paths=paths,
+            replicas=replicas_value(replicas),
+            metadata=load.load_metadata,
+            schedule=load.schedule,
+            after=after,
+        )
+        for replicas, paths in rc.load_targets(load)
+    ]
+
+
+@kopf.on.resume(GROUP, VERSION, "dataloads")
+@kopf.on.create(GROUP, VERSION, "dataloads")
+async def dataload_created(body: kopf.Body, **_: Any) -> None:
+    load = DataLoad.parse(body)
+    after = await _after(*load.run_after) if load.run_after else ""
+    await _submit("DataLoad", body, _load_requests(load, after), load.dataset)
+
+
+@kopf.timer(GROUP, VERSION, "dataloads", interval=JOB_POLL, initial_delay=JOB_POLL)
+async def dataload_tick(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
+    if status.get("phase") in FINAL and spec.get("policy") != "Cron":
+        return
+    await _poll("DataLoad", body, DataLoad.parse(body).dataset)
+
+
+@kopf.on.delete(GROUP, VERSION, "dataloads")
+async def dataload_deleted(body: kopf.Body, **_: Any) -> None:
+    await _cancel(body, DataLoad.parse(body).dataset)
+
+
+@kopf.on.resume(GROUP, VERSION, "databackups")
+@kopf.on.create(GROUP, VERSION, "databackups")
+async def databackup_created(body: kopf.Body, **_: Any) -> None:
+    backup = DataBackup.parse(body)
+    after = await _after(*backup.run_after) if backup.run_after else ""
+    request = JobRequest(kind=JOB_BACKUP, dataset=backup.dataset, paths=["/"], after=after)
+    await _submit("DataBackup", body, [request], backup.dataset)
+
+
+@kopf.timer(GROUP, VERSION, "databackups", interval=JOB_POLL, initial_delay=JOB_POLL)
+async def databackup_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
+    if status.get("phase") in FINAL:
+        return
+    await _poll("DataBackup", body, DataBackup.parse(body).dataset)
+
+
+async def _cancel(body: Mapping[str, Any], dataset: str) -> None:
+    """Cancel the resource's unfinished jobs; a master that is gone has nothing to cancel."""
+    ids = (body.get("status") or {}).get("jobIds") or []
+    if not ids:
+        return
+    meta = Meta.parse(body)
+    try:
+        _, client = await _master(meta.namespace, dataset)
+        async with client:
+            for i in ids:
+                job = await client.job(str(i))
+                if job.phase not in FINAL or job.schedule:
+                    await client.cancel(str(i))
+    except Exception as e:  # no runtime, a master gone or refusing: nothing left to cancel
+        log.info("cancelling jobs of %s/%s: %s", meta.namespace, meta.name, e)

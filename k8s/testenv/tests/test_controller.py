@@ -1,0 +1,481 @@
+"""The controller against the real control plane: CRDs, placement on kwok nodes, volumes,
+statuses from a real fluidcache master on the host, jobs, deletion.
+
+Not collected by the default `pytest` run (testpaths = tests). Run it explicitly, after
+`bash k8s/testenv/build.sh`:
+
+    .venv/bin/python -m pytest -q k8s/testenv/tests/test_controller.py
+
+It fails (never skips) when the binaries are missing. The tests run in order on one control
+plane with five kwok nodes: kwok-node-1 carries a NoSchedule taint, kwok-node-2 a `disk=ssd`
+label, zones alternate. The master (and one worker, for capacity and loads) runs on the host
+through tests/cluster.py; the runtime names it with `spec.master.endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from cluster import ControlPlane, default_bin_dir, missing_binaries
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from tests.cluster import Cluster  # noqa: E402
+
+T = TypeVar("T")
+NS = "default"
+LABEL = "fluid.io/s-default-demo"
+FILES = {f"dir/f{i}.bin": os.urandom(300_000 + i) for i in range(6)}
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 90.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (subprocess.CalledProcessError, KeyError, json.JSONDecodeError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+class Env:
+    def __init__(self, cp: ControlPlane, fc: Cluster, data: Path) -> None:
+        self.cp, self.fc, self.data = cp, fc, data
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return str(self.cp.kubectl(*args, input=input, check=check).stdout)
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.cp.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
+
+    def labelled(self, label: str = LABEL) -> set[str]:
+        nodes = self.get("nodes", "-l", f"{label}=true")["items"]
+        return {n["metadata"]["name"] for n in nodes}
+
+    def running_workers(self, name: str) -> dict[str, str]:
+        pods = self.get(
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            f"data.fluidcache.io/dataset={name},app.kubernetes.io/component=worker",
+        )["items"]
+        return {
+            p["metadata"]["name"]: p["spec"].get("nodeName", "")
+            for p in pods
+            if p.get("status", {}).get("phase") == "Running"
+        }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(
+            f"missing {', '.join(missing)} in {default_bin_dir()}:"
+            " run `bash k8s/testenv/build.sh` first (about 30-60 min once; cached after)"
+        )
+    root = tmp_path_factory.mktemp("ctl")
+    data = root / "src"
+    for rel, blob in FILES.items():
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(blob)
+    fc = Cluster(root / "fc")
+    controller: subprocess.Popen[bytes] | None = None
+    log = root / "controller.log"
+    try:
+        fc.start_master(
+            f"local://{data}", extra=("--dataset", "demo", "--backup-dir", str(root / "backups"))
+        )
+        fc.start_worker("w1", f"MEM:{root / 'w1'}:64Mi", node="host")
+        with ControlPlane(nodes=5) as cp:
+            e = Env(cp, fc, data)
+            e.kubectl("taint", "nodes", "kwok-node-1", "dedicated=infra:NoSchedule")
+            e.kubectl("label", "nodes", "kwok-node-2", "disk=ssd")
+            e.kubectl("apply", "-f", str(ROOT / "k8s/crds"))
+            e.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+            e.kubectl(
+                "create",
+                "secret",
+                "generic",
+                "demo-fluidcache-token",
+                f"--from-literal=token={fc.token}",
+            )
+            e.kubectl(
+                "create",
+                "secret",
+                "generic",
+                "other-fluidcache-token",
+                f"--from-literal=token={fc.token}",
+            )
+            with log.open("wb") as out:
+                controller = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fluidcache.controller",
+                        "--kubeconfig",
+                        str(cp.kubeconfig),
+                        "--interval",
+                        "2",
+                        "--namespace",
+                        NS,
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                    env={**os.environ, "FLUIDCACHE_CONTROLLER_JOB_POLL": "1"},
+                )
+                try:
+                    yield e
+                finally:
+                    controller.terminate()
+                    try:
+                        controller.wait(15)
+                    except subprocess.TimeoutExpired:
+                        controller.kill()
+                    print(
+                        "---- controller log (tail) ----\n"
+                        + "\n".join(log.read_text().splitlines()[-60:])
+                    )
+    finally:
+        fc.stop()
+
+
+def dataset(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "data.fluidcache.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"mounts": [{"mountPoint": "local:///srv/data", "name": "data"}], **spec},
+    }
+
+
+def runtime(name: str, endpoint: str, replicas: int = 2, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "data.fluidcache.io/v1alpha1",
+        "kind": "FluidCacheRuntime",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "master": {"endpoint": endpoint},
+            "tieredstore": {
+                "levels": [
+                    {
+                        "mediumtype": "MEM",
+                        "path": "/dev/shm",
+                        "quota": "1Gi",
+                        "high": "0.95",
+                        "low": "0.7",
+                    }
+                ]
+            },
+            **spec,
+        },
+    }
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        ({**dataset("bad"), "spec": {"mounts": [{"name": "x"}]}}, "spec.mounts[0].mountPoint"),
+        (
+            runtime(
+                "bad",
+                "http://127.0.0.1:1",
+                tieredstore={
+                    "levels": [{"mediumtype": "MEM", "quota": "1Gi", "high": "0.5", "low": "0.9"}]
+                },
+            ),
+            "spec.tieredstore.levels[0].low",
+        ),
+        (
+            runtime(
+                "bad",
+                "http://127.0.0.1:1",
+                tieredstore={"levels": [{"mediumtype": "MEM", "quota": "lots"}]},
+            ),
+            "spec.tieredstore.levels[0].quota",
+        ),
+        (
+            {
+                "apiVersion": "data.fluidcache.io/v1alpha1",
+                "kind": "DataLoad",
+                "metadata": {"name": "bad"},
+                "spec": {"dataset": {"name": "demo"}, "policy": "Cron"},
+            },
+            "spec.schedule",
+        ),
+    ],
+    ids=["no-mountPoint", "low-above-high", "bad-quota", "cron-without-schedule"],
+)
+def test_invalid_resources_are_rejected_naming_the_field(
+    env: Env, obj: dict[str, Any], field: str
+) -> None:
+    result = env.apply(obj)
+    assert result.returncode != 0, result.stdout
+    assert field in result.stderr, result.stderr
+
+
+@pytest.mark.timeout(240)
+def test_dataset_with_two_replicas_is_placed_bound_and_reports_the_cache(env: Env) -> None:
+    assert env.apply(dataset("demo")).returncode == 0
+    assert env.apply(runtime("demo", env.fc.master_url)).returncode == 0
+    nodes = wait_for("2 labelled nodes", lambda: len(n := env.labelled()) == 2 and n)
+    assert "kwok-node-1" not in nodes  # tainted, not tolerated
+    node = env.get("node", sorted(nodes)[0])
+    labels = node["metadata"]["labels"]
+    assert labels["fluid.io/s-fluidcache-default-demo"] == "true"
+    assert labels["fluid.io/s-h-fluidcache-m-default-demo"] == "1.00GiB"
+    assert labels["fluid.io/dataset-num"] == "1"
+    assert labels["fluid_exclusive"] == "default_demo"
+
+    pods = wait_for(
+        "2 running workers", lambda: (w := env.running_workers("demo")) and len(w) == 2 and w
+    )
+    assert set(pods.values()) == nodes
+    events = env.get("events", "-n", NS, "--field-selector", "reason=Scheduled")["items"]
+    scheduled = {
+        e["involvedObject"]["name"]
+        for e in events
+        if "default-scheduler"
+        in (e.get("reportingComponent"), e.get("source", {}).get("component"))
+    }
+    assert set(pods) <= scheduled
+
+    wait_for(
+        "PVC Bound", lambda: env.get("pvc", "demo", "-n", NS)["status"].get("phase") == "Bound"
+    )
+    assert env.get("pv", "default-demo")["spec"]["claimRef"]["name"] == "demo"
+
+    ds = wait_for(
+        "Dataset Bound",
+        lambda: (
+            (d := env.get("dataset", "demo", "-n", NS)).get("status", {}).get("phase") == "Bound"
+            and d
+        ),
+    )
+    states = ds["status"]["cacheStates"]
+    assert (
+        states["cacheCapacity"] == "64.00MiB"
+    )  # the host worker's MEM tier, from the master's report
+    assert set(states) >= {
+        "cached",
+        "cacheCapacity",
+        "cachedPercentage",
+        "cacheHitRatio",
+        "localHitRatio",
+        "remoteHitRatio",
+    }
+    table = env.kubectl("get", "dataset", "demo", "-n", NS)
+    assert table.split("\n")[0].split() == [
+        "NAME",
+        "UFS",
+        "TOTAL",
+        "SIZE",
+        "CACHED",
+        "CACHE",
+        "CAPACITY",
+        "CACHED",
+        "PERCENTAGE",
+        "PHASE",
+        "AGE",
+    ]
+    rt = env.get("fluidcacheruntime", "demo", "-n", NS)
+    assert rt["status"]["workerPhase"] == "Ready"
+    assert rt["metadata"]["ownerReferences"][0]["kind"] == "Dataset"
+
+
+@pytest.mark.timeout(180)
+def test_scale_to_three_labels_one_more_node(env: Env) -> None:
+    before = env.labelled()
+    env.kubectl("scale", "fluidcacheruntime", "demo", "-n", NS, "--replicas=3")
+    after = wait_for("3 labelled nodes", lambda: len(n := env.labelled()) == 3 and n)
+    assert before < after
+    pods = wait_for(
+        "3 running workers", lambda: (w := env.running_workers("demo")) and len(w) == 3 and w
+    )
+    assert set(pods.values()) == after
+
+
+@pytest.mark.timeout(180)
+def test_exclusive_datasets_never_share_and_too_few_nodes_says_why(env: Env) -> None:
+    assert env.apply(dataset("other")).returncode == 0
+    assert env.apply(runtime("other", env.fc.master_url, replicas=2)).returncode == 0
+    rt = wait_for(
+        "other's placement reason",
+        lambda: (
+            (r := env.get("fluidcacheruntime", "other", "-n", NS))
+            .get("status", {})
+            .get("workerReason")
+            and r
+        ),
+    )
+    other = env.labelled("fluid.io/s-default-other")
+    assert len(other) == 1  # 5 nodes: 1 tainted, 3 hold demo exclusively
+    assert not other & env.labelled()
+    reason = rt["status"]["workerReason"]
+    assert reason.startswith("1 of 2 workers placed"), reason
+    assert "3 excluded by exclusive" in reason and "1 excluded by taints" in reason, reason
+    ds = env.get("dataset", "other", "-n", NS)
+    cond = {c["type"]: c for c in ds["status"]["conditions"]}
+    assert cond["RuntimeScheduled"]["reason"] == "NotEnoughNodes"
+    env.kubectl("delete", "dataset", "other", "-n", NS, "--wait=true", "--timeout=60s")
+    wait_for("other unlabelled", lambda: not env.labelled("fluid.io/s-default-other"))
+
+
+def _op(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "data.fluidcache.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+@pytest.mark.timeout(120)
+def test_dataload_completes_with_byte_progress(env: Env) -> None:
+    spec = {
+        "dataset": {"name": "demo"},
+        "loadMetadata": True,
+        "target": [{"path": "/dir", "replicas": 1}],
+    }
+    assert env.apply(_op("DataLoad", "warm", spec)).returncode == 0
+    load = wait_for(
+        "DataLoad Complete",
+        lambda: (
+            (d := env.get("dataload", "warm", "-n", NS)).get("status", {}).get("phase")
+            == "Complete"
+            and d
+        ),
+    )
+    progress = load["status"]["progress"]
+    total = sum(len(b) for b in FILES.values())
+    assert progress["bytesTotal"] == progress["bytesDone"] == total
+    assert progress["filesDone"] == len(FILES)
+    assert load["status"]["duration"]
+    wait_for(  # the dataset's status follows the master's report
+        "Dataset fileNum and cached",
+        lambda: (
+            (st := env.get("dataset", "demo", "-n", NS)["status"])["fileNum"] == str(len(FILES))
+            and st["cacheStates"]["cachedPercentage"] == "100.0%"
+        ),
+    )
+
+
+@pytest.mark.timeout(150)
+def test_cron_dataload_fires(env: Env) -> None:
+    spec = {
+        "dataset": {"name": "demo"},
+        "policy": "Cron",
+        "schedule": "* * * * *",
+        "target": [{"path": "/"}],
+    }
+    assert env.apply(_op("DataLoad", "nightly", spec)).returncode == 0
+    load = wait_for(
+        "a Cron run",
+        lambda: (
+            (d := env.get("dataload", "nightly", "-n", NS))
+            .get("status", {})
+            .get("lastSuccessfulTime")
+            and d
+        ),
+        timeout=130,
+    )
+    assert load["status"]["progress"]["runs"] >= 1
+
+
+@pytest.mark.timeout(120)
+def test_databackup_writes_its_file(env: Env) -> None:
+    assert env.apply(_op("DataBackup", "snap", {"dataset": "demo"})).returncode == 0
+    backup = wait_for(
+        "DataBackup Complete",
+        lambda: (
+            (d := env.get("databackup", "snap", "-n", NS)).get("status", {}).get("phase")
+            == "Complete"
+            and d
+        ),
+    )
+    path = Path(backup["status"]["backupLocation"]["path"])
+    assert path.is_file() and path.stat().st_size > 0
+
+
+@pytest.mark.timeout(240)
+def test_a_mounted_dataset_stays_then_deletion_leaves_nothing(env: Env) -> None:
+    app = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": NS},
+        "spec": {
+            "containers": [{"name": "app", "image": "fake.invalid/app:1"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "demo"}}],
+        },
+    }
+    assert env.apply(app).returncode == 0
+    wait_for(
+        "app Running", lambda: env.get("pod", "app", "-n", NS)["status"].get("phase") == "Running"
+    )
+    env.kubectl("delete", "dataset", "demo", "-n", NS, "--wait=false")
+    ds = wait_for(
+        "InUse condition",
+        lambda: (
+            (d := env.get("dataset", "demo", "-n", NS))
+            and any(c.get("reason") == "InUse" for c in d["status"]["conditions"])
+            and d
+        ),
+    )
+    assert ds["metadata"]["deletionTimestamp"]
+    time.sleep(3)
+    assert env.get("dataset", "demo", "-n", NS)["metadata"]["name"] == "demo"  # still there
+
+    env.kubectl(
+        "delete",
+        "pod",
+        "app",
+        "-n",
+        NS,
+        "--wait=true",
+        "--timeout=60s",
+        "--grace-period=0",
+        "--force",
+    )
+    wait_for(
+        "Dataset gone", lambda: "demo" not in env.kubectl("get", "datasets", "-n", NS, "-o", "name")
+    )
+    wait_for(
+        "nodes unlabelled",
+        lambda: not env.labelled() and not env.labelled("fluid.io/s-fluidcache-default-demo"),
+    )
+    for n in env.get("nodes")["items"]:
+        assert not any(
+            k.startswith("fluid.io/") or k == "fluid_exclusive" for k in n["metadata"]["labels"]
+        ), n["metadata"]["labels"]
+    selector = "app.kubernetes.io/name=fluidcache,data.fluidcache.io/dataset=demo"
+    wait_for(
+        "no objects left",
+        lambda: (
+            not env.get(
+                "statefulsets,daemonsets,services,pods,pvc,secrets", "-n", NS, "-l", selector
+            )["items"]
+        ),
+    )
+    assert "default-demo" not in env.kubectl("get", "pv", "-o", "name")
+    assert "demo" not in env.kubectl("get", "fluidcacheruntimes", "-n", NS, "-o", "name")

@@ -1,0 +1,237 @@
+"""Several hosts on one machine: a master, three workers and a client, each in a network
+namespace of its own on a bridge, running the real processes. A worker's link is cut (``ip link
+set down``) or slowed (``tc``: netem delay and loss where the kernel has it, else a token bucket);
+reads complete byte-exact or fail with a clear error within a bounded time. Everything (processes,
+namespaces, veths, the bridge) is removed afterwards, also when a test fails. Needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fluidcache.common.config import TOKEN_FILE_ENV, write_token
+from tests.procs import Proc
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+_ids = itertools.count()
+PORT = 7000
+READ_BOUND = 90.0  # seconds a read may take with a worker cut off or slowed
+
+CLIENT = """
+import asyncio, hashlib, sys, time
+from fluidcache.client import AsyncClient
+from fluidcache.common import errors
+async def main():
+    start = time.monotonic()
+    try:
+        async with AsyncClient(sys.argv[1], open(sys.argv[2]).read().strip(),
+                               short_circuit=False, meta_ttl=1) as c:
+            f = await c.open("/f.bin")
+            data = await f.read()
+        print("sha", hashlib.sha256(data).hexdigest(), round(time.monotonic() - start, 2))
+    except errors.FluidcacheError as e:
+        print("error", type(e).__name__, e.message, round(time.monotonic() - start, 2))
+asyncio.run(main())
+"""
+
+
+def ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=20)
+
+
+@dataclass
+class Net:
+    """A bridge and one namespace per host; ``hosts[name]`` is its address."""
+
+    tag: str
+    subnet: str
+    hosts: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+
+    def ns(self, host: str) -> str:
+        return f"{self.tag}-{host}"
+
+    def veth(self, host: str) -> str:
+        return f"{self.tag}{host}"[:15]
+
+    def add(self, host: str) -> str:
+        address = f"{self.subnet}.{len(self.hosts) + 2}"
+        ns, outside = self.ns(host), self.veth(host)
+        ip("netns", "add", ns)
+        ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("link", "set", outside, "master", f"{self.tag}br", "up")
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        self.hosts[host] = address
+        return address
+
+    def run(self, host: str, argv: list[str], env: dict[str, str]) -> Proc:
+        proc = Proc(["ip", "netns", "exec", self.ns(host), *argv], env=env)
+        self.procs.append(proc)
+        return proc
+
+    def slow(self, host: str) -> str:
+        """Slow the host's link: netem delay and loss if the kernel has it, else a rate limit."""
+        dev = self.veth(host)
+        netem = ["qdisc", "add", "dev", dev, "root", "netem", "delay", "200ms", "loss", "5%"]
+        if subprocess.run(["tc", *netem], capture_output=True, check=False).returncode == 0:
+            return "netem delay 200ms loss 5%"
+        tbf = ["qdisc", "add", "dev", dev, "root", "tbf", "rate", "2mbit", "burst", "32kbit"]
+        subprocess.run(["tc", *tbf, "latency", "400ms"], check=True, capture_output=True)
+        return "tbf 2mbit"
+
+
+@contextlib.contextmanager
+def network(hosts: list[str]) -> Iterator[Net]:
+    n = next(_ids)
+    net = Net(tag=f"fc{os.getpid() % 10000}{n}", subnet=f"10.{77 + n % 100}.{os.getpid() % 250}")
+    try:
+        ip("link", "add", f"{net.tag}br", "type", "bridge")
+        ip("link", "set", f"{net.tag}br", "up")
+        for host in hosts:
+            net.add(host)
+        yield net
+    finally:
+        for proc in reversed(net.procs):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        for host in hosts:
+            ip("link", "del", net.veth(host), check=False)
+            ip("netns", "del", net.ns(host), check=False)
+        ip("link", "del", f"{net.tag}br", check=False)
+
+
+def wait_ready(path: Path, proc: Proc, timeout: float = 40.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return path.read_text().strip()
+        assert proc.popen.poll() is None, proc.output
+        time.sleep(0.1)
+    raise AssertionError(f"not ready within {timeout} s:\n{proc.output}")
+
+
+@pytest.fixture
+def hosts(workdir: Path) -> Iterator[tuple[Net, Path, bytes, str]]:
+    src = workdir / "src"
+    src.mkdir()
+    data = random.Random(11).randbytes(6 * 2**20 + 5)
+    (src / "f.bin").write_bytes(data)
+    token_file = workdir / "token"
+    write_token(token_file)
+    env = {TOKEN_FILE_ENV: str(token_file)}
+    fc = [sys.executable, "-m", "fluidcache"]
+    with network(["m", "w0", "w1", "w2", "c"]) as net:
+        m = net.hosts["m"]
+        master = net.run(
+            "m",
+            [
+                *fc,
+                "master",
+                f"local://{src}",
+                "--data-dir",
+                str(workdir / "m"),
+                "--host",
+                m,
+                "--port",
+                str(PORT),
+                "--block-size",
+                "1Mi",
+                "--heartbeat-interval",
+                "1",
+                "--worker-timeout",
+                "6",
+                "--ready-file",
+                str(workdir / "m.ready"),
+            ],
+            env,
+        )
+        url = wait_ready(workdir / "m.ready", master)
+        for w in ("w0", "w1", "w2"):
+            proc = net.run(
+                w,
+                [
+                    *fc,
+                    "worker",
+                    "--master",
+                    url,
+                    "--id",
+                    w,
+                    "--node",
+                    w,
+                    "--host",
+                    net.hosts[w],
+                    "--port",
+                    str(PORT),
+                    "--tier",
+                    f"MEM:{workdir / w}:64Mi",
+                    "--ready-file",
+                    str(workdir / f"{w}.ready"),
+                ],
+                env,
+            )
+            wait_ready(workdir / f"{w}.ready", proc)
+        yield net, token_file, data, url
+
+
+def read(net: Net, url: str, token_file: Path) -> tuple[str, float]:
+    start = time.monotonic()
+    proc = net.run("c", [sys.executable, "-c", CLIENT, url, str(token_file)], {})
+    proc.wait(READ_BOUND + 30)
+    line = proc.lines[-1] if proc.lines else proc.output
+    return line, time.monotonic() - start
+
+
+def check(line: str, data: bytes, took: float) -> None:
+    assert took < READ_BOUND, (line, took)
+    kind = line.split()[0]
+    assert kind in ("sha", "error"), line
+    if kind == "sha":
+        assert line.split()[1] == hashlib.sha256(data).hexdigest(), "wrong bytes"
+    else:
+        assert len(line.split()) > 3, f"an error without a message: {line}"
+
+
+def test_each_host_has_its_own_address(hosts: tuple[Net, Path, bytes, str]) -> None:
+    net, token_file, data, url = hosts
+    assert len(set(net.hosts.values())) == 5
+    line, took = read(net, url, token_file)
+    assert line.startswith("sha "), line
+    check(line, data, took)
+
+
+def test_cut_worker_then_back(hosts: tuple[Net, Path, bytes, str]) -> None:
+    net, token_file, data, url = hosts
+    line, took = read(net, url, token_file)  # warm: blocks spread over the three workers
+    check(line, data, took)
+    ip("link", "set", net.veth("w0"), "down")
+    line, took = read(net, url, token_file)
+    check(line, data, took)
+    ip("link", "set", net.veth("w0"), "up")
+    line, took = read(net, url, token_file)
+    assert line.startswith("sha "), line
+    check(line, data, took)
+
+
+def test_slow_worker_is_routed_around(hosts: tuple[Net, Path, bytes, str]) -> None:
+    net, token_file, data, url = hosts
+    line, took = read(net, url, token_file)
+    check(line, data, took)
+    how = net.slow("w1")
+    line, took = read(net, url, token_file)
+    assert line.startswith("sha "), (how, line)
+    check(line, data, took)
