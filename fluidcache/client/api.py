@@ -235,7 +235,17 @@ class AsyncClient:
         if info.is_dir or (info.version and self._checked.get(info.ino)):
             return info
         request = StatRequest(ino=await self._master_ino(info.ino), validate=True)
-        info = self._remember(await self._master.call(NS_STAT, request, FileInfo))
+        retry = 0.0 if info.version else MASTER_RETRY_WINDOW
+        try:
+            checked = await self._master.call(NS_STAT, request, FileInfo, retry_for=retry)
+        except errors.Unavailable as e:
+            if not info.version:
+                raise
+            # The master is away (a restart): read the version learnt before; its blocks are
+            # keyed by it, so a changed source gives an error, never mixed bytes.
+            log.info("master unreachable (%s): %s read at its known version", e, info.path)
+            return info
+        info = self._remember(checked)
         self._checked.put(info.ino, True)
         return info
 
