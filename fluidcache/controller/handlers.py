@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from fluidcache.client import AsyncClient
+from fluidcache.common import errors
 from fluidcache.common.protocol import COMPLETE, FAILED, JOB_BACKUP, JobInfo, JobRequest
 from fluidcache.controller import processing, webhook
 from fluidcache.controller import reconcile as rc
@@ -381,6 +382,17 @@ async def _submit(
     try:
         async with client:
             jobs = [await client.submit(r) for r in requests]
+    except (errors.InvalidArgument, errors.NotFound, errors.NotADirectory) as e:
+        # the master refuses the request itself (a target that does not exist): retrying
+        # cannot help, and what runs after this resource must learn that it failed
+        msg = f"master {client.master_url}: {e.message}"
+        cond = rc.condition(FAILED, True, "JobRefused", msg, _now())
+        cond["type"] = "Failed"
+        await kube().patch_status(
+            path(kind, meta.namespace, meta.name),
+            {"phase": FAILED, "error": e.message, "conditions": [cond]},
+        )
+        raise kopf.PermanentError(msg) from e
     except Exception as e:
         raise kopf.TemporaryError(f"master {client.master_url}: {e}", delay=5) from e
     await kube().patch_status(
