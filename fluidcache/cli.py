@@ -686,10 +686,22 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SOURCE",
         help="URI (local:///path, http(s)://host/dir/) or NAME=URI; a single unnamed source "
         "sits at the root, named ones appear as top-level directories",
+    )
+    u.add_argument(
+        "-f",
+        "--file",
+        help="a Kubernetes YAML holding a Dataset and its FluidCacheRuntime (or RuntimeProfile), "
+        "as kubectl applies it: its mounts, replicas (workers) and tiered store replace SOURCE "
+        "and the sizing flags; encryptOptions come from $FLUIDCACHE_SECRET_<SECRET>_<KEY> or "
+        "--secrets-dir; --dataset picks one of several Datasets",
+    )
+    u.add_argument(
+        "--secrets-dir",
+        help="with -f: Secret values as files SECRETS_DIR/<secret>/<key> (a mounted Secret)",
     )
     u.add_argument("--mountpoint", required=True, help="existing empty directory to mount on")
     u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")

@@ -277,21 +277,22 @@ def token_secret(runtime: Runtime, token: str) -> dict[str, Any]:
 CREDENTIALS_DIR = "/etc/fluidcache/credentials"
 
 
-def _mount_name(index: int, dataset: Dataset) -> str:
+def mount_name(index: int, dataset: Dataset) -> str:
     m = dataset.mounts[index]
     return m.name or m.mount_point.split("://", 1)[1].strip("/").replace("/", "-") or "data"
 
 
-def _source_args(dataset: Dataset) -> list[str]:
+def source_args(dataset: Dataset, credentials_dir: str = CREDENTIALS_DIR) -> list[str]:
     """The master's SOURCE arguments and ``--option`` flags; a mount with ``encryptOptions``
-    gets ``credentials_file`` (written by the credentials init container), never a secret."""
+    gets ``credentials_file`` (``credentials_dir/<mount name>``, written by the credentials init
+    container, or by ``fluidcache up -f``), never a secret."""
     args: list[str] = []
     named = len(dataset.mounts) > 1 or any(m.name for m in dataset.mounts)
     for i, m in enumerate(dataset.mounts):
-        name = _mount_name(i, dataset)
+        name = mount_name(i, dataset)
         options = dict(m.options)
         if m.secrets:
-            options["credentials_file"] = f"{CREDENTIALS_DIR}/{name}"
+            options["credentials_file"] = f"{credentials_dir}/{name}"
         args.append(f"{name}={m.mount_point}" if named else m.mount_point)
         for key, value in sorted(options.items()):
             args += ["--option", f"{name}.{key}={value}" if named else f"{key}={value}"]
@@ -307,7 +308,7 @@ def _credentials(
     lines: list[str] = []
     env: list[dict[str, Any]] = []
     for i, m in enumerate(dataset.mounts):
-        path = f"{CREDENTIALS_DIR}/{_mount_name(i, dataset)}"
+        path = f"{CREDENTIALS_DIR}/{mount_name(i, dataset)}"
         for j, ref in enumerate(m.secrets):
             var = f"CRED_{i}_{j}"
             ref_spec = {"secretKeyRef": {"name": ref.secret, "key": ref.key}}
@@ -360,7 +361,7 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
     }
     args = [
         "master",
-        *_source_args(dataset),
+        *source_args(dataset),
         "--dataset",
         meta.name,
         "--data-dir",
