@@ -80,6 +80,7 @@ def running_env(
     files: dict[str, bytes],
     controller_args: Sequence[str] = (),
     master_dataset: str = "demo",
+    nodes: int = 5,
 ) -> Iterator[Env]:
     missing = missing_binaries()
     if missing:
@@ -100,7 +101,7 @@ def running_env(
             extra=("--dataset", master_dataset, "--backup-dir", str(root / "backups")),
         )
         fc.start_worker("w1", f"MEM:{root / 'w1'}:64Mi", node="host")
-        with ControlPlane(nodes=5) as cp:
+        with ControlPlane(nodes=nodes) as cp:
             e = Env(cp, fc, data)
             e.kubectl("taint", "nodes", "kwok-node-1", "dedicated=infra:NoSchedule")
             e.kubectl("label", "nodes", "kwok-node-2", "disk=ssd")
