@@ -346,7 +346,6 @@ async def _cached_datasets(
     return out
 
 
-@kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"])
 async def pod_cache_affinity(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Pods mounting a dataset's PVC get affinity to its cache nodes (see ``webhook``)."""
     claims = webhook.claims(body)
@@ -357,6 +356,10 @@ async def pod_cache_affinity(body: kopf.Body, patch: kopf.Patch, **_: Any) -> No
     changes = webhook.mutate_pod(body, datasets)
     if changes:
         patch["spec"] = changes
+
+
+if os.environ.get("FLUIDCACHE_WEBHOOK_PORT"):  # kopf refuses admission handlers without a server
+    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"])(pod_cache_affinity)
 
 
 # ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------
