@@ -72,8 +72,14 @@ def test_dataset_samples_are_bound(env: Env, sample: str, dataset: str) -> None:
     apply_sample(env, sample)
     use_host_master(env, dataset)
     ds = reaches(env, "dataset", dataset, "Bound", timeout=180)
-    rt = env.get("fluidcacheruntime", dataset, "-n", NS)
-    assert rt["status"]["workerPhase"] == "Ready"
+    rt = wait_for(
+        f"{dataset}'s workers Ready",
+        lambda: (
+            (r := env.get("fluidcacheruntime", dataset, "-n", NS))["status"].get("workerPhase")
+            == "Ready"
+            and r
+        ),
+    )
     assert len(ds["status"]["nodes"]) == rt["spec"]["replicas"]
 
 
