@@ -28,8 +28,8 @@ tests: bootstrap
 
 # Fault scenarios and the soak (SOAK_SECONDS, default 60); regenerates docs/reliability.md
 test-slow: bootstrap
-	$(PY) -m pytest -q -m reliability --soak-seconds $(SOAK_SECONDS) \
-		--reliability-report docs/reliability.md
+	$(PY) -m pytest -q -m reliability --soak-seconds=$(SOAK_SECONDS) \
+		--reliability-report=docs/reliability.md
 
 reliability: test-slow
 

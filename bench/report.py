@@ -18,6 +18,8 @@ SYSTEM_ORDER = list(SYSTEMS)
 COLORS = {
     "http-direct": "#7f7f7f",
     "s3-direct": "#bcbd22",
+    "hf-snapshot-download": "#8c564b",
+    "fc-fuse-hf": "#9467bd",
     "fc-fuse-http": "#1f77b4",
     "fc-client-http": "#17becf",
     "fc-fuse-s3": "#2ca02c",

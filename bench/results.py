@@ -16,13 +16,17 @@ SYSTEMS: dict[str, str] = {
     "fc-client-s3": "fluidcache client library, S3 source",
     "rclone-s3": "rclone mount --vfs-cache-mode full --use-server-modtime, S3 source",
     "s3fs-s3": "s3fs-fuse with use_cache, S3 source",
+    "hf-snapshot-download": "huggingface_hub.snapshot_download to local disk, then loading",
+    "fc-fuse-hf": "fluidcache FUSE mount, hf:// source",
 }
-BASELINES = ("http-direct", "s3-direct")
+BASELINES = ("http-direct", "s3-direct", "hf-snapshot-download")
 
 
 def baseline_of(system: str) -> str | None:
     if system in BASELINES:
         return None
+    if system.endswith("-hf"):
+        return "hf-snapshot-download"
     return "s3-direct" if system.endswith("-s3") else "http-direct"
 
 

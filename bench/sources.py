@@ -32,6 +32,7 @@ http {{
         autoindex on;
         autoindex_exact_size on;
         limit_rate {rate};
+{extra}
     }}
 }}
 """
@@ -66,12 +67,13 @@ def make_sample(root: Path, large_mb: int = 200, small: int = 300, small_kb: int
 
 
 @contextlib.contextmanager
-def nginx(data: Path, workdir: Path, rate: str = "0") -> Iterator[str]:
+def nginx(data: Path, workdir: Path, rate: str = "0", extra: str = "") -> Iterator[str]:
     """nginx with autoindex serving ``data`` on a free port; yields the base URL.
 
     ``rate`` caps each response (nginx's ``limit_rate``, e.g. ``20m``; 0: no cap; sendfile is
     then off, as nginx does not pace ranged sendfile responses). The access
     log (``workdir/access.log``) has one line per request: method, path, status, bytes, Range.
+    ``extra`` goes into the server block.
     """
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
@@ -87,6 +89,7 @@ def nginx(data: Path, workdir: Path, rate: str = "0") -> Iterator[str]:
             data=data.absolute(),
             rate=rate,
             sendfile="on" if rate == "0" else "off",
+            extra=extra,
         )
     )
     proc = subprocess.Popen(

@@ -189,6 +189,14 @@ def format_report(r: Report) -> str:
         f"bytes read: {_mb(b.local)} local, {_mb(b.remote)} remote, {_mb(b.source)} from "
         f"the sources"
     )
+    if r.shared_bytes:
+        lines.append(
+            f"bytes saved by sharing: {_mb(r.shared_bytes)} (identical content under several "
+            "paths, cached once)"
+        )
+    for d in r.datasets:
+        for name, uri in sorted(d.snapshots.items()):
+            lines.append(f"{d.name}/{name}: serves {uri}")
     for d in r.datasets:
         if d.shortfall is not None:
             lines.append(f"{d.name}: does not fit: {d.shortfall.advice}")

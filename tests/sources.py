@@ -157,32 +157,41 @@ class NginxSource:
             self.proc = None
 
 
+def start_nginx(base: Path, www: Path, extra: str) -> tuple[Proc, int]:
+    """nginx (NGINX_CONF with ``extra`` in its server block) serving ``www`` on a free port,
+    its files under ``base``; the process and the port."""
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "tmp").mkdir(exist_ok=True)
+    port = free_port()
+    conf = base / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            user="user root;" if os.geteuid() == 0 else "",
+            base=base,
+            port=port,
+            www=www.absolute(),
+            extra=extra,
+        )
+    )
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
+    proc = Proc(argv)
+    if not wait_port(proc.popen, port):
+        proc.stop()
+        raise AssertionError(f"nginx did not start:\n{proc.output}")
+    return proc, port
+
+
 class BasicAuthSource:
     """nginx (autoindex) on 127.0.0.1 serving ``root`` only to ``user:password`` (Basic auth)."""
 
     def __init__(self, root: Path, base: Path, user: str, password: str) -> None:
         self.root = root
         base.mkdir(parents=True, exist_ok=True)
-        (base / "tmp").mkdir(exist_ok=True)
         (base / "htpasswd").write_text(f"{user}:{{PLAIN}}{password}\n")
-        self.port = free_port()
-        conf = base / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                base=base,
-                port=self.port,
-                www=root.absolute(),
-                extra=f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;',
-            )
-        )
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
-        self.proc = Proc(argv)
+        extra = f'auth_basic "fluidcache test"; auth_basic_user_file {base}/htpasswd;'
+        self.proc, self.port = start_nginx(base, root, extra)
         self.url = f"http://127.0.0.1:{self.port}/"
-        if not wait_port(self.proc.popen, self.port):
-            self.proc.stop()
-            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
 
     def stop(self) -> None:
         self.proc.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-NAMES = ("large", "small", "metadata", "model", "p2p", "scaling", "eviction")
+NAMES = ("large", "small", "metadata", "model", "p2p", "scaling", "eviction", "hub")
 
 
 def load(name: str) -> ModuleType:

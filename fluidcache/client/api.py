@@ -19,6 +19,7 @@ import aiohttp
 
 from fluidcache.client.blocks import BlockReader
 from fluidcache.client.cache import TtlCache
+from fluidcache.client.prefetch import ModelPrefetcher
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
@@ -96,6 +97,7 @@ class AsyncClient:
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         ca: str = "",
+        model_prefetch: bool = True,
     ) -> None:
         self.master_url = master_url
         self._ssl = client_ssl(ca)
@@ -120,6 +122,7 @@ class AsyncClient:
         )
         self._background: set[asyncio.Task[None]] = set()
         self.readahead_blocks = readahead_blocks
+        self._models = ModelPrefetcher(self) if model_prefetch else None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -394,7 +397,13 @@ class AsyncClient:
         info = await self.stat(path)
         if info.is_dir:
             raise errors.IsADirectory(path)
+        self.opened(info)
         return AsyncFile(self, info)
+
+    def opened(self, info: FileInfo) -> None:
+        """A file was opened (here or by the FUSE mount): start the prefetch it calls for."""
+        if self._models is not None and self._models.wants(info):
+            self._spawn(self._models.opened(info))
 
 
 class AsyncFile:

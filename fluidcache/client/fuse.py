@@ -185,6 +185,7 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
             raise errors.IsADirectory(info.path)
         fh = self._fh()
         self._files[fh] = AsyncFile(self.client, info)
+        self.client.opened(info)
         # Keep the kernel's pages across opens only while the source version is unchanged.
         seen = self._versions.pop(inode, None)
         unchanged = seen == info.version

@@ -1,7 +1,11 @@
-"""Block identity: a hash of source URI, source version, block size and block index.
+"""Block identity: a hash of source URI, source version, block size and block index, or of the
+file's content digest, block size and block index when the source gives a digest.
 
 When the source changes, its version changes and so do the ids: a stale block can never be
-served for the new version.
+served for the new version. A version that *is* a content digest (``sha256:HEX``, the Hub's LFS
+oid; ``git-blob:HEX``, a git blob id) names the bytes themselves, so the URI is left out: the same
+content under two revisions, repositories or datasets has the same block ids and is cached once.
+Every other version (ETags, size+mtime) keeps the URI in the key, as before.
 """
 
 import os
@@ -9,10 +13,24 @@ from collections.abc import Sequence
 
 import xxhash
 
+DIGEST_PREFIXES = ("sha256:", "git-blob:")
+"""Versions with these prefixes are content digests (see :func:`content_digest`)."""
+
+
+def content_digest(version: str) -> str | None:
+    """``version`` when it is a content digest (``sha256:HEX`` or ``git-blob:HEX``), else None."""
+    if version.startswith(DIGEST_PREFIXES) and len(version.partition(":")[2]) >= 40:
+        return version
+    return None
+
 
 def block_id(uri: str, version: str, index: int, block_size: int) -> str:
     """The 32-hex-digit id of one block of one version of one source file."""
-    key = f"{uri}\0{version}\0{block_size}\0{index}".encode()
+    digest = content_digest(version)
+    if digest is not None:
+        key = f"content\0{digest}\0{block_size}\0{index}".encode()
+    else:
+        key = f"{uri}\0{version}\0{block_size}\0{index}".encode()
     return xxhash.xxh3_128_hexdigest(key)
 
 

@@ -324,7 +324,11 @@ class ListReply(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BlockRef(Message):
-    """Everything a worker needs to find a block at the source; the id is derived, not sent."""
+    """Everything a worker needs to find a block at the source; the id is derived, not sent.
+
+    For a file whose version is a content digest the id ignores ``uri`` (see
+    :mod:`fluidcache.common.blockid`): any URI with that content may be read to fetch it.
+    """
 
     uri: str
     version: str
@@ -560,6 +564,8 @@ class DatasetReport(Message):
     local_hit_ratio: float = 0.0
     remote_hit_ratio: float = 0.0
     shortfall: CapacityShortfall | None = None
+    shared_bytes: int = 0  # content also under another path, cached once (content-addressed)
+    snapshots: dict[str, str] = dataclasses.field(default_factory=dict)  # mount -> hf://...@COMMIT
 
     def fluid(self) -> dict[str, Any]:
         """Fluid's key names and units (bytes, percent, ratios in 0-1), for scripts."""
@@ -567,6 +573,8 @@ class DatasetReport(Message):
         return {
             "name": self.name,
             **_fluid_states(self),
+            "sharedBytes": self.shared_bytes,
+            "snapshots": self.snapshots,
             "capacityShortfall": None
             if s is None
             else {
@@ -595,6 +603,7 @@ class Report(Message):
     local_hit_ratio: float = 0.0
     remote_hit_ratio: float = 0.0
     lost_workers: int = 0
+    shared_bytes: int = 0  # over every dataset: bytes not cached twice thanks to shared content
 
     def fluid(self) -> dict[str, Any]:
         """The whole report under Fluid's key names: what ``fluidcache report --json`` prints."""
@@ -602,6 +611,7 @@ class Report(Message):
             "datasets": [d.fluid() for d in self.datasets],
             "cluster": {
                 **_fluid_states(self),
+                "sharedBytes": self.shared_bytes,
                 "bytesRead": self.reads.to_wire(),
                 "liveWorkers": len(self.workers),
                 "lostWorkers": self.lost_workers,

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from fluidcache.common import errors
+from fluidcache.common.blockid import content_digest
 from fluidcache.common.protocol import MAX_NAME_BYTES, ROOT_INO, FileInfo, MountInfo, valid_name
 from fluidcache.master.store import (
     NEXT_INO,
@@ -242,6 +243,30 @@ class Namespace:
                 for ino, _, is_dir in [unpack_dentry(value)]
                 if is_dir
             ]
+
+    def shared_bytes(self) -> tuple[dict[str, int], int]:
+        """Bytes that content addressing keeps from being cached twice: per dataset, and over
+        the whole namespace (datasets share the cache). A file counts when its version is a
+        content digest another file already has; its blocks have the same ids.
+        """
+        seen: set[str] = set()
+        per_dataset: dict[str, set[str]] = {}
+        saved: dict[str, int] = {}
+        total = 0
+        with self.store.read() as txn:
+            for key, value in txn.cursor(db=self.store.inodes):
+                node = Inode.unpack(int.from_bytes(key, "big"), value)
+                digest = None if node.is_dir else content_digest(node.version)
+                if digest is None:
+                    continue
+                mine = per_dataset.setdefault(node.dataset, set())
+                if digest in mine:
+                    saved[node.dataset] = saved.get(node.dataset, 0) + node.size
+                mine.add(digest)
+                if digest in seen:
+                    total += node.size
+                seen.add(digest)
+        return saved, total
 
     def stats(self, dataset: str) -> DatasetStats:
         with self.store.read() as txn:

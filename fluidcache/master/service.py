@@ -60,7 +60,7 @@ from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
-from fluidcache.ufs import create_ufs
+from fluidcache.ufs import UnderFileSystem, create_ufs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ MAX_PAGE = 1000
 MAX_LOCATIONS = 100_000
 MAX_TARGETS = 1000
 WORKER_RPC_TIMEOUT = 600.0  # a cache request waits for its block to come from the source
+SHARED_BYTES_TTL = 5.0  # seconds a scan of the namespace for shared content is reused
 
 
 class MasterService:
@@ -102,6 +103,7 @@ class MasterService:
         self.metrics = MasterMetrics(self)
         self._tasks: set[asyncio.Task[None]] = set()
         self._backups: set[asyncio.Future[BackupInfo]] = set()
+        self._shared: tuple[float, dict[str, int], int] | None = None
 
     @classmethod
     def open(cls, config: MasterConfig, clock: Callable[[], float] | None = None) -> MasterService:
@@ -132,6 +134,17 @@ class MasterService:
         self._session = client_session()
         self._started = self._clock()
         self.jobs.start()
+        for mount in self.ns.mounts.values():
+            self._spawn(self._open_source(mount.ufs))
+
+    @staticmethod
+    async def _open_source(ufs: UnderFileSystem) -> None:
+        """Look at each source's root once at start: an ``hf://`` branch is resolved to its
+        commit now, so file URIs name that commit from the first one served."""
+        try:
+            await ufs.stat("")
+        except errors.FluidcacheError as e:
+            log.warning("source %s: %s", ufs.root_uri, e.message)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -243,6 +256,7 @@ class MasterService:
         capacity = sum(t.capacity for w in workers for t in w.tiers)
         reads = sum((w.reads for w in workers), ReadBytes())
         ratios = _hit_ratios(reads)
+        shared, shared_total = self._shared_bytes()
         entries = []
         for name in [dataset] if dataset else names:
             s = self.ns.stats(name)
@@ -256,6 +270,8 @@ class MasterService:
                     _percent(cached, s.bytes),
                     *ratios,
                     shortfall=capacity_shortfall(s.bytes, capacity, len(workers)),
+                    shared_bytes=shared.get(name, 0),
+                    snapshots=self._snapshots(name),
                 )
             )
         total = DatasetStats(
@@ -274,7 +290,27 @@ class MasterService:
             reads,
             *ratios,
             lost_workers=lost,
+            shared_bytes=shared_total,
         )
+
+    def _snapshots(self, dataset: str) -> dict[str, str]:
+        """Mount name -> the URI it serves, where that names more than the configured URI
+        (an ``hf://`` branch resolved to a commit)."""
+        out = {}
+        for m in self.ns.mounts.values():
+            if m.info.dataset == dataset and (
+                uri := m.ufs.uri("").rstrip("/")
+            ) != m.info.uri.rstrip("/"):
+                out[m.info.name] = uri
+        return out
+
+    def _shared_bytes(self) -> tuple[dict[str, int], int]:
+        """:meth:`Namespace.shared_bytes`, recomputed at most every few seconds (a full scan;
+        the status page asks for the report every 1.5 s)."""
+        now = self._clock()
+        if self._shared is None or now - self._shared[0] >= SHARED_BYTES_TTL:
+            self._shared = (now, *self.ns.shared_bytes())
+        return self._shared[1], self._shared[2]
 
     def status(self, jobs: JobsRequest) -> Status:
         """What the status page shows: the report of every dataset and the jobs ``jobs`` asks."""

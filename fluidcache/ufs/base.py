@@ -40,6 +40,8 @@ class UnderFileSystem(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     option_keys: ClassVar[frozenset[str]] = frozenset()
     """The option keys this adapter reads; ``check_options`` refuses any other."""
+    empty_directories: ClassVar[bool] = True
+    """Whether the source can hold an empty directory (a git tree cannot)."""
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         self.root_uri = root_uri.rstrip("/") if not root_uri.endswith(":///") else root_uri
@@ -52,6 +54,13 @@ class UnderFileSystem(abc.ABC):
     @abc.abstractmethod
     def relpath(self, uri: str) -> str:
         """Inverse of :meth:`uri`; ``InvalidArgument`` if ``uri`` is not under the root."""
+
+    def for_uri(self, uri: str) -> tuple[UnderFileSystem, str]:
+        """The adapter that reads ``uri`` and its relative path: ``self`` unless the URI names
+        another snapshot of the same source (an ``hf://`` URI of another commit); raises like
+        :meth:`relpath`.
+        """
+        return self, self.relpath(uri)
 
     @abc.abstractmethod
     async def stat(self, path: str) -> UfsStatus:

@@ -17,6 +17,7 @@ _ADAPTERS: dict[str, tuple[str, str, str]] = {
     "http": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
     "https": ("fluidcache.ufs.http", "HttpUfs", "aiohttp"),
     "s3": ("fluidcache.ufs.s3", "S3Ufs", "aiobotocore"),
+    "hf": ("fluidcache.ufs.hf", "HfUfs", "huggingface_hub"),
     "pvc": ("fluidcache.ufs.local", "PvcUfs", ""),
     "nfs": ("fluidcache.ufs.local", "NfsUfs", ""),
 }

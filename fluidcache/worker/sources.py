@@ -23,7 +23,7 @@ class SourceMap:
         """The adapter and relative path of ``uri``; InvalidArgument if no mount holds it."""
         for ufs in self._ufs.values():
             try:
-                return ufs, ufs.relpath(uri)
+                return ufs.for_uri(uri)
             except errors.InvalidArgument:
                 continue
         raise errors.InvalidArgument(f"{uri!r} is not under any mount of this cluster")

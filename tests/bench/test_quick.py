@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.results import BASELINES
 from bench.scenarios import NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None
             assert s["values"], f"{name}/{s['case']}/{s['system']}: no values"
             assert all(math.isfinite(v) and v >= 0 for v in s["values"]), s
         fluidcache = [s for s in scenario["series"] if s["system"].startswith("fc-")]
-        baseline = [s for s in scenario["series"] if s["system"].endswith("-direct")]
+        baseline = [s for s in scenario["series"] if s["system"] in BASELINES]
         assert fluidcache and baseline, f"{name}: needs fluidcache and a baseline side by side"
     report = (out / "report.md").read_text()
     plots = sorted(out.glob("*.png"))

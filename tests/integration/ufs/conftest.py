@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from fluidcache.ufs import UnderFileSystem, create_ufs
+from tests.hub import HubRepo, Olah
 from tests.sources import NGINX_CONF, wait_port
 
 BUCKET = "fluidcache-test"
@@ -300,6 +301,51 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         stop(proc)
 
 
+class HubSource(Source):
+    """A fresh repository on olah; writes are committed before the adapter first reads, then
+    one commit per write (on branch ``main``, which the adapter re-resolves every call)."""
+
+    def __init__(self, repo: HubRepo, endpoint: str) -> None:
+        self.repo = repo
+        self.uri = repo.uri()
+        self.options = {"endpoint": endpoint, "revision_ttl": "0", "retries": "1"}
+        self._reading = False
+
+    def write(self, path: str, data: bytes) -> None:
+        self.repo.write(path, data)
+        if self._reading:
+            self.repo.commit()
+
+    def mkdir(self, path: str) -> None:
+        return None  # a git tree holds no empty directory (HfUfs.empty_directories is False)
+
+    def ufs(self, **options: str) -> UnderFileSystem:
+        if self.repo.pending:
+            self.repo.commit()
+        self._reading = True
+        return super().ufs(**options)
+
+
+class OlahServer(Server):
+    kind = "hf-olah"
+
+    def __init__(self, olah: Olah) -> None:
+        self.olah = olah
+
+    def source(self) -> HubSource:
+        return HubSource(self.olah.repo(), self.olah.endpoint)
+
+
+@pytest.fixture(scope="session")
+def olah_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
+    """olah offline, serving git repositories made under its mirrors path."""
+    olah = Olah(tmp_path_factory.mktemp("olah"))
+    try:
+        yield OlahServer(olah)
+    finally:
+        olah.stop()
+
+
 @pytest.fixture(scope="session")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> LocalServer:
     return LocalServer(tmp_path_factory.mktemp("local"))
@@ -310,6 +356,7 @@ ADAPTERS = {
     "http-nginx": "nginx_server",
     "http-python": "python_http_server",
     "s3-moto": "moto_server",
+    "hf-olah": "olah_server",
 }
 
 

@@ -1,0 +1,113 @@
+"""Safetensors-aware prefetch: when a model file is opened, its tensor data is brought close ahead
+of the loader.
+
+Opening a ``.safetensors`` file reads its header (8 bytes of length, then JSON) and asks for the
+blocks holding the tensor data in the order loaders read them (ascending data offsets), a bounded
+number at a time, through the client's ordinary block prefetch (a same-node worker fetches and
+keeps the block; otherwise the bytes come into the client's buffer). Opening a sharded model's
+``*.safetensors.index.json``, or its first shard, schedules every shard of the index in name
+order, as ``from_pretrained`` loads them. Each file is scheduled once per client; errors are
+ignored (a prefetch is a hint: the real read reports them).
+
+Called by :class:`~fluidcache.client.api.AsyncClient` on every open (the library's and the FUSE
+mount's); holds no state beyond what it has scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import posixpath
+import re
+from typing import TYPE_CHECKING, Any
+
+from fluidcache.common import errors
+from fluidcache.common.protocol import FileInfo
+
+if TYPE_CHECKING:
+    from fluidcache.client.api import AsyncClient
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+FIRST_SHARD = re.compile(r"-0*1-of-\d+\.safetensors$")
+
+
+def tensor_blocks(header: dict[str, Any], header_len: int, block_size: int) -> list[int]:
+    """Indices of the blocks holding tensor data, in ascending data offset, each once."""
+    base = 8 + header_len
+    spans = sorted(
+        (int(v["data_offsets"][0]), int(v["data_offsets"][1]))
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+    )
+    out: list[int] = []
+    seen: set[int] = set()
+    for start, end in spans:
+        if end <= start:
+            continue
+        for index in range((base + start) // block_size, (base + end - 1) // block_size + 1):
+            if index not in seen:
+                seen.add(index)
+                out.append(index)
+    return out
+
+
+class ModelPrefetcher:
+    """Schedules the tensor data of opened safetensors files, ``concurrency`` blocks at once."""
+
+    def __init__(self, client: AsyncClient, concurrency: int = 8) -> None:
+        self.client = client
+        self._slots = asyncio.Semaphore(concurrency)
+        self._scheduled: set[tuple[str, str]] = set()  # (path, version)
+
+    def wants(self, info: FileInfo) -> bool:
+        """Whether opening ``info`` schedules a prefetch."""
+        return info.path.endswith((".safetensors", ".safetensors.index.json"))
+
+    async def opened(self, info: FileInfo) -> None:
+        """Prefetch what opening ``info`` calls for (the file, or all shards of its index)."""
+        try:
+            if info.path.endswith(".safetensors.index.json"):
+                await self._shards(info)
+            elif FIRST_SHARD.search(info.path):
+                index = posixpath.join(posixpath.dirname(info.path), "model.safetensors.index.json")
+                try:
+                    await self._shards(await self.client.stat(index), first=info)
+                except errors.NotFound:
+                    await self._file(info)
+            else:
+                await self._file(info)
+        except (errors.FluidcacheError, ValueError, KeyError, TypeError) as e:
+            log.debug("prefetch of %s stopped: %s", info.path, e)
+
+    async def _shards(self, index: FileInfo, first: FileInfo | None = None) -> None:
+        if index.size > MAX_HEADER:
+            return
+        data = json.loads(await self.client.pread(index, 0, index.size))
+        names = sorted(set(data.get("weight_map", {}).values()))
+        folder = posixpath.dirname(index.path)
+        for name in names:
+            path = posixpath.join(folder, name)
+            info = first if first is not None and first.path == path else None
+            await self._file(info or await self.client.stat(path))
+
+    async def _file(self, info: FileInfo) -> None:
+        key = (info.path, info.version)
+        if key in self._scheduled or info.size < 8:
+            return
+        self._scheduled.add(key)
+        header_len = int.from_bytes(await self.client.pread(info, 0, 8), "little")
+        if header_len > min(MAX_HEADER, info.size - 8):
+            return
+        header = json.loads(await self.client.pread(info, 8, header_len))
+        for index in tensor_blocks(header, header_len, info.block_size):
+            await self._slots.acquire()  # bounded: the next block waits for a free slot
+            self.client._spawn(self._one(info, index))
+
+    async def _one(self, info: FileInfo, index: int) -> None:
+        try:
+            await self.client.blocks.prefetch(info.block(index))
+        finally:
+            self._slots.release()
