@@ -169,7 +169,8 @@ async def _reconcile(k: Kube, namespace: str, name: str) -> None:
     token = await _token(k, runtime, create=not runtime.master.endpoint)
 
     nodes = [Node.parse(n) for n in await k.list(path("Node"))]
-    placement = rc.place(dataset, runtime, nodes)
+    pods = await k.list(path("Pod", dataset.meta.namespace))
+    placement = rc.place(dataset, runtime, nodes, rc.worker_ordinals(dataset, pods))
     for node in nodes:
         patch = rc.label_patch(node, dataset, runtime, node.name in placement.nodes)
         if patch:

@@ -174,9 +174,29 @@ def why_not(node: Node, dataset: Dataset, runtime: Runtime) -> str:
     return ""
 
 
-def place(dataset: Dataset, runtime: Runtime, nodes: Iterable[Node]) -> Placement:
+def worker_ordinals(dataset: Dataset, pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Node name -> ordinal of the dataset's worker pod running there (StatefulSet pods are
+    named ``<name>-worker-<ordinal>``)."""
+    prefix = f"{dataset.meta.name}-worker-"
+    out: dict[str, int] = {}
+    for pod in pods:
+        name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName")
+        if node and name.startswith(prefix) and name[len(prefix) :].isdigit():
+            out[node] = int(name[len(prefix) :])
+    return out
+
+
+def place(
+    dataset: Dataset,
+    runtime: Runtime,
+    nodes: Iterable[Node],
+    ordinals: Mapping[str, int] | None = None,
+) -> Placement:
     """Choose ``runtime.replicas`` nodes: those already caching the dataset first (a scale-up
-    never moves workers), then the others by name. Deterministic for the same inputs."""
+    never moves workers), then the others by name. Among caching nodes, those whose worker pod
+    has the lowest ordinal (``ordinals``: node -> ordinal) come first, so a scale-down unlabels
+    the node of the pod the StatefulSet removes. Deterministic for the same inputs."""
+    rank = ordinals or {}
     wanted = runtime.replicas
     label = dataset_label(dataset.meta)
     ok: list[Node] = []
@@ -187,7 +207,7 @@ def place(dataset: Dataset, runtime: Runtime, nodes: Iterable[Node]) -> Placemen
             excluded[reason] = excluded.get(reason, 0) + 1
         else:
             ok.append(node)
-    ok.sort(key=lambda n: (n.labels.get(label) != "true", n.name))
+    ok.sort(key=lambda n: (n.labels.get(label) != "true", rank.get(n.name, 1 << 30), n.name))
     chosen = tuple(n.name for n in ok[:wanted])
     reason = ""
     if len(chosen) < wanted:
