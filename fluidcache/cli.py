@@ -437,6 +437,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
     sys.exit(subprocess.call([sys.executable, "-m", "bench", *forwarded], cwd=root))
 
 
+def cmd_fluid(args: argparse.Namespace) -> None:
+    """Upstream Fluid's CacheRuntimeClass entries (see :mod:`fluidcache.fluid`)."""
+    from fluidcache import fluid
+    from fluidcache.client import AsyncClient
+
+    dataset = os.environ.get("FLUID_DATASET_NAME", "")
+    config: dict[str, object] = {}
+    if args.entry == "mount-ufs":
+        path = args.config or os.environ.get("FLUID_RUNTIME_CONFIG_PATH", "")
+        if not path:
+            raise errors.ConfigError("mount-ufs: no --config and no $FLUID_RUNTIME_CONFIG_PATH")
+        config = json.loads(Path(path).read_text())
+
+    async def main() -> int:
+        async with AsyncClient(args.master, load_token(args.token_file), dataset=dataset) as c:
+            if args.entry == "mount-ufs":
+                out: object = await fluid.mount_ufs(c, config)
+            elif args.entry == "report-summary":
+                out = fluid.report_summary(await c.report(), dataset)
+            else:
+                return 0 if await fluid.dataload(c, os.environ, dataset) else 1
+        print(json.dumps(out))
+        return 0
+
+    sys.exit(asyncio.run(main()))
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from fluidcache.cluster import LocalCluster
 
@@ -616,6 +643,23 @@ def parser() -> argparse.ArgumentParser:
     _tls(r, serving=False)
     r.set_defaults(fn=cmd_report)
 
+    fl = sub.add_parser(
+        "fluid",
+        help="upstream Fluid's CacheRuntimeClass entries: mount-ufs, report-summary, dataload",
+        description="Run by Fluid's generic cache runtime (k8s/fluid/cacheruntimeclass.yaml): "
+        "JSON on stdout as Fluid parses it, messages on stderr.",
+    )
+    fl.add_argument("entry", choices=["mount-ufs", "report-summary", "dataload"])
+    fl.add_argument(
+        "--master",
+        default=os.environ.get("FLUIDCACHE_MASTER", "http://127.0.0.1:7000"),
+        help="master URL (default $FLUIDCACHE_MASTER, else http://127.0.0.1:7000)",
+    )
+    fl.add_argument("--config", help="Fluid's runtime.json (default $FLUID_RUNTIME_CONFIG_PATH)")
+    fl.add_argument("--token-file")
+    _tls(fl, serving=False)
+    fl.set_defaults(fn=cmd_fluid)
+
     b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
     b.add_argument("--master", required=True, help="master URL")
     b.add_argument("--name", help="file name in the master's backup directory")
@@ -694,10 +738,22 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SOURCE",
         help="URI (local:///path, http(s)://host/dir/) or NAME=URI; a single unnamed source "
         "sits at the root, named ones appear as top-level directories",
+    )
+    u.add_argument(
+        "-f",
+        "--file",
+        help="a Kubernetes YAML holding a Dataset and its FluidCacheRuntime (or RuntimeProfile), "
+        "as kubectl applies it: its mounts, replicas (workers) and tiered store replace SOURCE "
+        "and the sizing flags; encryptOptions come from $FLUIDCACHE_SECRET_<SECRET>_<KEY> or "
+        "--secrets-dir; --dataset picks one of several Datasets",
+    )
+    u.add_argument(
+        "--secrets-dir",
+        help="with -f: Secret values as files SECRETS_DIR/<secret>/<key> (a mounted Secret)",
     )
     u.add_argument("--mountpoint", required=True, help="existing empty directory to mount on")
     u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")

@@ -33,6 +33,7 @@ from types import FrameType
 
 import aiohttp
 
+from fluidcache import upfile
 from fluidcache.client.fuse import check_mountpoint, clean_stale_mount, mounted_at
 from fluidcache.common import errors
 from fluidcache.common.config import (
@@ -52,6 +53,7 @@ from fluidcache.common.protocol import (
     Report,
 )
 from fluidcache.ufs import check_options, create_ufs
+from fluidcache.upfile import UpSpec
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -200,6 +202,10 @@ class LocalCluster:
     ttl: float = 0.0
     log_format: str = "text"
     host: str = "127.0.0.1"
+    upfile: UpSpec | None = (
+        None  # from ``up -f``: its runtime's levels replace the MEM/SSD defaults
+    )
+    secrets_dir: Path | None = None
     children: list[Child] = field(default_factory=list)
     _own_data_dir: bool = False
     _mem_dirs: list[Path] = field(default_factory=list)
@@ -208,6 +214,10 @@ class LocalCluster:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LocalCluster:
+        if args.file:
+            return cls.from_file(args)
+        if not args.sources:
+            raise errors.ConfigError("up: give SOURCE arguments or -f FILE")
         return cls(
             sources=args.sources,
             options=args.option or [],
@@ -225,6 +235,41 @@ class LocalCluster:
             log_format=args.log_format,
         )
 
+    @classmethod
+    def from_file(cls, args: argparse.Namespace) -> LocalCluster:
+        """``up -f FILE``: the Dataset and runtime in FILE (see :mod:`fluidcache.upfile`)."""
+        text = Path(args.file).read_text() if args.file != "-" else sys.stdin.read()
+        spec = upfile.load(text, args.dataset if args.dataset != "default" else "")
+        return cls(
+            sources=[],
+            mountpoint=Path(args.mountpoint).absolute(),
+            workers=max(1, spec.runtime.replicas),
+            ssd_dir=Path(args.ssd_dir).absolute() if args.ssd_dir else None,
+            data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
+            master_port=args.master_port,
+            worker_port=args.worker_port,
+            block_size=args.block_size,
+            dataset=spec.dataset.meta.name,
+            ttl=args.ttl,
+            log_format=args.log_format,
+            upfile=spec,
+            secrets_dir=Path(args.secrets_dir).absolute() if args.secrets_dir else None,
+        )
+
+    def _from_upfile(self) -> None:
+        """Sources, options and credential files of the ``-f`` file, once the data dir is known."""
+        assert self.upfile is not None and self.data_dir is not None
+        cred_dir = self.data_dir / "credentials"
+        files = upfile.credentials(self.upfile, self.secrets_dir)
+        if files:
+            cred_dir.mkdir(mode=0o700, exist_ok=True)
+        for mount, content in files.items():
+            path = cred_dir / mount
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+        self.sources, self.options = upfile.sources_and_options(self.upfile, cred_dir)
+
     def validate(self) -> None:
         """Everything that can be checked before a process starts."""
         if self.workers < 1:
@@ -239,7 +284,8 @@ class LocalCluster:
         if self.mountpoint.exists():
             clean_stale_mount(self.mountpoint)
         check_mountpoint(self.mountpoint)
-        check_sources(self.sources, self.options)
+        if self.upfile is None:  # else checked once the credential files exist (_prepare)
+            check_sources(self.sources, self.options)
 
     def run(self) -> int:
         """Start, wait for a signal or a failed child, stop. Returns the exit status."""
@@ -282,7 +328,10 @@ class LocalCluster:
         self.env.pop("FLUIDCACHE_TOKEN", None)
         if self.ssd_dir is None:
             self.ssd_dir = self.data_dir / "ssd"
-        if self.ssd_quota is not None:
+        if self.upfile is not None:
+            self._from_upfile()
+            check_sources(self.sources, self.options)
+        elif self.ssd_quota is not None:
             self._ssd_bytes = parse_size(self.ssd_quota, "ssd-quota")
         else:
             self._ssd_bytes = ssd_level_size(self.ssd_dir, self.workers)
@@ -369,9 +418,7 @@ class LocalCluster:
                         self.master_url,
                         "--id",
                         f"worker-{i}",
-                        "--tier",
-                        f"MEM:{mem}:{self.mem_quota}",
-                        *self._ssd_tier(i),
+                        *self._tiers(i, mem),
                         "--host",
                         self.host,
                         "--port",
@@ -402,6 +449,13 @@ class LocalCluster:
             return ["--attr-timeout", day, "--entry-timeout", day]
         t = str(self.ttl)
         return ["--meta-ttl", t, "--attr-timeout", t, "--entry-timeout", t]
+
+    def _tiers(self, index: int, mem: Path) -> list[str]:
+        if self.upfile is not None:
+            assert self.ssd_dir is not None
+            tiers = upfile.worker_tiers(self.upfile.runtime, index, mem.parent, self.ssd_dir)
+            return [a for t in tiers for a in ("--tier", t)]
+        return ["--tier", f"MEM:{mem}:{self.mem_quota}", *self._ssd_tier(index)]
 
     def _ssd_tier(self, index: int) -> list[str]:
         if self.ssd_dir is None or self._ssd_bytes <= 0:

@@ -20,11 +20,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, help="seconds between reconciles of a runtime")
     ap.add_argument("--liveness", default="", help="e.g. http://0.0.0.0:8080/healthz")
     ap.add_argument("--verbose", "-v", action="store_true")
+    w = ap.add_argument_group("admission webhook (cache affinity), served over TLS")
+    w.add_argument("--webhook-port", type=int, help="serve the webhook on this port")
+    w.add_argument("--webhook-host", default="127.0.0.1", help="the name the API server dials")
+    w.add_argument("--webhook-addr", help="listen address (default: --webhook-host)")
+    w.add_argument("--webhook-cert", help="serving certificate (PEM)")
+    w.add_argument("--webhook-key", help="its private key (PEM)")
+    w.add_argument("--webhook-ca", help="the CA that signed it: the configuration's caBundle")
     args = ap.parse_args(argv)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.interval:
         os.environ["FLUIDCACHE_CONTROLLER_INTERVAL"] = str(args.interval)
+    if args.webhook_port:
+        if not (args.webhook_cert and args.webhook_key):
+            ap.error("--webhook-port needs --webhook-cert and --webhook-key")
+        os.environ["FLUIDCACHE_WEBHOOK_PORT"] = str(args.webhook_port)
+        os.environ["FLUIDCACHE_WEBHOOK_HOST"] = args.webhook_host
+        os.environ["FLUIDCACHE_WEBHOOK_ADDR"] = args.webhook_addr or args.webhook_host
+        os.environ["FLUIDCACHE_WEBHOOK_CERT"] = args.webhook_cert
+        os.environ["FLUIDCACHE_WEBHOOK_KEY"] = args.webhook_key
+        os.environ["FLUIDCACHE_WEBHOOK_CA"] = args.webhook_ca or ""
     import kopf  # after the environment is set: the handlers read it at import
 
     import fluidcache.controller.handlers  # noqa: F401  (registers the handlers)

@@ -19,7 +19,9 @@ from typing import Any
 import kopf
 
 from fluidcache.client import AsyncClient
+from fluidcache.common import errors
 from fluidcache.common.protocol import COMPLETE, FAILED, JOB_BACKUP, JobInfo, JobRequest
+from fluidcache.controller import processing, webhook
 from fluidcache.controller import reconcile as rc
 from fluidcache.controller.kube import Kube, path, path_of
 from fluidcache.controller.model import (
@@ -28,6 +30,7 @@ from fluidcache.controller.model import (
     VERSION,
     DataBackup,
     DataLoad,
+    DataProcess,
     Dataset,
     Meta,
     Node,
@@ -40,6 +43,8 @@ INTERVAL = float(os.environ.get("FLUIDCACHE_CONTROLLER_INTERVAL", "10"))
 JOB_POLL = float(os.environ.get("FLUIDCACHE_CONTROLLER_JOB_POLL", "2"))
 MASTER_TIMEOUT = 10.0
 FINAL = (COMPLETE, FAILED)
+
+WEBHOOK_CONFIG = "fluidcache.data.fluidcache.io"
 
 _kube: Kube | None = None
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -70,6 +75,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
     _kube = await Kube.connect(os.environ.get("KUBECONFIG") or None)
+    port = os.environ.get("FLUIDCACHE_WEBHOOK_PORT")
+    if port:
+        host = os.environ.get("FLUIDCACHE_WEBHOOK_HOST", "127.0.0.1")
+        settings.admission.server = kopf.WebhookServer(
+            addr=os.environ.get("FLUIDCACHE_WEBHOOK_ADDR", host),
+            port=int(port),
+            host=host,
+            certfile=os.environ["FLUIDCACHE_WEBHOOK_CERT"],
+            pkeyfile=os.environ["FLUIDCACHE_WEBHOOK_KEY"],
+            cafile=os.environ.get("FLUIDCACHE_WEBHOOK_CA") or None,
+        )
+        # kopf keeps a MutatingWebhookConfiguration of this name: our URL and the caBundle
+        settings.admission.managed = WEBHOOK_CONFIG
 
 
 @kopf.on.cleanup()
@@ -125,8 +143,17 @@ async def _reconcile(k: Kube, namespace: str, name: str) -> None:
     rt_body = await k.get(path("FluidCacheRuntime", namespace, name))
     ds_url = path("Dataset", namespace, name)
     old_conditions = (ds_body.get("status") or {}).get("conditions") or []
+    if rt_body is None and dataset.runtime_profile:
+        profile = await k.get(path("RuntimeProfile", name=dataset.runtime_profile))
+        if profile is not None:
+            rt_body = await k.apply(processing.runtime_from_profile(dataset, profile))
     if _deleting(rt_body):
-        cond = rc.condition("RuntimeScheduled", False, "NoRuntime", "no FluidCacheRuntime", _now())
+        why = (
+            f"no FluidCacheRuntime, and no RuntimeProfile {dataset.runtime_profile}"
+            if dataset.runtime_profile
+            else "no FluidCacheRuntime"
+        )
+        cond = rc.condition("RuntimeScheduled", False, "NoRuntime", why, _now())
         await k.patch_status(
             ds_url,
             {"phase": "NotBound", "conditions": rc.merge_conditions(old_conditions, [cond])},
@@ -142,7 +169,8 @@ async def _reconcile(k: Kube, namespace: str, name: str) -> None:
     token = await _token(k, runtime, create=not runtime.master.endpoint)
 
     nodes = [Node.parse(n) for n in await k.list(path("Node"))]
-    placement = rc.place(dataset, runtime, nodes)
+    pods = await k.list(path("Pod", dataset.meta.namespace))
+    placement = rc.place(dataset, runtime, nodes, rc.worker_ordinals(dataset, pods))
     for node in nodes:
         patch = rc.label_patch(node, dataset, runtime, node.name in placement.nodes)
         if patch:
@@ -294,6 +322,47 @@ async def dataset_deleted(body: kopf.Body, **_: Any) -> None:
     _locks.pop((namespace, name), None)
 
 
+# ---- the cache-affinity webhook -----------------------------------------------------------------
+
+
+async def _cached_datasets(
+    k: Kube, namespace: str, claims: list[str]
+) -> list[webhook.CachedDataset]:
+    """The pod's claims that are datasets' PVCs, with where their caches are."""
+    out = []
+    for claim in dict.fromkeys(claims):
+        pvc = await k.get(path("PersistentVolumeClaim", namespace, claim))
+        name = ((pvc or {}).get("metadata", {}).get("labels") or {}).get(rc.DATASET_LABEL)
+        if not name:
+            continue
+        body = await k.get(path("Dataset", namespace, name))
+        meta = Meta.parse(body) if body is not None else Meta(namespace, name)
+        label = rc.dataset_label(meta)
+        nodes = [Node.parse(n) for n in await k.list(path("Node"), label_selector=f"{label}=true")]
+        zones = {n.labels[webhook.ZONE_LABEL] for n in nodes if webhook.ZONE_LABEL in n.labels}
+        regions = {
+            n.labels[webhook.REGION_LABEL] for n in nodes if webhook.REGION_LABEL in n.labels
+        }
+        out.append(webhook.CachedDataset(name, claim, label, tuple(zones), tuple(regions)))
+    return out
+
+
+async def pod_cache_affinity(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Pods mounting a dataset's PVC get affinity to its cache nodes (see ``webhook``)."""
+    claims = webhook.claims(body)
+    if not claims:
+        return
+    namespace = body.get("metadata", {}).get("namespace") or "default"
+    datasets = await _cached_datasets(kube(), namespace, claims)
+    changes = webhook.mutate_pod(body, datasets)
+    if changes:
+        patch["spec"] = changes
+
+
+if os.environ.get("FLUIDCACHE_WEBHOOK_PORT"):  # kopf refuses admission handlers without a server
+    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"])(pod_cache_affinity)
+
+
 # ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------
 
 
@@ -317,6 +386,17 @@ async def _submit(
     try:
         async with client:
             jobs = [await client.submit(r) for r in requests]
+    except (errors.InvalidArgument, errors.NotFound, errors.NotADirectory) as e:
+        # the master refuses the request itself (a target that does not exist): retrying
+        # cannot help, and what runs after this resource must learn that it failed
+        msg = f"master {client.master_url}: {e.message}"
+        cond = rc.condition(FAILED, True, "JobRefused", msg, _now())
+        cond["type"] = "Failed"
+        await kube().patch_status(
+            path(kind, meta.namespace, meta.name),
+            {"phase": FAILED, "error": e.message, "conditions": [cond]},
+        )
+        raise kopf.PermanentError(msg) from e
     except Exception as e:
         raise kopf.TemporaryError(f"master {client.master_url}: {e}", delay=5) from e
     await kube().patch_status(
@@ -420,3 +500,35 @@ async def _cancel(body: Mapping[str, Any], dataset: str) -> None:
                     await client.cancel(str(i))
     except Exception as e:  # no runtime, a master gone or refusing: nothing left to cancel
         log.info("cancelling jobs of %s/%s: %s", meta.namespace, meta.name, e)
+
+
+# ---- DataProcess: a Job after its runAfter -------------------------------------------------------
+
+
+async def reconcile_process(body: Mapping[str, Any]) -> None:
+    k = kube()
+    proc = DataProcess.parse(body)
+    after = await k.get(path(*proc.run_after)) if proc.run_after else None
+    job = await k.get(path("Job", proc.meta.namespace, processing.job_name(proc)))
+    status, create = processing.process_step(proc, after, job, _now())
+    if create:
+        await k.apply(processing.process_job(proc))
+    old = body.get("status") or {}
+    status["conditions"] = rc.merge_conditions(
+        old.get("conditions") or [], status.get("conditions") or []
+    )
+    if any(old.get(key) != value for key, value in status.items()):
+        await k.patch_status(path("DataProcess", proc.meta.namespace, proc.meta.name), status)
+
+
+@kopf.on.resume(GROUP, VERSION, "dataprocesses")
+@kopf.on.create(GROUP, VERSION, "dataprocesses")
+async def dataprocess_created(body: kopf.Body, **_: Any) -> None:
+    await reconcile_process(body)
+
+
+@kopf.timer(GROUP, VERSION, "dataprocesses", interval=JOB_POLL, initial_delay=JOB_POLL)
+async def dataprocess_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
+    if status.get("phase") in FINAL:
+        return
+    await reconcile_process(body)

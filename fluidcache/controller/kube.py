@@ -32,6 +32,9 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "FluidCacheRuntime": (f"/apis/{GROUP}/{VERSION}", "fluidcacheruntimes", True),
     "DataLoad": (f"/apis/{GROUP}/{VERSION}", "dataloads", True),
     "DataBackup": (f"/apis/{GROUP}/{VERSION}", "databackups", True),
+    "DataProcess": (f"/apis/{GROUP}/{VERSION}", "dataprocesses", True),
+    "RuntimeProfile": (f"/apis/{GROUP}/{VERSION}", "runtimeprofiles", False),
+    "Job": ("/apis/batch/v1", "jobs", True),
 }
 
 

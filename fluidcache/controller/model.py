@@ -171,6 +171,7 @@ class Dataset:
     placement: str = EXCLUSIVE
     raw_node_affinity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     raw_tolerations: tuple[Mapping[str, Any], ...] = ()
+    runtime_profile: str = ""  # a RuntimeProfile to make the runtime from when there is none
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Dataset:
@@ -201,6 +202,7 @@ class Dataset:
             placement=str(spec.get("placement") or EXCLUSIVE),
             raw_node_affinity=dict(required),
             raw_tolerations=tols,
+            runtime_profile=str(spec.get("runtimeProfile") or ""),
         )
 
 
@@ -379,6 +381,42 @@ class DataBackup:
             dataset=str(spec.get("dataset", "")),
             backup_path=str(spec.get("backupPath") or ""),
             run_after=_run_after(spec, meta.namespace),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DataProcess:
+    """A Job with the dataset's PVC at ``mount_path``: a pod spec, or a script in an image."""
+
+    meta: Meta
+    dataset: str
+    mount_path: str
+    sub_path: str = ""
+    run_after: tuple[str, str, str] | None = None
+    pod_spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    script: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    service_account: str = ""
+    pod_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> DataProcess:
+        meta = Meta.parse(body)
+        spec = _obj(body.get("spec"))
+        ref = _obj(spec.get("dataset"))
+        proc = _obj(spec.get("processor"))
+        pod_meta = _obj(proc.get("podMetadata"))
+        return cls(
+            meta=meta,
+            dataset=str(ref.get("name", "")),
+            mount_path=str(ref.get("mountPath") or "/data"),
+            sub_path=str(ref.get("subPath") or ""),
+            run_after=_run_after(spec, meta.namespace),
+            pod_spec=dict(_obj(_obj(proc.get("job")).get("podSpec"))),
+            script=dict(_obj(proc.get("script"))),
+            service_account=str(proc.get("serviceAccountName") or ""),
+            pod_labels={str(k): str(v) for k, v in _obj(pod_meta.get("labels")).items()},
+            pod_annotations={str(k): str(v) for k, v in _obj(pod_meta.get("annotations")).items()},
         )
 
 

@@ -174,9 +174,29 @@ def why_not(node: Node, dataset: Dataset, runtime: Runtime) -> str:
     return ""
 
 
-def place(dataset: Dataset, runtime: Runtime, nodes: Iterable[Node]) -> Placement:
+def worker_ordinals(dataset: Dataset, pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Node name -> ordinal of the dataset's worker pod running there (StatefulSet pods are
+    named ``<name>-worker-<ordinal>``)."""
+    prefix = f"{dataset.meta.name}-worker-"
+    out: dict[str, int] = {}
+    for pod in pods:
+        name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName")
+        if node and name.startswith(prefix) and name[len(prefix) :].isdigit():
+            out[node] = int(name[len(prefix) :])
+    return out
+
+
+def place(
+    dataset: Dataset,
+    runtime: Runtime,
+    nodes: Iterable[Node],
+    ordinals: Mapping[str, int] | None = None,
+) -> Placement:
     """Choose ``runtime.replicas`` nodes: those already caching the dataset first (a scale-up
-    never moves workers), then the others by name. Deterministic for the same inputs."""
+    never moves workers), then the others by name. Among caching nodes, those whose worker pod
+    has the lowest ordinal (``ordinals``: node -> ordinal) come first, so a scale-down unlabels
+    the node of the pod the StatefulSet removes. Deterministic for the same inputs."""
+    rank = ordinals or {}
     wanted = runtime.replicas
     label = dataset_label(dataset.meta)
     ok: list[Node] = []
@@ -187,7 +207,7 @@ def place(dataset: Dataset, runtime: Runtime, nodes: Iterable[Node]) -> Placemen
             excluded[reason] = excluded.get(reason, 0) + 1
         else:
             ok.append(node)
-    ok.sort(key=lambda n: (n.labels.get(label) != "true", n.name))
+    ok.sort(key=lambda n: (n.labels.get(label) != "true", rank.get(n.name, 1 << 30), n.name))
     chosen = tuple(n.name for n in ok[:wanted])
     reason = ""
     if len(chosen) < wanted:
@@ -277,21 +297,22 @@ def token_secret(runtime: Runtime, token: str) -> dict[str, Any]:
 CREDENTIALS_DIR = "/etc/fluidcache/credentials"
 
 
-def _mount_name(index: int, dataset: Dataset) -> str:
+def mount_name(index: int, dataset: Dataset) -> str:
     m = dataset.mounts[index]
     return m.name or m.mount_point.split("://", 1)[1].strip("/").replace("/", "-") or "data"
 
 
-def _source_args(dataset: Dataset) -> list[str]:
+def source_args(dataset: Dataset, credentials_dir: str = CREDENTIALS_DIR) -> list[str]:
     """The master's SOURCE arguments and ``--option`` flags; a mount with ``encryptOptions``
-    gets ``credentials_file`` (written by the credentials init container), never a secret."""
+    gets ``credentials_file`` (``credentials_dir/<mount name>``, written by the credentials init
+    container, or by ``fluidcache up -f``), never a secret."""
     args: list[str] = []
     named = len(dataset.mounts) > 1 or any(m.name for m in dataset.mounts)
     for i, m in enumerate(dataset.mounts):
-        name = _mount_name(i, dataset)
+        name = mount_name(i, dataset)
         options = dict(m.options)
         if m.secrets:
-            options["credentials_file"] = f"{CREDENTIALS_DIR}/{name}"
+            options["credentials_file"] = f"{credentials_dir}/{name}"
         args.append(f"{name}={m.mount_point}" if named else m.mount_point)
         for key, value in sorted(options.items()):
             args += ["--option", f"{name}.{key}={value}" if named else f"{key}={value}"]
@@ -307,7 +328,7 @@ def _credentials(
     lines: list[str] = []
     env: list[dict[str, Any]] = []
     for i, m in enumerate(dataset.mounts):
-        path = f"{CREDENTIALS_DIR}/{_mount_name(i, dataset)}"
+        path = f"{CREDENTIALS_DIR}/{mount_name(i, dataset)}"
         for j, ref in enumerate(m.secrets):
             var = f"CRED_{i}_{j}"
             ref_spec = {"secretKeyRef": {"name": ref.secret, "key": ref.key}}
@@ -360,7 +381,7 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
     }
     args = [
         "master",
-        *_source_args(dataset),
+        *source_args(dataset),
         "--dataset",
         meta.name,
         "--data-dir",

@@ -120,3 +120,16 @@ def test_place(
 def test_scale_down_drops_the_last() -> None:
     nodes = [node(f"n{i}", **MINE) for i in range(3)]
     assert rc.place(dataset(), runtime(replicas=2), nodes).nodes == ("n0", "n1")
+
+
+def test_scale_down_unlabels_the_node_of_the_pod_the_statefulset_removes() -> None:
+    nodes = [node(f"n{i}", **MINE) for i in range(3)]
+    pods = [
+        {"metadata": {"name": f"demo-worker-{ordinal}"}, "spec": {"nodeName": name}}
+        for ordinal, name in enumerate(["n2", "n0", "n1"])
+    ]
+    pods.append({"metadata": {"name": "someone-else"}, "spec": {"nodeName": "n0"}})
+    ordinals = rc.worker_ordinals(dataset(), pods)
+    assert ordinals == {"n2": 0, "n0": 1, "n1": 2}
+    kept = rc.place(dataset(), runtime(replicas=2), nodes, ordinals).nodes
+    assert kept == ("n2", "n0")  # demo-worker-2 (on n1) is the pod a scale-down removes

@@ -66,7 +66,14 @@ def test_crds_validate_and_show_fluids_columns() -> None:
         crd = yaml.safe_load(f.read_text())
         kubernetes_validate.validate(crd, k8s_version(), strict=True)
         crds[crd["spec"]["names"]["kind"]] = crd
-    assert set(crds) == {"Dataset", "FluidCacheRuntime", "DataLoad", "DataBackup"}
+    assert set(crds) == {
+        "Dataset",
+        "FluidCacheRuntime",
+        "DataLoad",
+        "DataBackup",
+        "DataProcess",
+        "RuntimeProfile",
+    }
     assert {c["spec"]["group"] for c in crds.values()} == {"data.fluidcache.io"}
     columns = [
         c["name"] for c in crds["Dataset"]["spec"]["versions"][0]["additionalPrinterColumns"]
@@ -81,8 +88,9 @@ def test_crds_validate_and_show_fluids_columns() -> None:
     ]
     scale = crds["FluidCacheRuntime"]["spec"]["versions"][0]["subresources"]["scale"]
     assert scale["specReplicasPath"] == ".spec.replicas"
-    for crd in crds.values():
-        assert crd["spec"]["versions"][0]["subresources"]["status"] == {}
+    for kind, crd in crds.items():
+        if kind != "RuntimeProfile":  # a profile is read, never reconciled: it has no status
+            assert crd["spec"]["versions"][0]["subresources"]["status"] == {}
 
 
 def test_workers_pinned_to_the_label_with_tier_volumes() -> None:
