@@ -55,6 +55,12 @@ class Env:
     def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         return self.cp.kubectl("apply", "-f", "-", input=json.dumps(obj), check=False)
 
+    def token_secrets(self, *datasets: str) -> None:
+        """The cluster token Secret each dataset's runtime reads (``<name>-fluidcache-token``)."""
+        for name in datasets:
+            token = f"--from-literal=token={self.fc.token}"
+            self.kubectl("create", "secret", "generic", f"{name}-fluidcache-token", token)
+
     def labelled(self, label: str = LABEL) -> set[str]:
         nodes = self.get("nodes", "-l", f"{label}=true")["items"]
         return {n["metadata"]["name"] for n in nodes}
@@ -107,20 +113,7 @@ def running_env(
             e.kubectl("label", "nodes", "kwok-node-2", "disk=ssd")
             e.kubectl("apply", "-f", str(ROOT / "k8s/crds"))
             e.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-            e.kubectl(
-                "create",
-                "secret",
-                "generic",
-                "demo-fluidcache-token",
-                f"--from-literal=token={fc.token}",
-            )
-            e.kubectl(
-                "create",
-                "secret",
-                "generic",
-                "other-fluidcache-token",
-                f"--from-literal=token={fc.token}",
-            )
+            e.token_secrets("demo", "other")
             with log.open("wb") as out:
                 controller = subprocess.Popen(
                     [

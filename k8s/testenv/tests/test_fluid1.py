@@ -39,14 +39,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         f"--webhook-ca={root / 'ca.crt'}",
     ]
     with running_env(root, FILES, args, master_dataset="cached") as e:
-        for name in ("cached", "profiled"):
-            e.kubectl(
-                "create",
-                "secret",
-                "generic",
-                f"{name}-fluidcache-token",
-                f"--from-literal=token={e.fc.token}",
-            )
+        e.token_secrets("cached", "profiled")
         yield e
 
 

@@ -28,14 +28,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("samples")
     with running_env(root, FILES, master_dataset="models", nodes=6) as e:
         e.fc.start_worker("w2", f"MEM:{root / 'w2'}:64Mi", node="host2")  # replicas: 2
-        for name in DATASETS:
-            e.kubectl(
-                "create",
-                "secret",
-                "generic",
-                f"{name}-fluidcache-token",
-                f"--from-literal=token={e.fc.token}",
-            )
+        e.token_secrets(*DATASETS)
         yield e
 
 
