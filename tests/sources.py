@@ -116,31 +116,15 @@ class NginxSource:
     def __init__(self, root: Path, base: Path, extra: str = "") -> None:
         self.root = root
         self.base = base
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "tmp").mkdir(exist_ok=True)
         self.port = free_port()
         self.log = base / "access.log"
-        self.conf = base / "nginx.conf"
-        self.conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                base=base,
-                port=self.port,
-                www=root.absolute(),
-                extra=f"access_log {self.log};\n{extra}",
-            )
-        )
+        self.conf = write_nginx_conf(base, root, self.port, f"access_log {self.log};\n{extra}")
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc: Proc | None = None
         self.start()
 
     def start(self) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        argv = [binary, "-p", str(self.base), "-c", str(self.conf), "-e", "stderr"]
-        self.proc = Proc([*argv, "-g", "daemon off;"])
-        if not wait_port(self.proc.popen, self.port):
-            self.proc.stop()
-            raise AssertionError(f"nginx did not start:\n{self.proc.output}")
+        self.proc = run_nginx(self.base, self.conf, self.port)
 
     def file_gets(self) -> int:
         """GET requests for files (not directory pages) answered so far."""
@@ -157,12 +141,10 @@ class NginxSource:
             self.proc = None
 
 
-def start_nginx(base: Path, www: Path, extra: str) -> tuple[Proc, int]:
-    """nginx (NGINX_CONF with ``extra`` in its server block) serving ``www`` on a free port,
-    its files under ``base``; the process and the port."""
+def write_nginx_conf(base: Path, www: Path, port: int, extra: str) -> Path:
+    """NGINX_CONF (``extra`` in its server block) serving ``www`` on ``port``, under ``base``."""
     base.mkdir(parents=True, exist_ok=True)
     (base / "tmp").mkdir(exist_ok=True)
-    port = free_port()
     conf = base / "nginx.conf"
     conf.write_text(
         NGINX_CONF.format(
@@ -173,13 +155,25 @@ def start_nginx(base: Path, www: Path, extra: str) -> tuple[Proc, int]:
             extra=extra,
         )
     )
+    return conf
+
+
+def run_nginx(base: Path, conf: Path, port: int) -> Proc:
+    """nginx in the foreground with ``conf``, once it listens on ``port``."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     argv = [binary, "-p", str(base), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]
     proc = Proc(argv)
     if not wait_port(proc.popen, port):
         proc.stop()
         raise AssertionError(f"nginx did not start:\n{proc.output}")
-    return proc, port
+    return proc
+
+
+def start_nginx(base: Path, www: Path, extra: str) -> tuple[Proc, int]:
+    """nginx (NGINX_CONF with ``extra`` in its server block) serving ``www`` on a free port,
+    its files under ``base``; the process and the port."""
+    port = free_port()
+    return run_nginx(base, write_nginx_conf(base, www, port, extra), port), port
 
 
 class BasicAuthSource:
