@@ -36,6 +36,16 @@ class UfsStatus:
     version: str = ""
 
 
+def check_span(path: str, offset: int, length: int, chunk: int | None = None) -> None:
+    """``InvalidArgument`` for a read of ``path`` with a negative offset or length (or, for a
+    streaming read, a chunk size below 1): what every adapter checks before any I/O."""
+    if chunk is None:
+        if offset < 0 or length < 0:
+            raise InvalidArgument(f"{path}: negative offset or length")
+    elif offset < 0 or length < 0 or chunk <= 0:
+        raise InvalidArgument(f"{path}: negative offset, length or chunk")
+
+
 class UnderFileSystem(abc.ABC):
     """A source rooted at ``root_uri``."""
 
@@ -81,8 +91,7 @@ class UnderFileSystem(abc.ABC):
         By default the pieces of :meth:`read_stream`, joined; adapters with a cheaper whole read
         override it.
         """
-        if offset < 0 or length < 0:
-            raise InvalidArgument(f"{path}: negative offset or length")
+        check_span(path, offset, length)
         if length == 0:
             return b""
         async with aclosing(self.read_stream(path, offset, length, self.read_piece)) as pieces:

@@ -59,7 +59,7 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
 
@@ -624,8 +624,7 @@ class HttpUfs(UnderFileSystem):
     async def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        if offset < 0 or length < 0 or chunk <= 0:
-            raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
+        check_span(path, offset, length, chunk)
         path = clean_path(path)
         url = self.uri(path)
         if not path:

@@ -25,7 +25,7 @@ from typing import ClassVar, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from fluidcache.common import errors
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
 
 _LIST_BATCH = 512
 _MAX_LINKS = 40
@@ -243,8 +243,7 @@ class LocalUfs(UnderFileSystem):
         return out
 
     async def read(self, path: str, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise errors.InvalidArgument(f"{path}: negative offset or length")
+        check_span(path, offset, length)
         fd = await asyncio.to_thread(self._open_file, path)
         try:
             return await asyncio.to_thread(self._pread, fd, path, offset, length)
@@ -276,8 +275,7 @@ class LocalUfs(UnderFileSystem):
     async def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        if offset < 0 or length < 0 or chunk <= 0:
-            raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
+        check_span(path, offset, length, chunk)
         fd = await asyncio.to_thread(self._open_file, path)
         try:
             _check_version(fd, path, version)

@@ -34,7 +34,7 @@ from botocore import UNSIGNED  # type: ignore[import-untyped]
 
 from fluidcache.common import errors
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, clean_path
+from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _DENIED = frozenset(
@@ -363,8 +363,7 @@ class S3Ufs(UnderFileSystem):
     async def read_stream(
         self, path: str, offset: int, length: int, chunk: int = 1 << 20, version: str = ""
     ) -> AsyncGenerator[bytes, None]:
-        if offset < 0 or length < 0 or chunk <= 0:
-            raise errors.InvalidArgument(f"{path}: negative offset, length or chunk")
+        check_span(path, offset, length, chunk)
         path = clean_path(path)
         if not path:
             raise errors.IsADirectory("/: is a directory")
