@@ -31,6 +31,7 @@ from fluidcache.common.protocol import (
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
+    MAX_TOUCHES,
     READER_HEADER,
     WORKERS,
     BlockRef,
@@ -110,10 +111,13 @@ class Touches:
         """Send every pending read now; a worker that cannot be reached loses its counts."""
         pending, self._pending = self._pending, {}
         for owner, reads in pending.items():
-            try:
-                await self._send(owner, TouchRequest(reads))
-            except errors.FluidcacheError as e:
-                log.debug("touch of %d blocks on %s failed: %s", len(reads), owner, e.message)
+            items = list(reads.items())
+            for i in range(0, len(items), MAX_TOUCHES):
+                batch = dict(items[i : i + MAX_TOUCHES])
+                try:
+                    await self._send(owner, TouchRequest(batch))
+                except errors.FluidcacheError as e:
+                    log.debug("touch of %d blocks on %s failed: %s", len(batch), owner, e.message)
 
     async def close(self) -> None:
         task = self._task
