@@ -50,6 +50,8 @@ async def hedged(
     """
     if not attempts:
         raise ValueError("hedged: no attempt")
+    if min(hedgeable, len(attempts)) <= 1:
+        return await _in_turn(attempts, retry_on)  # nothing to race: no task per attempt
     running: set[asyncio.Task[T]] = set()
     started = 0
     last: BaseException | None = None
@@ -87,3 +89,15 @@ async def hedged(
         for task in running:
             with contextlib.suppress(BaseException):
                 await task
+
+
+async def _in_turn(
+    attempts: Sequence[Callable[[], Awaitable[T]]], retry_on: type[BaseException]
+) -> T:
+    """:func:`hedged` without hedges: each attempt after the one before failed."""
+    for attempt in attempts[:-1]:
+        try:
+            return await attempt()
+        except retry_on:
+            continue
+    return await attempts[-1]()
