@@ -1,10 +1,10 @@
-"""Source credentials and the cluster token never show: not in logs at any level (the processes
-run with debug logging), ``report``, the status JSON, metrics, backups, the master's database or
-error messages. One dataset has three credentialed sources, each read: a Basic-auth HTTP source
-(nginx) with a credentials file, an S3 bucket (moto's server) with an access key id and secret
-in the s3 source's credentials file, and a Hub repository (olah) through ``hf://`` with
-``HF_TOKEN``. A second master is given a wrong password and a repository the Hub refuses, so
-that the sources' refusals go through every error path.
+"""Source credentials and the cluster token never show: not in logs at any level (the processes,
+masters, workers and a FUSE mount, run with debug logging), ``report``, the status JSON, both
+/metrics, backups, the master's database or error messages. One dataset has three credentialed
+sources, each read: a Basic-auth HTTP source (nginx) with a credentials file, an S3 bucket
+(moto's server) with an access key id and secret in the s3 source's credentials file, and a Hub
+repository (olah) through ``hf://`` with ``HF_TOKEN``. A second master is given a wrong password
+and a repository the Hub refuses, so that the sources' refusals go through every error path.
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ from fluidcache.common.protocol import METRICS, STATUS
 from tests.cluster import Cluster, cluster
 from tests.hub import Olah
 from tests.integration.ufs.conftest import s3_client, start_moto, stop
+from tests.procs import fluidcache, running
 from tests.sources import BasicAuthSource
 
 GATED = "fc-test/private"  # olah answers 401 for it, as the Hub does for a repository not yours
+FILES = {  # what the three credentialed sources serve, as read through the dataset
+    "/web/f.bin": b"hello " * 1000,
+    "/s3/o.bin": b"object " * 1000,
+    "/hub/w.bin": b"weights " * 500,
+}
 
 
 def forms(secret: str) -> list[bytes]:
@@ -47,7 +53,7 @@ def assert_absent(secret_forms: list[bytes], where: str, data: bytes) -> None:
 @pytest.fixture
 def web(workdir: Path) -> Iterator[tuple[BasicAuthSource, str]]:
     (workdir / "www").mkdir()
-    (workdir / "www" / "f.bin").write_bytes(b"hello " * 1000)
+    (workdir / "www" / "f.bin").write_bytes(FILES["/web/f.bin"])
     password = "pw-" + secrets.token_hex(12)
     src = BasicAuthSource(workdir / "www", workdir / "nginx", "alice", password)
     try:
@@ -75,7 +81,7 @@ def s3(tmp_path: Path) -> Iterator[tuple[str, Path, list[bytes]]]:
     try:
         client = s3_client(endpoint, key, secret)
         client.create_bucket(Bucket="data")
-        client.put_object(Bucket="data", Key="set/o.bin", Body=b"object " * 1000)
+        client.put_object(Bucket="data", Key="set/o.bin", Body=FILES["/s3/o.bin"])
         text = f"aws_access_key_id={key}\naws_secret_access_key={secret}\n"
         yield endpoint, secret_file(tmp_path / "s3.cred", text), [key.encode(), secret.encode()]
     finally:
@@ -88,7 +94,7 @@ def hub(tmp_path: Path) -> Iterator[Olah]:
     olah = Olah(tmp_path / "olah", deny=(GATED,))
     try:
         repo = olah.repo("fc-test/m")
-        repo.write("w.bin", b"weights " * 500)
+        repo.write("w.bin", FILES["/hub/w.bin"])
         repo.commit()
         gated = olah.repo(GATED)
         gated.write("w.bin", b"private " * 500)
@@ -138,6 +144,15 @@ async def test_credentials_never_show(
         b.start_worker("w1")
         secret_forms += [c.token.encode(), b.token.encode()]
         await exercise(c, outputs)
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        mount = fluidcache("mount", "default", str(mnt), "--master", c.master_url, env=c.env)
+        with running(mount, mnt):
+            mount.wait_for("ready:")
+            for path, data in FILES.items():
+                assert (mnt / path[1:]).read_bytes() == data, path
+            assert not (mnt / "web" / "missing.bin").exists()
+        outputs.append(("log of the mount", mount.output.encode()))
         for path in ("/web/f.bin", "/gated/w.bin"):
             with pytest.raises(errors.FluidcacheError) as failed:
                 async with AsyncClient(b.master_url, b.token) as client:
@@ -162,11 +177,7 @@ async def test_credentials_never_show(
 
 async def exercise(c: Cluster, outputs: list[tuple[str, bytes]]) -> None:
     async with AsyncClient(c.master_url, c.token) as client:
-        for path, data in (
-            ("/web/f.bin", b"hello " * 1000),
-            ("/s3/o.bin", b"object " * 1000),
-            ("/hub/w.bin", b"weights " * 500),
-        ):
+        for path, data in FILES.items():
             f = await client.open(path)
             assert await f.read() == data, path
         with pytest.raises(errors.NotFound) as missing:
