@@ -28,7 +28,7 @@ from fluidcache.common.protocol import METRICS, STATUS
 from tests.cluster import Cluster, cluster
 from tests.hub import Olah
 from tests.integration.ufs.conftest import s3_client, start_moto, stop
-from tests.procs import fluidcache, running
+from tests.procs import mounted
 from tests.sources import BasicAuthSource
 
 GATED = "fc-test/private"  # olah answers 401 for it, as the Hub does for a repository not yours
@@ -145,10 +145,7 @@ async def test_credentials_never_show(
         secret_forms += [c.token.encode(), b.token.encode()]
         await exercise(c, outputs)
         mnt = tmp_path / "mnt"
-        mnt.mkdir()
-        mount = fluidcache("mount", "default", str(mnt), "--master", c.master_url, env=c.env)
-        with running(mount, mnt):
-            mount.wait_for("ready:")
+        with mounted(c.master_url, mnt, c.env) as mount:
             for path, data in FILES.items():
                 assert (mnt / path[1:]).read_bytes() == data, path
             assert not (mnt / "web" / "missing.bin").exists()
