@@ -252,7 +252,9 @@ def test_cut_worker_then_back(hosts: tuple[Net, Path, bytes, str]) -> None:
     check(line, data, took)
 
 
-def test_slow_worker_is_routed_around(hosts: tuple[Net, Path, bytes, str]) -> None:
+def test_reads_through_a_slow_lossy_worker_are_byte_exact(
+    hosts: tuple[Net, Path, bytes, str],
+) -> None:
     net, token_file, data, url = hosts
     line, took = read(net, url, token_file)
     check(line, data, took)
