@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium: the status page's browser test (Playwright drives it; no browser download).
-# iproute2: ip netns, veth, bridges and tc for the multi-host tests (tests/e2e/test_netns.py).
-APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium iproute2)
+# iproute2: ip netns, veth, bridges and tc for the multi-host tests (tests/e2e/test_netns.py);
+# nftables: their packet loss (a random drop rule), as kernels without sch_netem have no netem loss.
+APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium iproute2
+    nftables)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -109,3 +109,14 @@ def running(proc: Proc, mountpoint: Path | None = None) -> Iterator[Proc]:
         proc.stop()
         if mountpoint is not None:
             unmount(mountpoint)
+
+
+@contextlib.contextmanager
+def mounted(master: str, mountpoint: Path, env: dict[str, str]) -> Iterator[Proc]:
+    """``fluidcache mount default MOUNTPOINT`` (created here) until ready; stopped and unmounted
+    on the way out, whatever happened."""
+    mountpoint.mkdir()
+    proc = fluidcache("mount", "default", str(mountpoint), "--master", master, env=env)
+    with running(proc, mountpoint):
+        proc.wait_for("ready:")
+        yield proc

@@ -2,7 +2,9 @@
 
 1. a block file held by a worker on this node, read directly through an open descriptor
    (short-circuit: no network hop, and the descriptor outlives eviction);
-2. a worker that holds the block (locations from the master, cached briefly);
+2. a worker that holds the block (locations from the master, cached briefly), the ones known to
+   be slow last; one that has not answered when it is late (:mod:`~fluidcache.client.speeds`)
+   is raced by the next holder (a hedged read: at most one more request at a time);
 3. the worker placed for it by a stable hash of the block id, which fetches it once.
 A worker that fails is skipped and the read tried elsewhere, a bounded number of times.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -22,8 +25,9 @@ from urllib.parse import urlencode
 import aiohttp
 
 from fluidcache.client.cache import BlockCache, FdCache, TtlCache
+from fluidcache.client.speeds import Speeds
 from fluidcache.common import errors
-from fluidcache.common.aio import SingleFlight
+from fluidcache.common.aio import SingleFlight, hedged
 from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
 from fluidcache.common.protocol import (
     BLOCK,
@@ -31,6 +35,7 @@ from fluidcache.common.protocol import (
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
+    MAX_TOUCHES,
     READER_HEADER,
     WORKERS,
     BlockRef,
@@ -47,6 +52,7 @@ from fluidcache.common.protocol import (
 log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3
+HEDGES = 2  # block requests at once to the holders of one block, at most
 FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descriptors, at most
 LOCATE_BATCH = 512
 TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
@@ -110,10 +116,13 @@ class Touches:
         """Send every pending read now; a worker that cannot be reached loses its counts."""
         pending, self._pending = self._pending, {}
         for owner, reads in pending.items():
-            try:
-                await self._send(owner, TouchRequest(reads))
-            except errors.FluidcacheError as e:
-                log.debug("touch of %d blocks on %s failed: %s", len(reads), owner, e.message)
+            items = list(reads.items())
+            for i in range(0, len(items), MAX_TOUCHES):
+                batch = dict(items[i : i + MAX_TOUCHES])
+                try:
+                    await self._send(owner, TouchRequest(batch))
+                except errors.FluidcacheError as e:
+                    log.debug("touch of %d blocks on %s failed: %s", len(batch), owner, e.message)
 
     async def close(self) -> None:
         task = self._task
@@ -140,6 +149,8 @@ class BlockReader:
         ssl: SSLContext | bool = True,
     ) -> None:
         self._session = session
+        self._clock = clock
+        self.speeds = Speeds(clock)
         self._ssl = ssl
         self._master = master
         self._token = token
@@ -386,16 +397,34 @@ class BlockReader:
             workers = await self.workers(refresh)
             holders = set(await self._holders(ref, refresh))
             ordered = placement(ref.id, workers)
-            candidates = [w for w in ordered if w.worker_id in holders]
-            candidates += [w for w in ordered if w.worker_id not in holders][:2]
-            for worker in candidates:
-                try:
-                    return await self._get_from(worker, ref)
-                except errors.Unavailable as e:
-                    log.info("block %s: %s; trying elsewhere", ref.id, e.message)
-                    last = e
+            held = self.speeds.order([w for w in ordered if w.worker_id in holders])
+            # Only holders are raced: a second cold fetch would read the source twice.
+            candidates = held + [w for w in ordered if w.worker_id not in holders][:2]
+            try:
+                return await hedged(
+                    [functools.partial(self._timed_get, w, ref) for w in candidates],
+                    self.speeds.hedge_delay(ref.length),
+                    min(len(held), HEDGES),
+                    errors.Unavailable,
+                )
+            except errors.Unavailable as e:
+                last = e
             await asyncio.sleep(0.1 * (3**attempt))
         raise last
+
+    async def _timed_get(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
+        """:meth:`_get_from`, its time noted in :attr:`speeds` (a lower bound when abandoned)."""
+        start = self._clock()
+        try:
+            data = await self._get_from(worker, ref)
+        except asyncio.CancelledError:
+            self.speeds.record_lower_bound(worker.worker_id, self._clock() - start, ref.length)
+            raise
+        except errors.Unavailable as e:
+            log.info("block %s: %s; trying elsewhere", ref.id, e.message)
+            raise
+        self.speeds.record(worker.worker_id, self._clock() - start, ref.length)
+        return data
 
     async def _get_from(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
         url = worker.address.rstrip("/") + BLOCK.format(block_id=ref.id)

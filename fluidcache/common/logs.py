@@ -6,6 +6,9 @@ its role and the ``--log-format`` it was given. A text line is
 ``level``, ``logger``, ``process`` (the role), ``message`` and, when the record carries one,
 ``exception`` (the formatted traceback). Newlines inside a message or a traceback are escaped in
 text lines, so a log reader never sees one event split over several lines.
+
+Libraries log request headers at DEBUG (botocore prints each signed request), so every line is
+passed through :func:`redact` first: credentials in the shapes HTTP and AWS carry them are masked.
 """
 
 from __future__ import annotations
@@ -14,8 +17,26 @@ import datetime
 import json
 import logging
 import os
+import re
 
 FORMATS = ("text", "json")
+MASK = "***"
+
+# Credentials as requests carry them: an Authorization header's value (Bearer or Basic and a
+# token that is not a plain lowercase word, AWS SigV4's Credential=KEY-ID/... and Signature=...),
+# and key, token and password fields by name.
+_SECRETS = re.compile(
+    r"(?P<pre>\b(?:(?:Bearer|Basic)\s+(?=[^\s,'\"}&]*[^a-z\s,'\"}&])|Credential=|Signature=))"
+    r"[^\s,'\"}&]+"
+    r"|(?P<field>\b(?:aws_access_key_id|aws_secret_access_key|aws_session_token|"
+    r"x-amz-security-token|token|password)\b['\"]?\s*[:=]\s*b?['\"]?)[^\s,'\"}&]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with credentials masked (see :data:`_SECRETS`)."""
+    return _SECRETS.sub(lambda m: (m.group("pre") or m.group("field")) + MASK, text)
 
 
 class TextFormatter(logging.Formatter):
@@ -25,7 +46,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", "\\n")
+        return redact(super().format(record)).replace("\n", "\\n")
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,7 +72,11 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return json.dumps(
+            {k: redact(v) if isinstance(v, str) else v for k, v in line.items()},
+            ensure_ascii=False,
+            default=str,
+        )
 
 
 def setup(name: str, level: str | None = None, fmt: str = "text") -> None:

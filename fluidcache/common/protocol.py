@@ -42,6 +42,7 @@ BLOCKS_LOCAL = f"{API}/blocks-local"
 BLOCKS_TOUCH = f"{API}/blocks-touch"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
+MAX_TOUCHES = 1024  # blocks in one TouchRequest
 
 ROOT_INO = 1
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
@@ -497,10 +498,18 @@ class TouchRequest(Message):
     """Short-circuit reads a same-node client made since its last touch: block id -> bytes.
 
     The worker counts them as local hits and marks the blocks as just used (LRU), as if it had
-    served them; sent batched, never per read.
+    served them; sent batched, never per read, at most :data:`MAX_TOUCHES` blocks a call. A
+    negative count is refused; the worker caps each count at the block's size.
     """
 
     reads: dict[str, int]
+
+    def __post_init__(self) -> None:
+        if len(self.reads) > MAX_TOUCHES:
+            raise ValueError(f"reads: {len(self.reads)} blocks, at most {MAX_TOUCHES} a call")
+        for bid, size in self.reads.items():
+            if size < 0:
+                raise ValueError(f"reads[{bid[:80]!r}]: negative byte count {size}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

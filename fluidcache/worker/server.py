@@ -122,7 +122,11 @@ class WorkerService:
             self.metrics.read("remote", size)
 
     def touch(self, request: TouchRequest) -> TouchReply:
-        """Short-circuit reads of this worker's block files: local hits, and LRU recency."""
+        """Short-circuit reads of this worker's block files: local hits, and LRU recency.
+
+        The counts are the client's word, so each is bounded by what it could have read: the
+        block's size, or a removed block's (an fd outlives eviction); other blocks count nothing.
+        """
         held = 0
         for block_id, size in request.reads.items():
             block = self.store.touch(block_id)
@@ -130,7 +134,10 @@ class WorkerService:
                 held += 1
                 self.metrics.hit(self.store.levels[block.level].config.medium)
                 self.after_read(block)
-            self.metrics.read("local", max(0, size))  # read through an fd that outlived it
+                bound = block.size
+            else:
+                bound = self.store.gone_size(block_id)
+            self.metrics.read("local", min(size, bound))
         return TouchReply(held)
 
     def after_read(self, block: Block) -> None:

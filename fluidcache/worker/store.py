@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 PROMOTE_AFTER_HITS = 2
+GONE_REMEMBERED = 65_536  # sizes of removed blocks kept, for reads through fds that outlived them
 
 Listener = Callable[[str, str], None]
 """Called with (event, block id); events are ``committed`` and ``removed``."""
@@ -102,6 +103,7 @@ class BlockStore:
         self.levels = [Level(c) for c in levels]
         self.blocks: dict[str, Block] = {}
         self.counters = StoreCounters()
+        self._gone: OrderedDict[str, int] = OrderedDict()  # removed block id -> its size
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
 
@@ -156,6 +158,11 @@ class BlockStore:
         """Mark a block read elsewhere (a same-node client's short-circuit read) as just used,
         exactly as :meth:`get` does; None if it is no longer held."""
         return self.get(block_id)
+
+    def gone_size(self, block_id: str) -> int:
+        """The size of a block removed lately (a client may still read it through an open
+        descriptor), else 0; the last :data:`GONE_REMEMBERED` removals are remembered."""
+        return self._gone.get(block_id, 0)
 
     def wants_promotion(self, block: Block) -> bool:
         return block.level > 0 and block.hits >= PROMOTE_AFTER_HITS
@@ -339,6 +346,9 @@ class BlockStore:
         self.blocks.pop(block.id, None)
         with contextlib.suppress(OSError):
             block.path.unlink()
+        self._gone[block.id] = block.size
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
         self._emit("removed", block.id)
 
 

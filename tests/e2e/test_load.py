@@ -25,7 +25,7 @@ from fluidcache.client import Client
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import BLOCK_LOCATIONS, LocationsReply, LocationsRequest
 from tests.cluster import Cluster, cluster
-from tests.procs import fluidcache, running
+from tests.procs import mounted
 
 pytestmark = pytest.mark.timeout(240)
 BLOCK = 1 << 20
@@ -145,10 +145,7 @@ def test_replicas_two_puts_every_block_on_two_workers_and_reads_skip_the_source(
 
         before = len(access(web))
         mnt = workdir / "mnt"
-        mnt.mkdir()
-        mount = fluidcache("mount", "default", str(mnt), "--master", c.master_url, env=c.env)
-        with running(mount, mnt):
-            mount.wait_for("ready:")
+        with mounted(c.master_url, mnt, c.env):
             for path, data in files.items():
                 if path != "/mid.bin":
                     assert (mnt / path[1:]).read_bytes() == data

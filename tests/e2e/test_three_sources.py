@@ -7,10 +7,9 @@ import os
 import random
 from pathlib import Path
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 
-from tests.integration.ufs.conftest import ACCESS_KEY, SECRET_KEY, start_moto, stop
+from tests.integration.ufs.conftest import ACCESS_KEY, SECRET_KEY, s3_client, start_moto, stop
 from tests.procs import fluidcache, running
 from tests.sources import HttpSource, digests
 
@@ -29,13 +28,7 @@ def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     moto, endpoint = start_moto()
     http = HttpSource(web)
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
+        s3 = s3_client(endpoint)
         s3.create_bucket(Bucket="data")
         for key, body in objects.items():
             s3.put_object(Bucket="data", Key=f"set/{key}", Body=body)

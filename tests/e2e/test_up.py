@@ -36,9 +36,9 @@ def mount_digests(root: Path) -> dict[str, str]:
     return digests(root)
 
 
-async def client_digests(master: str, token: str, dataset: str) -> dict[str, str]:
+async def client_digests(master: str, token: str, dataset: str, ca: str = "") -> dict[str, str]:
     out = {}
-    async with AsyncClient(master, token, dataset=dataset) as client:
+    async with AsyncClient(master, token, dataset=dataset, ca=ca) as client:
         async for info in client.walk("/"):
             f = await client.open(info.path)
             h = hashlib.sha256()

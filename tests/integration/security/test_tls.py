@@ -15,31 +15,18 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 
 from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import auth_headers
 from fluidcache.common.protocol import HEALTH, METRICS
 from tests.cluster import Cluster, cluster
+from tests.pki import make_pki
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Path]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {
-        "ca": tmp_path / "ca.pem",
-        "chain": tmp_path / "chain.pem",
-        "key": tmp_path / "key.pem",
-        "other_ca": tmp_path / "other-ca.pem",
-    }
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    for blob in cert.cert_chain_pems:
-        blob.write_to_path(str(paths["chain"]), append=True)
-    cert.private_key_pem.write_to_path(str(paths["key"]))
-    trustme.CA().cert_pem.write_to_path(str(paths["other_ca"]))
-    return paths
+    return make_pki(tmp_path / "pki")
 
 
 @pytest.fixture

@@ -267,6 +267,19 @@ main(["-H", "127.0.0.1", "-p", "0"])
 """
 
 
+def s3_client(endpoint: str, key: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
+    """A boto3 S3 client of moto's server, for a test to put objects the way their owner would."""
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+    )
+
+
 def start_moto(seed: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """A moto S3 server process on an ephemeral port, and its endpoint URL.
 

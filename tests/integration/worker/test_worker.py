@@ -9,11 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import msgpack
 import pytest
 
 from fluidcache.client import AsyncClient
 from fluidcache.common.http import auth_headers
-from fluidcache.common.protocol import BLOCK, METRICS, BlockRef, FileInfo
+from fluidcache.common.protocol import (
+    BLOCK,
+    BLOCKS_TOUCH,
+    MAX_TOUCHES,
+    METRICS,
+    MSGPACK,
+    BlockRef,
+    FileInfo,
+)
 from tests.cluster import Cluster, cluster
 from tests.sources import HttpSource
 
@@ -151,3 +160,37 @@ async def test_malformed_and_unauthorized_requests_get_4xx(fc: Cluster) -> None:
         ) as resp:
             assert resp.status == 400
             assert b"not under any mount" in await resp.read()
+
+
+async def touch(c: Cluster, worker: str, reads: dict[str, object]) -> tuple[int, bytes]:
+    """POST a raw touch body (built by hand, so values the client would never send get sent)."""
+    headers = {**auth_headers(c.token), "Content-Type": MSGPACK}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            c.urls[worker] + BLOCKS_TOUCH, data=msgpack.packb({"reads": reads}), headers=headers
+        ) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+async def test_touched_byte_counts_are_bounded_by_what_could_be_read(fc: Cluster) -> None:
+    fc.start_worker("w1")
+    info = await file_info(fc)
+    held, unknown = info.block(0), info.block(1)
+    await get_block(fc, "w1", held)
+    local = 'fluidcache_read_bytes_total{origin="local"}'
+    before = await metric(fc, "w1", local)
+    status, _ = await touch(fc, "w1", {held.id: 10**12, unknown.id: 10**12})
+    assert status == 200
+    # The held block counts at most its size; a block never held counts nothing.
+    assert await metric(fc, "w1", local) == before + held.length
+    for reads, field in (
+        ({held.id: -5}, f"reads[{held.id!r}]"),
+        ({f"b{i}": 1 for i in range(MAX_TOUCHES + 1)}, "reads:"),
+        ({held.id: "5"}, "expected int"),
+    ):
+        status, body = await touch(fc, "w1", reads)
+        assert status == 400, body
+        assert field.encode() in body, body
+    assert await metric(fc, "w1", local) == before + held.length

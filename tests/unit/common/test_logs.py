@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fluidcache.common.logs import JsonFormatter, TextFormatter
+from fluidcache.common.logs import JsonFormatter, TextFormatter, redact
 
 
 def record_with_exception() -> logging.LogRecord:
@@ -50,3 +50,31 @@ def test_unknown_format_is_refused() -> None:
 
     with pytest.raises(ValueError, match="xml"):
         logs.setup("master", fmt="xml")
+
+
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        (
+            "'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEKEY/20260101/us-east-1/s3/"
+            "aws4_request, SignedHeaders=host, Signature=0123456789abcdef'",
+            ["AKIAEXAMPLEKEY", "0123456789abcdef"],
+        ),
+        ('headers={"authorization": "Bearer hf_Secret123"}', ["hf_Secret123"]),
+        ("Authorization: Basic YWxpY2U6cHc=", ["YWxpY2U6cHc="]),
+        ("{'aws_access_key_id': 'AKIA1', 'aws_secret_access_key': 'xyz/Q+'}", ["AKIA1", "xyz/Q+"]),
+        ("GET /x?token=abc123&y=1", ["abc123"]),
+    ],
+)
+def test_credentials_in_a_line_are_masked(message: str, secret: list[str]) -> None:
+    record = logging.LogRecord("botocore.endpoint", logging.DEBUG, __file__, 1, message, (), None)
+    text = TextFormatter("master").format(record)
+    message = json.loads(JsonFormatter("master").format(record))["message"]
+    for line in (text, message):
+        assert not [s for s in secret if s in line], line
+        assert "***" in line
+
+
+def test_ordinary_words_are_left_alone() -> None:
+    text = "Basic authentication failed; token bucket full; Bearer of news"
+    assert redact(text) == text
