@@ -5,7 +5,10 @@ dataset. The revision (branch, tag or commit; default ``main``; ``%2F`` for a ``
 resolved to a commit the first time the adapter needs it, and the adapter then serves that
 commit's tree: one consistent snapshot. File URIs name the commit (``hf://ORG/REPO@COMMIT/PATH``)
 so a worker reads exactly what the master listed; :meth:`HfUfs.for_uri` hands out an adapter
-pinned to another commit of the same repository when a URI names one.
+pinned to another commit of the same repository when a URI names one. The master stores the
+commit with the mount (:attr:`HfUfs.snapshot`) and hands it back after a restart
+(:meth:`HfUfs.keep_snapshot`), so its namespace and the reads stay on that commit until the
+dataset's TTL has the branch resolved again.
 
 Only this module imports ``huggingface_hub``: its ``HfApi`` resolves revisions and lists the tree
 (once per commit, recursively, following the API's pages), its URL and header conventions build
@@ -25,8 +28,9 @@ Credentials: option ``credentials_file`` (a file holding the token, or ``token=.
 the endpoint's origin and never into a URI, a log line, a repr or an error message.
 
 Options: ``endpoint`` (default ``$HF_ENDPOINT`` or https://huggingface.co), ``credentials_file``,
-``revision_ttl`` (seconds after which a branch or tag is resolved again; default: never, the
-snapshot is kept for the adapter's life), ``timeout`` (30 s of silence), ``connect_timeout`` (10),
+``revision_ttl`` (seconds after which a branch or tag is resolved again; default: the dataset's
+TTL on the master, else never: the snapshot is kept for the adapter's life), ``timeout`` (30 s
+of silence), ``connect_timeout`` (10),
 ``retries`` (4), ``backoff`` (0.2 s), ``redirect_ttl`` (300 s a redirect target is reused at most),
 ``spool_dir`` (default: the system temp dir), ``spool_bytes`` (4Gi of whole-file downloads kept
 for servers that ignore Range).
@@ -352,6 +356,7 @@ class HfUfs(UnderFileSystem):
         )
         pinned = self.loc.revision if _COMMIT.fullmatch(self.loc.revision) else None
         self._pinned = pinned  # a commit in the URI needs no resolution
+        self._kept: str | None = None  # a commit served before (keep_snapshot), not yet loaded
         self._snap: Snapshot | None = None
         self._snap_lock = asyncio.Lock()
         self._siblings: dict[str, HfUfs] = {}
@@ -389,6 +394,17 @@ class HfUfs(UnderFileSystem):
     def uri(self, path: str) -> str:
         return self.loc.uri(self.commit or self.loc.revision, clean_path(path))
 
+    @property
+    def snapshot(self) -> str | None:
+        return self.commit
+
+    def keep_snapshot(self, snapshot: str | None, ttl: float) -> None:
+        # An explicit revision_ttl option wins over the dataset's TTL.
+        if self.revision_ttl is None and ttl > 0:
+            self.revision_ttl = ttl
+        if snapshot and self._pinned is None and self._snap is None and _COMMIT.fullmatch(snapshot):
+            self._kept = snapshot
+
     def relpath(self, uri: str) -> str:
         try:
             other = HfLocation.parse(uri)
@@ -415,7 +431,7 @@ class HfUfs(UnderFileSystem):
 
     # -- the snapshot --------------------------------------------------------------------------
 
-    async def snapshot(self) -> Snapshot:
+    async def tree(self) -> Snapshot:
         """The commit's tree, resolved and listed once (again after ``revision_ttl``)."""
         snap = self._snap
         if snap is not None and not self._stale(snap):
@@ -432,12 +448,14 @@ class HfUfs(UnderFileSystem):
         return time.monotonic() - snap.resolved_at >= self.revision_ttl
 
     async def _load(self, old: Snapshot | None) -> Snapshot:
-        info = await self._api_call(
-            "resolve the revision",
-            lambda: self._api.repo_info(
-                self.loc.repo_id, revision=self.loc.revision, repo_type=self.loc.repo_type
-            ),
-        )
+        kept, self._kept = self._kept, None
+        info = None
+        if kept is not None:
+            # The commit served before a restart: its tree again, until the TTL says otherwise.
+            with contextlib.suppress(errors.NotFound):
+                info = await self._repo_info(kept)
+        if info is None:
+            info = await self._repo_info(self.loc.revision)
         commit = str(info.sha)
         if old is not None and old.commit == commit:
             old.resolved_at = time.monotonic()
@@ -468,6 +486,14 @@ class HfUfs(UnderFileSystem):
                     snap.entries[rel] = before
             log.info("%s: %s is now commit %s", self.loc.label, self.loc.revision, commit)
         return snap
+
+    async def _repo_info(self, revision: str) -> Any:
+        return await self._api_call(
+            "resolve the revision",
+            lambda: self._api.repo_info(
+                self.loc.repo_id, revision=revision, repo_type=self.loc.repo_type
+            ),
+        )
 
     async def _api_call(self, what: str, call: Any, missing_path: bool = False) -> Any:
         """Run a (blocking) huggingface_hub call in a thread; its errors as fluidcache's."""
@@ -531,7 +557,7 @@ class HfUfs(UnderFileSystem):
 
     async def _entry(self, path: str) -> UfsStatus:
         path = clean_path(path)
-        snap = await self.snapshot()
+        snap = await self.tree()
         entry = snap.entries.get(path)
         if entry is None:
             raise errors.NotFound(f"{path or '/'}: not in {self.loc.label}@{snap.commit[:12]}")
@@ -547,7 +573,7 @@ class HfUfs(UnderFileSystem):
         entry = await self._entry(path)
         if not entry.is_dir:
             raise errors.NotADirectory(f"{path}: not a directory")
-        snap = await self.snapshot()
+        snap = await self.tree()
         base = path + "/" if path else ""
         for name in snap.children.get(path, []):
             yield snap.entries[base + name]
