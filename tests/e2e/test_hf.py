@@ -393,3 +393,83 @@ def test_a_moved_branch_stays_on_the_stored_commit_until_the_ttl(
         assert digests(mnt / "m") == at_c2
         assert olah.resolve_gets(f"{repo.repo_id}/resolve/{c2}/b.bin") > gets
         assert getfattr(mnt / "m", "user.fluidcache.commit") == c2
+
+
+async def hot_then_prefetch(
+    master: str, token: str, mem: Path, hot_size: int
+) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Make ``/m/hot.bin`` hot, open the model's index, let its prefetch settle: the hot set's
+    block ids, the blocks held before the prefetch, every block seen since, those held after."""
+    from fluidcache.client import AsyncClient
+
+    def held() -> set[str]:
+        return set(block_files([mem]))
+
+    async with AsyncClient(master, token, dataset="default", model_prefetch=False) as reader:
+        hot = await reader.open("/m/hot.bin")
+        for _ in range(2):  # read twice: hot, the most recently used
+            hot.seek(0)
+            assert len(await hot.read()) == hot_size
+        hot_ids = {hot.info.block(i).id for i in range(hot.info.block_count)}
+    async with AsyncClient(master, token, dataset="default") as client:
+        for _ in range(100):  # the workers' usage reaches the master with a heartbeat
+            workers = await client.blocks.workers(refresh=True)
+            if sum(t.used for w in workers for t in w.tiers) >= hot_size:
+                break
+            await asyncio.sleep(0.1)
+        before = held()
+        seen = set(before)
+        f = await client.open("/m/model.safetensors.index.json")
+        assert json.loads(await f.read())["weight_map"]
+        steady = 0
+        for _ in range(300):  # settled: no change for 2 s (30 s at most)
+            await asyncio.sleep(0.1)
+            now = held()
+            steady = steady + 1 if now <= seen else 0
+            seen |= now
+            if steady >= 20:
+                break
+        return hot_ids, before, seen, held()
+
+
+def test_model_prefetch_stays_within_the_cache_room(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    """A 24 MiB MEM cache holding an 8 MiB hot set: opening a model index of 3 x 6 MiB shards
+    prefetches no more than half the free room, evicts nothing, and the hot set stays."""
+    olah = hub[0]
+    repo = olah.repo()
+    rng = np.random.default_rng(9)
+    names = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    index: dict[str, dict[str, str]] = {"weight_map": {}}
+    for i, name in enumerate(names):
+        tensors = {f"l{i}.{k}": rng.standard_normal(3 * 2**18).astype(np.float32) for k in (0, 1)}
+        repo.write(name, save(tensors))  # 6 MiB
+        index["weight_map"] |= {k: name for k in tensors}
+    hot_size = 8 * BLOCK
+    repo.write("hot.bin", rng.bytes(hot_size))
+    repo.write("model.safetensors.index.json", json.dumps(index).encode())
+    repo.commit()
+    data, mnt = tmp_path / "cluster", tmp_path / "mnt"
+    mnt.mkdir()
+    up = fluidcache(
+        "up",
+        f"m=hf://{repo.repo_id}",
+        *("--mountpoint", str(mnt), "--block-size", "1Mi", "--data-dir", str(data)),
+        *("--workers", "1", "--mem-quota", "24Mi", "--ssd-quota", "0"),
+        env=hub_env(tmp_path, olah.endpoint),
+    )
+    with running(up, mnt):
+        master = up.wait_for("master:").split()[-1]
+        up.wait_for("mounted:")
+        token = (data / "token").read_text().strip()
+        mem = Path(f"/dev/shm/fluidcache-{up.popen.pid}")
+        hot, before, seen, after = asyncio.run(hot_then_prefetch(master, token, mem, hot_size))
+        model_blocks = sum(-(-(mnt / "m" / n).stat().st_size // BLOCK) for n in names)
+    assert hot <= before and hot <= after, "the prefetch pushed out the hot set"
+    assert seen == after, "a block was evicted while the prefetch ran"
+    fetched = len(after - before)
+    room = 24 * BLOCK - len(before) * BLOCK
+    # The index's block, then at most half the free room of model blocks; yet a prefetch ran.
+    assert 1 < fetched <= 1 + room // 2 // BLOCK, (fetched, room)
+    assert fetched - 1 < model_blocks
