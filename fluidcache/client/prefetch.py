@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import posixpath
@@ -152,7 +153,11 @@ class ModelPrefetcher:
         for index in range(1, last + 1):
             self._take(info.block(index).length)
         header = json.loads(await self.client.pread(info, 8, header_len))
-        for index in tensor_blocks(header, header_len, info.block_size):
+        indexes = tensor_blocks(header, header_len, info.block_size)
+        with contextlib.suppress(errors.FluidcacheError):
+            # Their holders in a few batched calls, not one call per block.
+            await self.client.blocks.locate([info.block(i) for i in indexes])
+        for index in indexes:
             if index > last:
                 self._take(info.block(index).length)
             await self._slots.acquire()  # bounded: the next block waits for a free slot
