@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
@@ -15,6 +16,24 @@ from tests.procs import fluidcache, running
 from tests.sources import HttpSource, digests
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def s3_client(endpoint: str) -> tuple[Any, dict[str, str]]:
+    """A boto3 client of moto at ``endpoint`` and the environment that points fluidcache there."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    return s3, env
 
 
 def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
@@ -29,22 +48,10 @@ def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     moto, endpoint = start_moto()
     http = HttpSource(web)
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
+        s3, env = s3_client(endpoint)
         s3.create_bucket(Bucket="data")
         for key, body in objects.items():
             s3.put_object(Bucket="data", Key=f"set/{key}", Body=body)
-        env = {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
         mnt = tmp_path / "mnt"
         mnt.mkdir()
         up = fluidcache(
@@ -64,3 +71,32 @@ def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     finally:
         http.stop()
         stop(moto)
+
+
+def test_one_content_in_two_buckets_is_cached_once(tmp_path: Path) -> None:
+    """An object put with a full-object SHA-256 checksum in two buckets: read through both
+    mounts, its blocks are held once; the same bytes without a checksum are held per key."""
+    data = random.Random(8).randbytes(3 * 2**20 + 77)
+    moto, endpoint = start_moto()
+    try:
+        s3, env = s3_client(endpoint)
+        for bucket in ("one", "two"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key="w.bin", Body=data, ChecksumAlgorithm="SHA256")
+            s3.put_object(Bucket=bucket, Key="plain.bin", Body=data)
+        mnt, cluster = tmp_path / "mnt", tmp_path / "c"
+        mnt.mkdir()
+        up = fluidcache(
+            "up", "a=s3://one", "b=s3://two", "--mountpoint", str(mnt), "--block-size", "1Mi",
+            "--workers", "1", "--ssd-quota", "0", "--data-dir", str(cluster), env=env,
+        )  # fmt: skip
+        with running(up, mnt):
+            up.wait_for("mounted:")
+            for path in ("a/w.bin", "b/w.bin", "a/plain.bin", "b/plain.bin"):
+                assert (mnt / path).read_bytes() == data, path
+            mem = Path(f"/dev/shm/fluidcache-{up.popen.pid}")
+            held = [p.name for p in mem.rglob("*") if p.is_file() and len(p.name) > 32]
+    finally:
+        stop(moto)
+    blocks = -(-len(data) // 2**20)
+    assert len(held) == len(set(held)) == 3 * blocks  # w.bin once, plain.bin per bucket
