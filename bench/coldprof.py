@@ -1,6 +1,9 @@
 """Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--profile DIR]``.
 
-A DIR is a cold epoch instead: every file in it read once, by 16 readers (``--readers``).
+A DIR is a cold epoch instead: every file in it read once, by 16 readers (``--readers``). With
+``--hub``, DIR is a safetensors model (scenario 4's): published as ``hf://bench/model`` the way
+the hub scenario does (olah behind nginx redirecting to ranged files, shaped to 200 MB/s and
++5 ms), and loaded cold through the mount: a model cold start.
 
 Serves FILE's directory with an unshaped nginx on loopback, starts ``fluidcache up`` over it,
 reads FILE cold once through the client library (or the FUSE mount with ``--fuse``) and prints
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -58,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readers", type=int, default=16)
     ap.add_argument("--warm", action="store_true", help="with --fuse: read it again, warm")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
+    ap.add_argument("--hub", action="store_true", help="FILE is a model directory: load it")
     args = ap.parse_args(argv)
+    if args.hub:
+        return _hub(args)
     if args.file.is_dir():
         return _epoch(args)
     size = args.file.stat().st_size
@@ -106,6 +113,38 @@ def _epoch(args: argparse.Namespace) -> int:
             paths = [c.mountpoint / "web" / n for n in names]
             n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
             print(f"cold epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} files/s")
+    _print_profiles(args)
+    return 0
+
+
+def _hub(args: argparse.Namespace) -> int:
+    """A cold start of the safetensors model in directory ``args.file`` from a shaped Hub."""
+    from bench.scenarios.hub import REPO, hub
+    from bench.shaper import shaped
+
+    index = json.loads((args.file / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    size = sum((args.file / s).stat().st_size for s in shards)
+    shutil.rmtree(args.work, ignore_errors=True)
+    with (
+        hub(args.file, args.work / "hub") as raw,
+        shaped(raw, 200e6, 0.005, args.work / "shaper.log") as url,
+    ):
+        env = {"HF_ENDPOINT": url, "HF_HOME": str(args.work / "hf"), "HF_HUB_DISABLE_XET": "1"}
+        quota = 2 * size // 2**20 + 64
+        up = cluster.up(
+            [f"model=hf://{REPO}"],
+            args.work / "c",
+            workers=args.workers,
+            mem_quota_mib=quota,
+            env=env,
+        )
+        with up as c, _watched(c, args):
+            assert c.mountpoint is not None
+            paths = [c.mountpoint / "model" / s for s in shards]
+            rd.drop_caches()
+            n, t = rd.timed(lambda: rd.load_safetensors(paths))
+            print(f"cold model start through FUSE: {t:.1f} s ({n} bytes of tensors)")
     _print_profiles(args)
     return 0
 

@@ -2,6 +2,10 @@
 
 Inode numbers are the master's (the root is 1 on both sides), so the mount holds no inode table
 of its own; errors are mapped to errno in one place, :func:`_errno`.
+
+Extended attributes (read-only): ``user.fluidcache.cached`` (the fraction of the file cached),
+``user.fluidcache.version`` (the source version read) and, under an ``hf://`` source,
+``user.fluidcache.commit`` (the commit the mount serves, on its directories and files).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -31,6 +36,9 @@ from fluidcache.common.protocol import FileInfo
 log = logging.getLogger(__name__)
 
 CACHED_XATTR = b"user.fluidcache.cached"
+VERSION_XATTR = b"user.fluidcache.version"
+COMMIT_XATTR = b"user.fluidcache.commit"
+_HF_COMMIT = re.compile(r"hf://(?:datasets/|models/)?[^/]+/[^/@]+@([0-9a-f]{40})(?:/|$)")
 VERSIONS_KEPT = 100_000
 DIR_PAGE = 1000  # entries per listing call; the master never returns fewer unless at the end
 P = ParamSpec("P")
@@ -55,6 +63,17 @@ class MountOptions:
         if self.debug:
             opts.add("debug")
         return opts
+
+
+def described(info: FileInfo) -> dict[bytes, bytes]:
+    """The attributes that describe ``info`` beside the cached fraction: its version, and the
+    commit an ``hf://`` entry is read at (file URIs of the Hub name it)."""
+    out = {}
+    if info.version:
+        out[VERSION_XATTR] = info.version.encode()
+    if m := _HF_COMMIT.match(info.uri):
+        out[COMMIT_XATTR] = m.group(1).encode()
+    return out
 
 
 def _errno(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -207,13 +226,17 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_errno
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        if name != CACHED_XATTR:
-            raise pyfuse3.FUSEError(errno.ENODATA)
         info = await self.client.getattr(inode)
-        return f"{await self.client.cached_fraction(info):.4f}".encode()
+        if name == CACHED_XATTR:
+            return f"{await self.client.cached_fraction(info):.4f}".encode()
+        value = described(info).get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
 
+    @_errno
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [CACHED_XATTR]
+        return [CACHED_XATTR, *described(await self.client.getattr(inode))]
 
     @_errno
     async def statfs(self, ctx: Any) -> Any:

@@ -9,6 +9,11 @@ keeps the block; otherwise the bytes come into the client's buffer). Opening a s
 order, as ``from_pretrained`` loads them. Each file is scheduled once per client; errors are
 ignored (a prefetch is a hint: the real read reports them).
 
+Bounded by the cache's room as well as by concurrency: each open asks the master for the live
+workers' tier usage and schedules at most :data:`ROOM_FRACTION` of their free room (less what
+this client prefetched too recently to show in that usage), headers included, then stops, so a
+prefetch never pushes out what the cache holds (a hot set, or the blocks it has just fetched).
+
 Called by :class:`~fluidcache.client.api.AsyncClient` on every open (the library's and the FUSE
 mount's); holds no state beyond what it has scheduled.
 """
@@ -16,14 +21,18 @@ mount's); holds no state beyond what it has scheduled.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import posixpath
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fluidcache.common import errors
-from fluidcache.common.protocol import FileInfo
+from fluidcache.common.protocol import FileInfo, WorkerInfo
 
 if TYPE_CHECKING:
     from fluidcache.client.api import AsyncClient
@@ -32,6 +41,18 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 FIRST_SHARD = re.compile(r"-0*1-of-\d+\.safetensors$")
+ROOM_FRACTION = 0.5
+"""The share of the cache's free room one open may prefetch into."""
+REPORT_LAG = 10.0  # s: blocks prefetched this recently may not show in the workers' usage yet
+
+
+def free_room(workers: list[WorkerInfo]) -> int:
+    """Bytes the workers' tiers can still take (their quotas less what they hold)."""
+    return sum(max(0, t.capacity - t.used) for w in workers for t in w.tiers)
+
+
+class _RoomUsed(Exception):
+    """The open's share of the cache's room is scheduled: nothing more is."""
 
 
 def tensor_blocks(header: dict[str, Any], header_len: int, block_size: int) -> list[int]:
@@ -57,10 +78,18 @@ def tensor_blocks(header: dict[str, Any], header_len: int, block_size: int) -> l
 class ModelPrefetcher:
     """Schedules the tensor data of opened safetensors files, ``concurrency`` blocks at once."""
 
-    def __init__(self, client: AsyncClient, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        concurrency: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self._slots = asyncio.Semaphore(concurrency)
         self._scheduled: set[tuple[str, str]] = set()  # (path, version)
+        self._clock = clock
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, bytes)
+        self._left = 0  # bytes the open being scheduled may still ask for
 
     def wants(self, info: FileInfo) -> bool:
         """Whether opening ``info`` schedules a prefetch."""
@@ -69,6 +98,7 @@ class ModelPrefetcher:
     async def opened(self, info: FileInfo) -> None:
         """Prefetch what opening ``info`` calls for (the file, or all shards of its index)."""
         try:
+            await self._measure_room()
             if info.path.endswith(".safetensors.index.json"):
                 await self._shards(info)
             elif FIRST_SHARD.search(info.path):
@@ -79,8 +109,25 @@ class ModelPrefetcher:
                     await self._file(info)
             else:
                 await self._file(info)
+        except _RoomUsed:
+            log.info("prefetch from %s stopped: its share of the cache's room is asked", info.path)
         except (errors.FluidcacheError, ValueError, KeyError, TypeError) as e:
             log.debug("prefetch of %s stopped: %s", info.path, e)
+
+    async def _measure_room(self) -> None:
+        """Set the open's budget: a share of the free room, less recent prefetches."""
+        now = self._clock()
+        while self._recent and now - self._recent[0][0] >= REPORT_LAG:
+            self._recent.popleft()
+        room = free_room(await self.client.blocks.workers(refresh=True))
+        self._left = int(room * ROOM_FRACTION) - sum(n for _, n in self._recent)
+
+    def _take(self, nbytes: int) -> None:
+        """Count ``nbytes`` more against the open's budget; _RoomUsed when they do not fit."""
+        if nbytes > self._left:
+            raise _RoomUsed
+        self._left -= nbytes
+        self._recent.append((self._clock(), nbytes))
 
     async def _shards(self, index: FileInfo, first: FileInfo | None = None) -> None:
         if index.size > MAX_HEADER:
@@ -97,12 +144,22 @@ class ModelPrefetcher:
         key = (info.path, info.version)
         if key in self._scheduled or info.size < 8:
             return
+        self._take(info.block(0).length)  # the header's block comes into the cache too
         self._scheduled.add(key)
         header_len = int.from_bytes(await self.client.pread(info, 0, 8), "little")
         if header_len > min(MAX_HEADER, info.size - 8):
             return
+        last = (8 + header_len - 1) // info.block_size  # the header's last block
+        for index in range(1, last + 1):
+            self._take(info.block(index).length)
         header = json.loads(await self.client.pread(info, 8, header_len))
-        for index in tensor_blocks(header, header_len, info.block_size):
+        indexes = tensor_blocks(header, header_len, info.block_size)
+        with contextlib.suppress(errors.FluidcacheError):
+            # Their holders in a few batched calls, not one call per block.
+            await self.client.blocks.locate([info.block(i) for i in indexes])
+        for index in indexes:
+            if index > last:
+                self._take(info.block(index).length)
             await self._slots.acquire()  # bounded: the next block waits for a free slot
             self.client._spawn(self._one(info, index))
 

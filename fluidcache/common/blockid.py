@@ -5,7 +5,9 @@ When the source changes, its version changes and so do the ids: a stale block ca
 served for the new version. A version that *is* a content digest (``sha256:HEX``, the Hub's LFS
 oid; ``git-blob:HEX``, a git blob id) names the bytes themselves, so the URI is left out: the same
 content under two revisions, repositories or datasets has the same block ids and is cached once.
-Every other version (ETags, size+mtime) keeps the URI in the key, as before.
+Every other version (ETags, size+mtime) keeps the URI in the key, as before. A digest version may
+carry the source's own version after a space (``sha256:HEX ETAG``, an S3 object with a
+full-object SHA-256): only the digest keys the blocks.
 """
 
 import os
@@ -18,9 +20,11 @@ DIGEST_PREFIXES = ("sha256:", "git-blob:")
 
 
 def content_digest(version: str) -> str | None:
-    """``version`` when it is a content digest (``sha256:HEX`` or ``git-blob:HEX``), else None."""
-    if version.startswith(DIGEST_PREFIXES) and len(version.partition(":")[2]) >= 40:
-        return version
+    """The content digest ``version`` starts with (``sha256:HEX`` or ``git-blob:HEX``, up to a
+    space), else None."""
+    digest = version.partition(" ")[0]
+    if digest.startswith(DIGEST_PREFIXES) and len(digest.partition(":")[2]) >= 40:
+        return digest
     return None
 
 

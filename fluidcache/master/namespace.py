@@ -47,6 +47,7 @@ class Mount:
     ufs: UnderFileSystem
     block_size: int
     ttl: float
+    snapshot: str = ""  # the snapshot its source serves, as stored with the mount record
 
     def rel(self, path: str) -> str:
         """The source-relative path of namespace ``path`` (under this mount)."""
@@ -118,9 +119,11 @@ class Namespace:
             if txn.get(ino_key(ROOT_INO), db=self.store.inodes) is None:
                 txn.put(ino_key(ROOT_INO), root_inode().pack(), db=self.store.inodes)
                 txn.put(NEXT_INO, ino_key(ROOT_INO + 1), db=self.store.meta)
-            stored = self._stored_mounts(txn, dataset)
+            stored = self._mount_records(txn, dataset)
             old = txn.get(dentry_key(ROOT_INO, dataset), db=self.store.dentries)
-            same = [(m.name, m.uri) for m in stored] == [(m.name, m.uri) for m in mounts]
+            same = [(m.name, m.uri) for m, _ in stored] == [(m.name, m.uri) for m in mounts]
+            # The snapshot each source served is kept with an unchanged namespace, nowhere else.
+            snapshots = {m.name: snap for m, snap in stored} if same else {}
             if old is not None and not same:
                 log.warning("dataset %s: sources changed, its namespace is rebuilt", dataset)
                 stats = DatasetStats()
@@ -131,11 +134,7 @@ class Namespace:
             for key, _ in list(scan_prefix(txn, self.store.mounts, dataset.encode() + b"\0")):
                 txn.delete(key, db=self.store.mounts)
             for m in mounts:
-                txn.put(
-                    f"{dataset}\0{m.name}".encode(),
-                    msgpack.packb([m.uri, m.options]),
-                    db=self.store.mounts,
-                )
+                self._put_mount(txn, m, snapshots.get(m.name, ""))
             txn.put(dataset.encode(), msgpack.packb([block_size, ttl]), db=self.store.datasets)
             if old is None:
                 top = self._create(txn, ROOT_INO, f"/{dataset}", True)
@@ -151,22 +150,43 @@ class Namespace:
         txn.put(dentry_key(parent, node.name), pack_dentry(ino, 0, is_dir), db=self.store.dentries)
         return ino
 
-    def _stored_mounts(self, txn: Any, dataset: str) -> list[MountInfo]:
+    def _put_mount(self, txn: Any, m: MountInfo, snapshot: str) -> None:
+        value = msgpack.packb([m.uri, m.options, snapshot])
+        txn.put(f"{m.dataset}\0{m.name}".encode(), value, db=self.store.mounts)
+
+    def _mount_records(self, txn: Any, dataset: str) -> list[tuple[MountInfo, str]]:
+        """The mounts of ``dataset`` with the snapshot stored for each ("" when none)."""
         out = []
         prefix = dataset.encode() + b"\0"
         for key, value in scan_prefix(txn, self.store.mounts, prefix):
-            uri, options = msgpack.unpackb(value)
-            out.append(MountInfo(dataset, key[len(prefix) :].decode(), uri, options))
+            uri, options, *rest = msgpack.unpackb(value)  # records before snapshots had two
+            name = key[len(prefix) :].decode()
+            out.append((MountInfo(dataset, name, uri, options), rest[0] if rest else ""))
         return out
+
+    def _all_mounts(self) -> list[tuple[MountInfo, str]]:
+        with self.store.read() as txn:
+            return [
+                record
+                for key, _ in txn.cursor(db=self.store.datasets)
+                for record in self._mount_records(txn, key.decode())
+            ]
 
     def mount_infos(self) -> list[MountInfo]:
         """Every mount of every dataset, as workers need them."""
-        with self.store.read() as txn:
-            return [
-                m
-                for key, _ in txn.cursor(db=self.store.datasets)
-                for m in self._stored_mounts(txn, key.decode())
-            ]
+        return [m for m, _ in self._all_mounts()]
+
+    def note_snapshot(self, mount: Mount) -> None:
+        """Store the snapshot ``mount``'s source serves now with its record, if it moved: after
+        a restart the source serves that one again (until its TTL), never a newer one under the
+        listing of the old."""
+        snapshot = mount.ufs.snapshot
+        if not snapshot or snapshot == mount.snapshot:
+            return
+        with self.store.write() as txn:
+            self._put_mount(txn, mount.info, snapshot)
+        log.info("%s: %s serves snapshot %s", mount.prefix, mount.info.uri, snapshot)
+        mount.snapshot = snapshot
 
     def datasets(self) -> list[str]:
         with self.store.read() as txn:
@@ -181,11 +201,12 @@ class Namespace:
                 key.decode(): msgpack.unpackb(value)
                 for key, value in txn.cursor(db=self.store.datasets)
             }
-        for m in self.mount_infos():
+        for m, snapshot in self._all_mounts():
             block_size, ttl = settings[m.dataset]
             prefix = f"/{m.dataset}/{m.name}" if m.name else f"/{m.dataset}"
             ufs = adapters.get((m.dataset, m.name)) or create_ufs(m.uri, m.options)
-            self.mounts[prefix] = Mount(prefix, m, ufs, block_size, ttl)
+            ufs.keep_snapshot(snapshot or None, ttl)
+            self.mounts[prefix] = Mount(prefix, m, ufs, block_size, ttl, snapshot)
 
     async def close(self) -> None:
         for mount in self.mounts.values():

@@ -55,12 +55,12 @@ from fluidcache.master.blocks import BlockMap
 from fluidcache.master.config import MasterConfig
 from fluidcache.master.jobs import Jobs, MetadataLoads, Progress
 from fluidcache.master.metrics import MasterMetrics
-from fluidcache.master.namespace import DatasetStats, Namespace, split_path
+from fluidcache.master.namespace import DatasetStats, Mount, Namespace, split_path
 from fluidcache.master.store import Inode, Store
 from fluidcache.master.sync import Syncer
 from fluidcache.master.warmup import Warmer
 from fluidcache.master.workers import WorkerRegistry
-from fluidcache.ufs import UnderFileSystem, create_ufs
+from fluidcache.ufs import create_ufs
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,18 @@ class MasterService:
         self._started = self._clock()
         self.jobs.start()
         for mount in self.ns.mounts.values():
-            self._spawn(self._open_source(mount.ufs))
+            self._spawn(self._open_source(mount))
 
-    @staticmethod
-    async def _open_source(ufs: UnderFileSystem) -> None:
+    async def _open_source(self, mount: Mount) -> None:
         """Look at each source's root once at start: an ``hf://`` branch is resolved to its
-        commit now, so file URIs name that commit from the first one served."""
+        commit now (or the one stored with the mount is taken up), so file URIs name that
+        commit from the first one served."""
         try:
-            await ufs.stat("")
+            await mount.ufs.stat("")
         except errors.FluidcacheError as e:
-            log.warning("source %s: %s", ufs.root_uri, e.message)
+            log.warning("source %s: %s", mount.ufs.root_uri, e.message)
+        else:
+            self.ns.note_snapshot(mount)
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]

@@ -83,6 +83,7 @@ class Syncer:
                 batch = []
         counts.add(self.ns.apply_listing(ino, stamp, batch))
         dropped = self.ns.finish_listing(ino, stamp, prune, self.clock())
+        self.ns.note_snapshot(mount)
         if dropped:
             log.info("%s: %d entries gone from the source", node.path, dropped)
         return counts
@@ -135,6 +136,7 @@ class Syncer:
             self._checked.pop(node.ino, None)
             self.ns.drop(node.ino)
             raise errors.NotFound(f"{node.path}: no longer at the source") from None
+        self.ns.note_snapshot(mount)
         if status.is_dir:
             raise errors.IsADirectory(f"{node.path}: is a directory at the source now")
         self.validations += 1

@@ -74,6 +74,19 @@ class UnderFileSystem(abc.ABC):
         """
         return self, self.relpath(uri)
 
+    @property
+    def snapshot(self) -> str | None:
+        """The snapshot of a moving source this adapter serves once resolved (an ``hf://``
+        branch's commit); None for sources read as they are (every other adapter)."""
+        return None
+
+    def keep_snapshot(self, snapshot: str | None, ttl: float) -> None:
+        """Serve ``snapshot`` (one :attr:`snapshot` gave before, e.g. before a restart) rather
+        than resolving the revision again, until ``ttl`` seconds after it is taken up; then, and
+        every ``ttl`` seconds, resolve the revision again (0: never). Never does I/O; a no-op
+        for sources read as they are."""
+        return  # an optional capability: a no-op unless the adapter serves snapshots
+
     @abc.abstractmethod
     async def stat(self, path: str) -> UfsStatus:
         """Status of ``path`` (``name`` is its last component, ``""`` for the root)."""

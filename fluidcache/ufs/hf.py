@@ -5,7 +5,10 @@ dataset. The revision (branch, tag or commit; default ``main``; ``%2F`` for a ``
 resolved to a commit the first time the adapter needs it, and the adapter then serves that
 commit's tree: one consistent snapshot. File URIs name the commit (``hf://ORG/REPO@COMMIT/PATH``)
 so a worker reads exactly what the master listed; :meth:`HfUfs.for_uri` hands out an adapter
-pinned to another commit of the same repository when a URI names one.
+pinned to another commit of the same repository when a URI names one. The master stores the
+commit with the mount (:attr:`HfUfs.snapshot`) and hands it back after a restart
+(:meth:`HfUfs.keep_snapshot`), so its namespace and the reads stay on that commit until the
+dataset's TTL has the branch resolved again.
 
 Only this module imports ``huggingface_hub``: its ``HfApi`` resolves revisions and lists the tree
 (once per commit, recursively, following the API's pages), its URL and header conventions build
@@ -14,6 +17,8 @@ Xet bridge) are followed and the final URL of a file is reused while it is valid
 ignores ``Range`` (answers 200 with the whole body, as the olah mirror does) is detected and the
 file is then downloaded once into a spool file that serves every block of it, never once per
 block.
+Once a file's redirect target is known to honour Range, a block is read by a thread straight into
+the worker's buffer (:meth:`HfUfs.read_into`: ``http.client``, no Python per piece).
 
 Versions are content digests from the Hub's object ids: ``sha256:HEX`` (the LFS oid) where there
 is one, else ``git-blob:HEX`` (the git blob id); block ids are derived from them
@@ -25,8 +30,9 @@ Credentials: option ``credentials_file`` (a file holding the token, or ``token=.
 the endpoint's origin and never into a URI, a log line, a repr or an error message.
 
 Options: ``endpoint`` (default ``$HF_ENDPOINT`` or https://huggingface.co), ``credentials_file``,
-``revision_ttl`` (seconds after which a branch or tag is resolved again; default: never, the
-snapshot is kept for the adapter's life), ``timeout`` (30 s of silence), ``connect_timeout`` (10),
+``revision_ttl`` (seconds after which a branch or tag is resolved again; default: the dataset's
+TTL on the master, else never: the snapshot is kept for the adapter's life), ``timeout`` (30 s
+of silence), ``connect_timeout`` (10),
 ``retries`` (4), ``backoff`` (0.2 s), ``redirect_ttl`` (300 s a redirect target is reused at most),
 ``spool_dir`` (default: the system temp dir), ``spool_bytes`` (4Gi of whole-file downloads kept
 for servers that ignore Range).
@@ -35,13 +41,16 @@ for servers that ignore Range).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import http.client
 import logging
 import os
 import random
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +75,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _PIECE = 1 << 20
+READ_THREADS = 16  # blocks received at once by read_into (a worker reads 16 at most)
 _TOKEN_HINT = (
     "pass a token with access to it: set HF_TOKEN in the environment of the master and the "
     "workers, or the source option credentials_file=PATH"
@@ -244,6 +254,9 @@ class _Shared:
         self.bodies: dict[tuple[str, str], _Body] = {}
         self.spool: str | None = None
         self.users = 0
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None  # read_into's threads
+        self.local = threading.local()  # each thread's kept-alive connections, by origin
+        self.conns: list[http.client.HTTPConnection] = []  # all of them, closed at the end
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -256,7 +269,64 @@ class _Shared:
             )
         return self.session
 
+    def threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(
+                READ_THREADS, thread_name_prefix="hf-read"
+            )
+        return self.pool
+
+    def get_into(self, url: str, offset: int, buf: memoryview, headers: dict[str, str]) -> bool:
+        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf`` by one
+        ranged GET; False (nothing to trust in ``buf``) unless a 206 of that range filled it."""
+        parts = urlsplit(url)
+        conns: dict[str, http.client.HTTPConnection] = self.local.__dict__.setdefault("c", {})
+        headers = {**headers, "Range": f"bytes={offset}-{offset + len(buf) - 1}"}
+        headers["Accept-Encoding"] = "identity"
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        kind = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        for attempt in range(2):  # a kept-alive connection the server closed: once more
+            known = conns.get(parts.netloc)
+            conn = known or kind(parts.netloc, timeout=self.timeout)
+            if known is None:
+                conns[parts.netloc] = conn
+                self.conns.append(conn)
+            try:
+                conn.request("GET", target, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                del conns[parts.netloc]
+                if attempt:
+                    return False
+        try:
+            content_range = resp.getheader("Content-Range") or ""
+            if resp.status != 206 or not content_range.startswith(f"bytes {offset}-"):
+                return False
+            got = 0
+            while got < len(buf):
+                n = resp.readinto(buf[got:])
+                if not n:
+                    return False
+                got += n
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            if not resp.isclosed():  # not read to its end: the connection cannot be reused
+                conn.close()
+                conns.pop(parts.netloc, None)
+
     async def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+            for conn in self.conns:
+                conn.close()
+            self.conns.clear()
         for body in self.bodies.values():
             if body.task is not None:
                 body.task.cancel()
@@ -352,6 +422,7 @@ class HfUfs(UnderFileSystem):
         )
         pinned = self.loc.revision if _COMMIT.fullmatch(self.loc.revision) else None
         self._pinned = pinned  # a commit in the URI needs no resolution
+        self._kept: str | None = None  # a commit served before (keep_snapshot), not yet loaded
         self._snap: Snapshot | None = None
         self._snap_lock = asyncio.Lock()
         self._siblings: dict[str, HfUfs] = {}
@@ -389,6 +460,17 @@ class HfUfs(UnderFileSystem):
     def uri(self, path: str) -> str:
         return self.loc.uri(self.commit or self.loc.revision, clean_path(path))
 
+    @property
+    def snapshot(self) -> str | None:
+        return self.commit
+
+    def keep_snapshot(self, snapshot: str | None, ttl: float) -> None:
+        # An explicit revision_ttl option wins over the dataset's TTL.
+        if self.revision_ttl is None and ttl > 0:
+            self.revision_ttl = ttl
+        if snapshot and self._pinned is None and self._snap is None and _COMMIT.fullmatch(snapshot):
+            self._kept = snapshot
+
     def relpath(self, uri: str) -> str:
         try:
             other = HfLocation.parse(uri)
@@ -415,7 +497,7 @@ class HfUfs(UnderFileSystem):
 
     # -- the snapshot --------------------------------------------------------------------------
 
-    async def snapshot(self) -> Snapshot:
+    async def tree(self) -> Snapshot:
         """The commit's tree, resolved and listed once (again after ``revision_ttl``)."""
         snap = self._snap
         if snap is not None and not self._stale(snap):
@@ -432,12 +514,14 @@ class HfUfs(UnderFileSystem):
         return time.monotonic() - snap.resolved_at >= self.revision_ttl
 
     async def _load(self, old: Snapshot | None) -> Snapshot:
-        info = await self._api_call(
-            "resolve the revision",
-            lambda: self._api.repo_info(
-                self.loc.repo_id, revision=self.loc.revision, repo_type=self.loc.repo_type
-            ),
-        )
+        kept, self._kept = self._kept, None
+        info = None
+        if kept is not None:
+            # The commit served before a restart: its tree again, until the TTL says otherwise.
+            with contextlib.suppress(errors.NotFound):
+                info = await self._repo_info(kept)
+        if info is None:
+            info = await self._repo_info(self.loc.revision)
         commit = str(info.sha)
         if old is not None and old.commit == commit:
             old.resolved_at = time.monotonic()
@@ -468,6 +552,14 @@ class HfUfs(UnderFileSystem):
                     snap.entries[rel] = before
             log.info("%s: %s is now commit %s", self.loc.label, self.loc.revision, commit)
         return snap
+
+    async def _repo_info(self, revision: str) -> Any:
+        return await self._api_call(
+            "resolve the revision",
+            lambda: self._api.repo_info(
+                self.loc.repo_id, revision=revision, repo_type=self.loc.repo_type
+            ),
+        )
 
     async def _api_call(self, what: str, call: Any, missing_path: bool = False) -> Any:
         """Run a (blocking) huggingface_hub call in a thread; its errors as fluidcache's."""
@@ -531,7 +623,7 @@ class HfUfs(UnderFileSystem):
 
     async def _entry(self, path: str) -> UfsStatus:
         path = clean_path(path)
-        snap = await self.snapshot()
+        snap = await self.tree()
         entry = snap.entries.get(path)
         if entry is None:
             raise errors.NotFound(f"{path or '/'}: not in {self.loc.label}@{snap.commit[:12]}")
@@ -547,7 +639,7 @@ class HfUfs(UnderFileSystem):
         entry = await self._entry(path)
         if not entry.is_dir:
             raise errors.NotADirectory(f"{path}: not a directory")
-        snap = await self.snapshot()
+        snap = await self.tree()
         base = path + "/" if path else ""
         for name in snap.children.get(path, []):
             yield snap.entries[base + name]
@@ -585,6 +677,35 @@ class HfUfs(UnderFileSystem):
                 )
             await self._pause(attempt)
             attempt += 1
+
+    reads_into = True
+
+    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+        """Where the file's redirect target (its CDN URL) is known and honours Range, one ranged
+        GET by a thread straight into ``buf``; otherwise, or when that answer is anything but
+        the 206 asked for (an expired URL, an error), :meth:`read_stream` and its retries."""
+        shared = self._shared
+        path = clean_path(path)
+        entry = await self._entry(path)
+        key = (self.commit or self.loc.revision, path)
+        target = shared.targets.get(key)
+        want = min(len(buf), entry.size - offset) if not entry.is_dir else 0
+        if (
+            want > 0
+            and offset >= 0
+            and (not version or version == entry.version)
+            and target is not None
+            and target[1] > time.monotonic()
+            and _origin(target[0]) in shared.ranged
+        ):
+            url, into, headers = target[0], buf[:want], self._headers(target[0], {})
+            loop = asyncio.get_running_loop()
+            read = loop.run_in_executor(
+                shared.threads(), shared.get_into, url, offset, into, headers
+            )
+            if await read:
+                return want
+        return await super().read_into(path, offset, buf, version)
 
     def _resolve_url(self, path: str) -> str:
         commit = self.commit or self.loc.revision

@@ -1,8 +1,14 @@
 """S3 and S3-compatible stores, ``s3://bucket/prefix``, through aiobotocore (used only here).
 
 Directories are key prefixes (``Delimiter='/'``); an empty object named ``dir/`` (a "folder"
-marker) makes an empty directory. A file's version is its ETag. URIs keep keys raw, as the AWS CLI
-does: ``uri("a b#1")`` is ``s3://bucket/prefix/a b#1``.
+marker) makes an empty directory. A file's version is its ETag, preceded by its content digest
+(``sha256:HEX ETAG``) where the store keeps a full-object SHA-256 checksum: the object was put with
+``ChecksumAlgorithm=SHA256`` in one part (a multipart SHA-256 is a checksum of part checksums, not
+of the content). Block ids then come from the digest (:mod:`fluidcache.common.blockid`): the same
+content under two keys or buckets is cached once. Listings do not give checksum values, so such
+an object is listed without a version and its ``HeadObject`` at open gives it. CRC checksums (a
+CRC64NVME is full-object too) are never used: a CRC is no content address (collisions are easy to
+make). URIs keep keys raw, as the AWS CLI does: ``uri("a b#1")`` is ``s3://bucket/prefix/a b#1``.
 
 Options (all strings): ``endpoint_url``, ``region``, ``addressing_style`` (``path``, ``virtual``,
 ``auto``; ``path`` when an endpoint is given), ``credentials_file``, ``anonymous`` (true for public
@@ -20,6 +26,7 @@ holds ``key=value`` lines (``aws_access_key_id``, ``aws_secret_access_key``, opt
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import contextlib
 import os
@@ -71,6 +78,26 @@ _STREAM_ERRORS = (
     bex.ReadTimeoutError,
     bex.ConnectionClosedError,
 )
+
+
+def content_version(etag: str, sha256: str | None = None, kind: str | None = None) -> str:
+    """An object's version: ``sha256:HEX ETAG`` when ``sha256`` (a base64 ``ChecksumSHA256``) is
+    of the whole content (``kind`` FULL_OBJECT, or no kind given and no part count on the ETag
+    or checksum, i.e. put in one part); else its ETag."""
+    if not sha256 or kind not in (None, "FULL_OBJECT"):
+        return etag
+    if kind is None and ("-" in etag or "-" in sha256):
+        return etag  # a multipart upload: a checksum of its parts' checksums
+    try:
+        digest = base64.b64decode(sha256, validate=True)
+    except ValueError:
+        return etag
+    return f"sha256:{digest.hex()} {etag}" if len(digest) == 32 else etag
+
+
+def _etag(version: str) -> str:
+    """The ETag a version ends with (see :func:`content_version`)."""
+    return version.rpartition(" ")[2]
 
 
 class Credentials:
@@ -293,7 +320,9 @@ class S3Ufs(UnderFileSystem):
         name = path.rpartition("/")[2]
         if path:
             try:
-                head = await self._call("head_object", path, Key=self._key(path))
+                head = await self._call(
+                    "head_object", path, Key=self._key(path), ChecksumMode="ENABLED"
+                )
             except errors.NotFound:
                 pass
             else:
@@ -302,7 +331,11 @@ class S3Ufs(UnderFileSystem):
                     is_dir=False,
                     size=int(head.get("ContentLength", 0)),
                     mtime=head["LastModified"].timestamp() if "LastModified" in head else 0.0,
-                    version=str(head.get("ETag", "")),
+                    version=content_version(
+                        str(head.get("ETag", "")),
+                        head.get("ChecksumSHA256"),
+                        head.get("ChecksumType"),
+                    ),
                 )
         if await self._is_dir(path):
             return UfsStatus(name=name, is_dir=True)
@@ -353,10 +386,19 @@ class S3Ufs(UnderFileSystem):
                     is_dir=False,
                     size=int(obj.get("Size", 0)),
                     mtime=obj["LastModified"].timestamp() if "LastModified" in obj else 0.0,
-                    version=str(obj.get("ETag", "")),
+                    version=self._listed_version(obj),
                 )
             )
         return out
+
+    @staticmethod
+    def _listed_version(obj: Mapping[str, Any]) -> str:
+        """The version a listing gives: none for an object put in one part with a SHA-256
+        checksum (the ``HeadObject`` at open gives its digest), else the ETag."""
+        etag = str(obj.get("ETag", ""))
+        if "SHA256" in obj.get("ChecksumAlgorithm", ()) and "-" not in etag:
+            return ""
+        return etag
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -374,7 +416,7 @@ class S3Ufs(UnderFileSystem):
             if resp is None:
                 return  # at or past the end of the object
             body = resp["Body"]
-            if version and str(resp.get("ETag", version)) != version:
+            if version and str(resp.get("ETag", _etag(version))) != _etag(version):
                 async with body:
                     raise errors.SourceChanged(f"{self.uri(path)}: changed at the source")
             expected = int(resp.get("ContentLength", end - pos))
@@ -407,7 +449,7 @@ class S3Ufs(UnderFileSystem):
     async def _get_range(self, path: str, pos: int, end: int, version: str = "") -> Any:
         """The ``get_object`` answer for bytes ``[pos, end)``; None past the end of the object.
         A ``version`` (ETag) goes out as ``IfMatch``: SourceChanged when the object changed."""
-        match = {"IfMatch": version} if version else {}
+        match = {"IfMatch": _etag(version)} if version else {}
         try:
             client = await self._client()
             resp = await client.get_object(

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,17 @@ def block_files(roots: list[Path]) -> list[str]:
     ]
 
 
+def getfattr(path: Path, name: str) -> str:
+    """The value of xattr ``name`` of ``path`` as the ``getfattr`` tool reads it."""
+    out = subprocess.run(
+        ["getfattr", "--absolute-names", "--only-values", "-n", name, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
 def report(data: Path, master: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fluidcache", "report", "--master", master, "--json"],
@@ -163,6 +175,21 @@ def test_up_serves_hub_repositories_once_per_content(
         assert gets_v2[SHARDS[0]] == 0 and gets_v2[SHARDS[2]] == 0, gets_v2
         assert gets_v2[SHARDS[1]] >= 1, gets_v2
         got_data = digests(mnt / "data")
+
+        # The mount's xattrs name the commit each source is read at, on directories and files.
+        assert getfattr(mnt / "v2", "user.fluidcache.commit") == v2
+        assert getfattr(mnt / "v1", "user.fluidcache.commit") == v1
+        assert getfattr(mnt / "v1" / SHARDS[1], "user.fluidcache.commit") == v1
+        assert getfattr(mnt / "v2" / SHARDS[1], "user.fluidcache.commit") == v2
+        sha = hashlib.sha256((mnt / "v2" / SHARDS[1]).read_bytes()).hexdigest()
+        assert getfattr(mnt / "v2" / SHARDS[1], "user.fluidcache.version") == f"sha256:{sha}"
+        listed = subprocess.run(
+            ["getfattr", "--absolute-names", "-d", "-m", "-", str(mnt / "v2" / "config.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f'user.fluidcache.commit="{v2}"' in listed and "user.fluidcache.cached" in listed
 
         # The same files through the client library: all cached, nothing more from olah.
         gets = olah.resolve_gets()
@@ -287,3 +314,162 @@ def test_a_token_file_is_accepted_as_an_option_and_never_shown(
         assert up.wait(60) != 0, up.output
     assert "the token given has no access" in up.output, up.output
     assert TOKEN not in up.output
+
+
+async def block_ids(master: str, token: str, paths: list[str]) -> dict[str, list[str]]:
+    """The block ids the master gives each of ``paths`` (checked at the source, as an open is)."""
+    from fluidcache.client import AsyncClient
+
+    async with AsyncClient(master, token, dataset="default") as client:
+        out = {}
+        for path in paths:
+            info = await client.validate(await client.stat(path))
+            out[path] = [info.block(i).id for i in range(info.block_count)]
+        return out
+
+
+def test_a_moved_branch_stays_on_the_stored_commit_until_the_ttl(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    olah = hub[0]
+    repo = olah.repo()
+    names = ["a.bin", "b.bin", "config.json"]
+    rng = np.random.default_rng(5)
+    for name in names[:2]:
+        repo.write(name, rng.bytes(2 * BLOCK + 1234))
+    repo.write("config.json", b'{"v": 1}\n')
+    c1 = repo.commit("one")
+    data, mnt = tmp_path / "cluster", tmp_path / "mnt"
+    mnt.mkdir()
+
+    def up(*extra: str) -> Proc:
+        return fluidcache(
+            "up",
+            f"m=hf://{repo.repo_id}",
+            *("--mountpoint", str(mnt), "--block-size", "1Mi", "--data-dir", str(data), *extra),
+            env=hub_env(tmp_path, olah.endpoint),
+        )
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    at_c1 = {k: sha(v) for k, v in repo.files(c1).items()}
+    with running(up(), mnt) as first:
+        first.wait_for("mounted:")
+        assert digests(mnt / "m") == at_c1
+    # The branch moves while the cluster is down: b.bin changes, the rest stays.
+    repo.write("b.bin", rng.bytes(2 * BLOCK + 99))
+    c2 = repo.commit("two")
+    at_c2 = {k: sha(v) for k, v in repo.files(c2).items()}
+    assert at_c2["b.bin"] != at_c1["b.bin"] and at_c2["a.bin"] == at_c1["a.bin"]
+
+    # Restarted without a TTL: the namespace and every read stay on the stored commit.
+    with running(up(), mnt) as second:
+        master = second.wait_for("master:").split()[-1]
+        second.wait_for("mounted:")
+        token = (data / "token").read_text().strip()
+        assert digests(mnt / "m") == at_c1
+        assert getfattr(mnt / "m", "user.fluidcache.commit") == c1
+        snapshots = json.loads(report(data, master).stdout)["datasets"][0]["snapshots"]
+        assert snapshots["m"] == f"hf://{repo.repo_id}@{c1}"
+        before = asyncio.run(block_ids(master, token, [f"/m/{n}" for n in names]))
+
+    # Restarted with --ttl 1: once the TTL has passed, the branch is resolved again; the new
+    # commit is a new version of b.bin only.
+    with running(up("--ttl", "1"), mnt) as third:
+        master = third.wait_for("master:").split()[-1]
+        third.wait_for("mounted:")
+        token = (data / "token").read_text().strip()
+        after = before
+        for _ in range(120):  # bounded: 60 s at most
+            after = asyncio.run(block_ids(master, token, [f"/m/{n}" for n in names]))
+            if after["/m/b.bin"] != before["/m/b.bin"]:
+                break
+            time.sleep(0.5)
+        assert after["/m/b.bin"] != before["/m/b.bin"]
+        assert after["/m/a.bin"] == before["/m/a.bin"]
+        assert after["/m/config.json"] == before["/m/config.json"]
+        gets = olah.resolve_gets(f"{repo.repo_id}/resolve/{c2}/b.bin")
+        assert digests(mnt / "m") == at_c2
+        assert olah.resolve_gets(f"{repo.repo_id}/resolve/{c2}/b.bin") > gets
+        assert getfattr(mnt / "m", "user.fluidcache.commit") == c2
+
+
+async def hot_then_prefetch(
+    master: str, token: str, mem: Path, hot_size: int
+) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Make ``/m/hot.bin`` hot, open the model's index, let its prefetch settle: the hot set's
+    block ids, the blocks held before the prefetch, every block seen since, those held after."""
+    from fluidcache.client import AsyncClient
+
+    def held() -> set[str]:
+        return set(block_files([mem]))
+
+    async with AsyncClient(master, token, dataset="default", model_prefetch=False) as reader:
+        hot = await reader.open("/m/hot.bin")
+        for _ in range(2):  # read twice: hot, the most recently used
+            hot.seek(0)
+            assert len(await hot.read()) == hot_size
+        hot_ids = {hot.info.block(i).id for i in range(hot.info.block_count)}
+    async with AsyncClient(master, token, dataset="default") as client:
+        for _ in range(100):  # the workers' usage reaches the master with a heartbeat
+            workers = await client.blocks.workers(refresh=True)
+            if sum(t.used for w in workers for t in w.tiers) >= hot_size:
+                break
+            await asyncio.sleep(0.1)
+        before = held()
+        seen = set(before)
+        f = await client.open("/m/model.safetensors.index.json")
+        assert json.loads(await f.read())["weight_map"]
+        steady = 0
+        for _ in range(300):  # settled: no change for 2 s (30 s at most)
+            await asyncio.sleep(0.1)
+            now = held()
+            steady = steady + 1 if now <= seen else 0
+            seen |= now
+            if steady >= 20:
+                break
+        return hot_ids, before, seen, held()
+
+
+def test_model_prefetch_stays_within_the_cache_room(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    """A 24 MiB MEM cache holding an 8 MiB hot set: opening a model index of 3 x 6 MiB shards
+    prefetches no more than half the free room, evicts nothing, and the hot set stays."""
+    olah = hub[0]
+    repo = olah.repo()
+    rng = np.random.default_rng(9)
+    names = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    index: dict[str, dict[str, str]] = {"weight_map": {}}
+    for i, name in enumerate(names):
+        tensors = {f"l{i}.{k}": rng.standard_normal(3 * 2**18).astype(np.float32) for k in (0, 1)}
+        repo.write(name, save(tensors))  # 6 MiB
+        index["weight_map"] |= {k: name for k in tensors}
+    hot_size = 8 * BLOCK
+    repo.write("hot.bin", rng.bytes(hot_size))
+    repo.write("model.safetensors.index.json", json.dumps(index).encode())
+    repo.commit()
+    data, mnt = tmp_path / "cluster", tmp_path / "mnt"
+    mnt.mkdir()
+    up = fluidcache(
+        "up",
+        f"m=hf://{repo.repo_id}",
+        *("--mountpoint", str(mnt), "--block-size", "1Mi", "--data-dir", str(data)),
+        *("--workers", "1", "--mem-quota", "24Mi", "--ssd-quota", "0"),
+        env=hub_env(tmp_path, olah.endpoint),
+    )
+    with running(up, mnt):
+        master = up.wait_for("master:").split()[-1]
+        up.wait_for("mounted:")
+        token = (data / "token").read_text().strip()
+        mem = Path(f"/dev/shm/fluidcache-{up.popen.pid}")
+        hot, before, seen, after = asyncio.run(hot_then_prefetch(master, token, mem, hot_size))
+        model_blocks = sum(-(-(mnt / "m" / n).stat().st_size // BLOCK) for n in names)
+    assert hot <= before and hot <= after, "the prefetch pushed out the hot set"
+    assert seen == after, "a block was evicted while the prefetch ran"
+    fetched = len(after - before)
+    room = 24 * BLOCK - len(before) * BLOCK
+    # The index's block, then at most half the free room of model blocks; yet a prefetch ran.
+    assert 1 < fetched <= 1 + room // 2 // BLOCK, (fetched, room)
+    assert fetched - 1 < model_blocks

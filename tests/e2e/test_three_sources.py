@@ -16,6 +16,16 @@ from tests.sources import HttpSource, digests
 pytestmark = pytest.mark.timeout(180)
 
 
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The environment that points fluidcache's S3 source at moto's server at ``endpoint``."""
+    return {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
 def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     rng = random.Random(21)
     local, web = tmp_path / "local", tmp_path / "web"
@@ -28,16 +38,10 @@ def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     moto, endpoint = start_moto()
     http = HttpSource(web)
     try:
-        s3 = s3_client(endpoint)
+        s3, env = s3_client(endpoint), s3_env(endpoint)
         s3.create_bucket(Bucket="data")
         for key, body in objects.items():
             s3.put_object(Bucket="data", Key=f"set/{key}", Body=body)
-        env = {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
         mnt = tmp_path / "mnt"
         mnt.mkdir()
         up = fluidcache(
@@ -57,3 +61,32 @@ def test_local_http_and_s3_mounts_read_correctly(tmp_path: Path) -> None:
     finally:
         http.stop()
         stop(moto)
+
+
+def test_one_content_in_two_buckets_is_cached_once(tmp_path: Path) -> None:
+    """An object put with a full-object SHA-256 checksum in two buckets: read through both
+    mounts, its blocks are held once; the same bytes without a checksum are held per key."""
+    data = random.Random(8).randbytes(3 * 2**20 + 77)
+    moto, endpoint = start_moto()
+    try:
+        s3, env = s3_client(endpoint), s3_env(endpoint)
+        for bucket in ("one", "two"):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key="w.bin", Body=data, ChecksumAlgorithm="SHA256")
+            s3.put_object(Bucket=bucket, Key="plain.bin", Body=data)
+        mnt, cluster = tmp_path / "mnt", tmp_path / "c"
+        mnt.mkdir()
+        up = fluidcache(
+            "up", "a=s3://one", "b=s3://two", "--mountpoint", str(mnt), "--block-size", "1Mi",
+            "--workers", "1", "--ssd-quota", "0", "--data-dir", str(cluster), env=env,
+        )  # fmt: skip
+        with running(up, mnt):
+            up.wait_for("mounted:")
+            for path in ("a/w.bin", "b/w.bin", "a/plain.bin", "b/plain.bin"):
+                assert (mnt / path).read_bytes() == data, path
+            mem = Path(f"/dev/shm/fluidcache-{up.popen.pid}")
+            held = [p.name for p in mem.rglob("*") if p.is_file() and len(p.name) > 32]
+    finally:
+        stop(moto)
+    blocks = -(-len(data) // 2**20)
+    assert len(held) == len(set(held)) == 3 * blocks  # w.bin once, plain.bin per bucket

@@ -55,6 +55,17 @@ def hf(made: list[UnderFileSystem], uri: str, endpoint: str, **options: str) -> 
     return ufs
 
 
+async def behind_front(
+    repo: HubRepo, front: HubFront, adapters: list[UnderFileSystem]
+) -> tuple[UnderFileSystem, str]:
+    """An adapter reading ``repo`` through ``front``, its commit checked out for the redirects."""
+    ufs = hf(adapters, repo.uri(), front.endpoint)
+    await ufs.stat("")
+    commit = repo.git("rev-parse", "HEAD")
+    front.publish(repo, commit)
+    return ufs, commit
+
+
 async def test_versions_are_content_digests(
     repo: HubRepo, olah_server: OlahServer, adapters: list[UnderFileSystem]
 ) -> None:
@@ -85,10 +96,7 @@ async def test_a_server_ignoring_range_serves_each_file_once(
 async def test_ranged_reads_follow_redirects_and_reuse_the_target(
     repo: HubRepo, front: HubFront, adapters: list[UnderFileSystem]
 ) -> None:
-    ufs = hf(adapters, repo.uri(), front.endpoint)
-    await ufs.stat("")
-    commit = repo.git("rev-parse", "HEAD")
-    front.publish(repo, commit)
+    ufs, commit = await behind_front(repo, front, adapters)
     for offset in range(0, len(BIG), MIB):
         assert await ufs.read("weights/big.safetensors", offset, MIB) == BIG[offset : offset + MIB]
     await asyncio.sleep(0.2)
@@ -96,6 +104,31 @@ async def test_ranged_reads_follow_redirects_and_reuse_the_target(
     served = front.requests(f"/cdn/{repo.repo_id}/{commit}/weights/big")
     assert [status for _, status in resolves] == [302]  # the target is reused for the rest
     assert [status for _, status in served] == [206] * 4  # each block one ranged GET
+
+
+async def test_blocks_are_received_into_buffers_once_the_target_is_known(
+    repo: HubRepo, front: HubFront, adapters: list[UnderFileSystem]
+) -> None:
+    ufs, commit = await behind_front(repo, front, adapters)
+    assert ufs.reads_into
+    assert await ufs.read("weights/big.safetensors", 0, MIB) == BIG[:MIB]  # learns the target
+    version = (await ufs.stat("weights/big.safetensors")).version
+    bufs = [memoryview(bytearray(MIB)) for _ in range(1, 4)]
+    got = await asyncio.gather(
+        *(
+            ufs.read_into("weights/big.safetensors", (i + 1) * MIB, buf, version)
+            for i, buf in enumerate(bufs)
+        )
+    )
+    assert got == [MIB, MIB, len(BIG) - 3 * MIB]
+    assert b"".join(bytes(buf[:n]) for buf, n in zip(bufs, got, strict=True)) == BIG[MIB:]
+    await asyncio.sleep(0.2)
+    resolves = front.requests(f"{repo.repo_id}/resolve/{commit}/weights/big")
+    served = front.requests(f"/cdn/{repo.repo_id}/{commit}/weights/big")
+    assert [status for _, status in resolves] == [302]
+    assert [status for _, status in served] == [206] * 4
+    with pytest.raises(errors.SourceChanged):
+        await ufs.read_into("weights/big.safetensors", 0, bufs[0], "sha256:" + "0" * 64)
 
 
 async def test_the_snapshot_is_one_commit(

@@ -313,3 +313,63 @@ async def test_error_in_the_middle_of_a_listing(
                 async for entry in entries:
                     seen.append(entry.name)
     assert len(seen) == 400  # the first page arrived, then the error, not a short listing
+
+
+async def test_full_object_sha256_checksums_address_the_content(moto_server: MotoServer) -> None:
+    """Objects put with a SHA-256 checksum in one part are versioned by their digest: the same
+    content under two prefixes has the same block ids; without one, or in several parts (a
+    checksum of checksums), the ETag stays the version."""
+    import hashlib
+
+    from fluidcache.common.blockid import block_id
+
+    s3, one, two = moto_server.client, moto_server.source(), moto_server.source()
+    data = bytes(range(256)) * 30_000  # 7.3 MiB
+    for src in (one, two):
+        s3.put_object(
+            Bucket=BUCKET, Key=f"{src.prefix}/w.bin", Body=data, ChecksumAlgorithm="SHA256"
+        )
+    s3.put_object(Bucket=BUCKET, Key=f"{one.prefix}/plain.bin", Body=data)
+    key = f"{one.prefix}/parts.bin"
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key, ChecksumAlgorithm="SHA256")
+    parts = []
+    for n, piece in enumerate((data[: 5 * 2**20], data[5 * 2**20 :]), 1):
+        part = s3.upload_part(
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=n,
+            Body=piece,
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append(
+            {"PartNumber": n, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}
+        )
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    async with one.ufs() as a, two.ufs() as b:
+        va, vb = (await a.stat("w.bin")).version, (await b.stat("w.bin")).version
+        assert va.startswith(digest + ' "') and vb.startswith(digest + ' "')
+        plain, multi = (await a.stat("plain.bin")).version, (await a.stat("parts.bin")).version
+        assert not plain.startswith("sha256:") and not multi.startswith("sha256:")
+        bs = 4 * 2**20
+        ids = {
+            u: [block_id(u.uri("w.bin"), v, i, bs) for i in (0, 1)] for u, v in ((a, va), (b, vb))
+        }
+        assert ids[a] == ids[b]  # one set of blocks for both keys
+        assert block_id(a.uri("plain.bin"), plain, 0, bs) not in ids[a]
+        # A listing has no checksum values: the object is versioned at open (its HEAD).
+        listed = {e.name: e.version async for e in a.list("")}
+        assert listed["w.bin"] == "" and listed["plain.bin"] == plain
+        assert listed["parts.bin"] == multi
+        # The digest version reads (its ETag goes out as IfMatch) and detects a change.
+        assert await a.read("w.bin", 5, 10) == data[5:15]
+        chunks = [c async for c in a.read_stream("w.bin", 0, 1000, 1000, va)]
+        assert b"".join(chunks) == data[:1000]
+        s3.put_object(Bucket=BUCKET, Key=f"{one.prefix}/w.bin", Body=data[::-1])
+        with pytest.raises(errors.SourceChanged):
+            async with aclosing(a.read_stream("w.bin", 0, 1000, 1000, va)) as stream:
+                async for _ in stream:
+                    pass

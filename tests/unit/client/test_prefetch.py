@@ -43,3 +43,15 @@ def test_first_shard_names() -> None:
     assert FIRST_SHARD.search("/m/model-00001-of-00003.safetensors")
     assert not FIRST_SHARD.search("/m/model-00002-of-00003.safetensors")
     assert not FIRST_SHARD.search("/m/model.safetensors")
+
+
+def test_free_room_is_what_the_tiers_can_still_take() -> None:
+    from fluidcache.client.prefetch import free_room
+    from fluidcache.common.protocol import TierUsage, WorkerInfo
+
+    workers = [
+        WorkerInfo("w0", "http://a", tiers=[TierUsage("MEM", 100, 30), TierUsage("SSD", 50, 60)]),
+        WorkerInfo("w1", "http://b", tiers=[TierUsage("MEM", 100, 0)]),
+    ]
+    assert free_room(workers) == 70 + 0 + 100  # an over-full tier counts as none, not less
+    assert free_room([]) == 0

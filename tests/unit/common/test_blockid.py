@@ -38,3 +38,12 @@ def test_block_ref_uses_the_digest() -> None:
     one = BlockRef("hf://o/r@a/f", SHA, 1, 1024, 5000)
     two = BlockRef("hf://o/q@b/g", SHA, 1, 1024, 5000)
     assert one.id == two.id
+
+
+def test_a_digest_with_the_sources_own_version_after_it() -> None:
+    digest = "sha256:" + "ab" * 32
+    assert content_digest(f'{digest} "etag1"') == digest
+    assert block_id("s3://a/x", f'{digest} "etag1"', 0, 1024) == block_id(
+        "s3://b/y", f'{digest} "etag2"', 0, 1024
+    )
+    assert content_digest('"etag1"') is None

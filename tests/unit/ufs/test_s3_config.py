@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fluidcache.common import errors
-from fluidcache.ufs.s3 import Credentials, S3Ufs
+from fluidcache.ufs.s3 import Credentials, S3Ufs, content_version
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
@@ -91,3 +91,19 @@ def test_bad_credentials_files(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigError, match="line 2") as info:
         Credentials.from_file(str(junk))
     assert SECRET not in str(info.value)
+
+
+def test_content_versions_only_from_full_object_sha256() -> None:
+    import base64
+    import hashlib
+
+    raw = hashlib.sha256(b"x").digest()
+    b64 = base64.b64encode(raw).decode()
+    assert content_version('"e"', b64) == f'sha256:{raw.hex()} "e"'
+    assert content_version('"e"', b64, "FULL_OBJECT") == f'sha256:{raw.hex()} "e"'
+    assert content_version('"e-2"', b64) == '"e-2"'  # multipart: a checksum of checksums
+    assert content_version('"e"', b64 + "-2") == '"e"'
+    assert content_version('"e"', b64, "COMPOSITE") == '"e"'
+    assert content_version('"e"', "not base64!") == '"e"'
+    assert content_version('"e"', base64.b64encode(b"short").decode()) == '"e"'
+    assert content_version('"e"') == '"e"'
