@@ -104,7 +104,14 @@ def running_env(
     try:
         fc.start_master(
             f"local://{data}",
-            extra=("--dataset", master_dataset, "--backup-dir", str(root / "backups")),
+            extra=(
+                "--dataset",
+                master_dataset,
+                "--backup-dir",
+                str(root / "backups"),
+                "--backup-root",  # where a DataBackup's local:///DIR may write
+                str(root / "exports"),
+            ),
         )
         fc.start_worker("w1", f"MEM:{root / 'w1'}:64Mi", node="host")
         with ControlPlane(nodes=nodes) as cp:
