@@ -388,10 +388,23 @@ if os.environ.get("FLUIDCACHE_WEBHOOK_PORT"):  # kopf refuses admission handlers
 # ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------
 
 
-async def _after(kind: str, namespace: str, name: str) -> str:
-    """The last master job of the resource a runAfter names; TemporaryError until it has one."""
+async def _after(owner: str, meta: Meta, run_after: tuple[str, str, str] | None) -> str:
+    """The master job that ``owner``'s runAfter names (its last): the master starts the new job
+    once that one completes. A DataProcess runs no master job: ``""`` once it is Complete,
+    TemporaryError before, and ``owner`` fails with it. ``""`` without a runAfter."""
+    if run_after is None:
+        return ""
+    kind, namespace, name = run_after
     body = await kube().get(path(kind, namespace, name))
-    ids = ((body or {}).get("status") or {}).get("jobIds") or []
+    status = (body or {}).get("status") or {}
+    if kind == "DataProcess":
+        if status.get("phase") == COMPLETE:
+            return ""
+        if status.get("phase") == FAILED:
+            msg = f"runAfter {kind} {namespace}/{name} failed"
+            raise await _refuse(owner, meta, "RunAfterFailed", msg)
+        raise kopf.TemporaryError(f"waiting for {kind} {namespace}/{name} to complete", delay=5)
+    ids = status.get("jobIds") or []
     if not ids:
         raise kopf.TemporaryError(f"waiting for {kind} {namespace}/{name} to start", delay=5)
     return str(ids[-1])
@@ -496,7 +509,9 @@ def _load_requests(load: DataLoad, after: str) -> list[JobRequest]:
 @kopf.on.create(GROUP, VERSION, "dataloads")
 async def dataload_created(body: kopf.Body, **_: Any) -> None:
     load = DataLoad.parse(body)
-    after = await _after(*load.run_after) if load.run_after else ""
+    if (body.get("status") or {}).get("jobIds"):
+        return
+    after = await _after("DataLoad", load.meta, load.run_after)
     await _submit("DataLoad", body, _load_requests(load, after), load.dataset)
 
 
@@ -541,7 +556,7 @@ async def databackup_created(body: kopf.Body, **_: Any) -> None:
     if (body.get("status") or {}).get("jobIds"):
         return
     target = await _backup_target(backup)
-    after = await _after(*backup.run_after) if backup.run_after else ""
+    after = await _after("DataBackup", backup.meta, backup.run_after)
     request = JobRequest(
         kind=JOB_BACKUP,
         dataset=backup.dataset,

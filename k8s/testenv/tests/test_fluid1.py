@@ -187,7 +187,9 @@ def process(name: str, after: str) -> dict[str, Any]:
 def test_dataprocess_waits_for_its_run_after_and_then_runs(env: Env) -> None:
     assert env.apply(process("count", "warm")).returncode == 0
     waiting = wait_for("count Pending", phase_of(env, "dataprocess", "count", "Pending"))
-    assert "DataLoad default/warm" in waiting["status"]["waitingFor"]
+    assert waiting["status"]["waitingFor"] == {"operationComplete": False}
+    messages = [c.get("message", "") for c in waiting["status"]["conditions"]]
+    assert any("DataLoad default/warm" in m for m in messages), messages
     assert not env.get("jobs", "-n", NS)["items"]
 
     load = {"dataset": {"name": "cached"}, "loadMetadata": True, "target": [{"path": "/dir"}]}
@@ -202,6 +204,24 @@ def test_dataprocess_waits_for_its_run_after_and_then_runs(env: Env) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_dataload_runs_after_a_dataprocess(env: Env) -> None:
+    """Fluid's data flow: a DataLoad whose runAfter is a DataProcess (count, Complete above)
+    starts once that one is Complete, without a master job to wait on."""
+    load = {
+        "dataset": {"name": "cached"},
+        "target": [{"path": "/dir"}],
+        "runAfter": {
+            "apiVersion": "data.fluidcache.io/v1alpha1",
+            "kind": "DataProcess",
+            "name": "count",
+        },
+    }
+    assert env.apply(_op("DataLoad", "after-count", load)).returncode == 0
+    done = wait_for("after-count Complete", phase_of(env, "dataload", "after-count", "Complete"))
+    assert done["status"]["progress"]["bytesDone"] > 0
+
+
+@pytest.mark.timeout(120)
 def test_dataprocess_fails_with_its_run_after(env: Env) -> None:
     load = {"dataset": {"name": "cached"}, "target": [{"path": "/no/such/dir"}]}
     assert env.apply(_op("DataLoad", "broken", load)).returncode == 0
@@ -210,3 +230,9 @@ def test_dataprocess_fails_with_its_run_after(env: Env) -> None:
     doomed = wait_for("doomed Failed", phase_of(env, "dataprocess", "doomed", "Failed"))
     assert doomed["status"]["conditions"][-1]["reason"] == "RunAfterFailed"
     assert env.kubectl("get", "job", "doomed-process", "-n", NS, check=False) == ""
+    # what runs after the failed DataProcess fails with it
+    spec = {"dataset": "cached", "runAfter": {"kind": "DataProcess", "name": "doomed"}}
+    assert env.apply(_op("DataBackup", "after-doomed", spec)).returncode == 0
+    backup = wait_for("after-doomed Failed", phase_of(env, "databackup", "after-doomed", "Failed"))
+    assert backup["status"]["conditions"][-1]["reason"] == "RunAfterFailed"
+    assert not backup["status"].get("jobIds")
