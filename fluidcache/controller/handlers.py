@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import secrets
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -518,8 +519,18 @@ async def dataload_created(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, "dataloads", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def dataload_tick(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL and spec.get("policy") != "Cron":
+        await _expire("DataLoad", body)
         return
     await _poll("DataLoad", body, DataLoad.parse(body).dataset)
+
+
+async def _expire(kind: str, body: Mapping[str, Any]) -> None:
+    """Delete a finished operation once its ``ttlSecondsAfterFinished`` has passed (Fluid's
+    automatic clean-up)."""
+    if rc.expired(body.get("spec") or {}, body.get("status") or {}, time.time()):
+        meta = Meta.parse(body)
+        log.info("%s %s/%s: ttlSecondsAfterFinished passed", kind, meta.namespace, meta.name)
+        await kube().delete(path(kind, meta.namespace, meta.name))
 
 
 @kopf.on.delete(GROUP, VERSION, "dataloads")
@@ -580,6 +591,7 @@ async def _master_node(runtime: Runtime) -> str:
 @kopf.timer(GROUP, VERSION, "databackups", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def databackup_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL:
+        await _expire("DataBackup", body)
         return
     await _poll("DataBackup", body, DataBackup.parse(body).dataset)
 
@@ -629,5 +641,6 @@ async def dataprocess_created(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, "dataprocesses", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def dataprocess_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL:
+        await _expire("DataProcess", body)
         return
     await reconcile_process(body)

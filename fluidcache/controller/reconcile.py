@@ -945,6 +945,32 @@ def job_status(jobs: Sequence[JobInfo]) -> dict[str, Any]:
     return status
 
 
+def finished_at(status: Mapping[str, Any]) -> float:
+    """When a finished operation finished (Unix seconds): its Complete or Failed condition's
+    lastTransitionTime, else its completionTime; 0 while it has not finished."""
+    times = [
+        str(c.get("lastTransitionTime") or "")
+        for c in status.get("conditions") or []
+        if c.get("type") in (COMPLETE, FAILED) and c.get("status") == "True"
+    ]
+    times.append(str(status.get("completionTime") or ""))
+    stamps = [
+        datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        for t in times
+        if t
+    ]
+    return max(stamps).timestamp() if stamps else 0.0
+
+
+def expired(spec: Mapping[str, Any], status: Mapping[str, Any], now: float) -> bool:
+    """Fluid's ``ttlSecondsAfterFinished``: whether a finished operation is due for deletion."""
+    ttl = spec.get("ttlSecondsAfterFinished")
+    if ttl is None or status.get("phase") not in (COMPLETE, FAILED):
+        return False
+    finished = finished_at(status)
+    return bool(finished) and now >= finished + int(ttl)
+
+
 def load_targets(load: DataLoad) -> list[tuple[int | str, list[str]]]:
     """The load's targets grouped by replicas, in order of first appearance: one master job each
     (a job has one replica count)."""

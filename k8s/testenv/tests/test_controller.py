@@ -248,6 +248,20 @@ def test_dataload_completes_with_byte_progress(env: Env) -> None:
     )
 
 
+@pytest.mark.timeout(120)
+def test_a_finished_dataload_goes_after_its_ttl(env: Env) -> None:
+    """Fluid's ttlSecondsAfterFinished: Complete, then deleted by the controller."""
+    spec = {"dataset": {"name": "demo"}, "target": [{"path": "/dir"}], "ttlSecondsAfterFinished": 4}
+    assert env.apply(_op("DataLoad", "short-lived", spec)).returncode == 0
+    load = reaches(env, "dataload", "short-lived", "Complete")
+    assert load["status"]["progress"]["bytesDone"] > 0
+    wait_for(
+        "short-lived deleted",
+        lambda: "short-lived" not in env.kubectl("get", "dataloads", "-n", NS, "-o", "name"),
+        timeout=60,
+    )
+
+
 @pytest.mark.timeout(150)
 def test_cron_dataload_fires(env: Env) -> None:
     spec = {
