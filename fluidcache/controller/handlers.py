@@ -383,7 +383,11 @@ async def pod_cache_affinity(body: kopf.Body, patch: kopf.Patch, **_: Any) -> No
 
 
 if os.environ.get("FLUIDCACHE_WEBHOOK_PORT"):  # kopf refuses admission handlers without a server
-    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"])(pod_cache_affinity)
+    # failurePolicy Ignore: while the controller is away, pods are created without cache
+    # affinity rather than refused (every pod creation in the cluster passes through here)
+    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"], ignore_failures=True)(
+        pod_cache_affinity
+    )
 
 
 # ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------

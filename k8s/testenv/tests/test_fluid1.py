@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
-from support import NS, Env, dataset, running_env, runtime, wait_for
+from support import NS, Env, dataset, running_env, runtime, wait_for, webhook_args
 
 FILES = {f"dir/f{i}.bin": os.urandom(200_000 + i) for i in range(3)}
 CACHE_LABEL = "fluid.io/s-default-cached"
@@ -21,23 +20,7 @@ CACHE_LABEL = "fluid.io/s-default-cached"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("fluid1")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(root / "tls.pem"))
-    cert.private_key_pem.write_to_path(str(root / "tls.key"))
-    cert.cert_chain_pems[0].write_to_path(str(root / "tls.crt"))
-    ca.cert_pem.write_to_path(str(root / "ca.crt"))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [
-        f"--webhook-port={port}",
-        f"--webhook-cert={root / 'tls.crt'}",
-        f"--webhook-key={root / 'tls.key'}",
-        f"--webhook-ca={root / 'ca.crt'}",
-    ]
+    args = webhook_args(root)
     with running_env(root, FILES, args, master_dataset="cached") as e:
         e.token_secrets("cached", "profiled")
         yield e

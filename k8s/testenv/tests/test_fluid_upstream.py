@@ -19,6 +19,7 @@ difference fails the test, and so does one that went away without the list being
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -31,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import fluid_dir
-from support import NS, ROOT, Env, dataset, running_env, runtime, wait_for
+from support import NS, ROOT, Env, dataset, running_env, runtime, wait_for, webhook_args
 
 FLUID_API = "data.fluid.io/v1alpha1"
 OUR_API = "data.fluidcache.io/v1alpha1"
@@ -74,9 +75,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     crds = fluid_dir() / "crds"
     if not sorted(crds.glob("*.yaml")):
         pytest.fail(f"no Fluid CRDs in {crds}: run `bash k8s/testenv/build.sh` first")
-    with running_env(
-        tmp_path_factory.mktemp("upstream"), FILES, master_dataset="ours", nodes=3
-    ) as e:
+    root = tmp_path_factory.mktemp("upstream")
+    # the webhook registered by Service, as k8s/deploy does (the Service routes nowhere here:
+    # its failurePolicy Ignore lets pods be created all the same)
+    args = [*webhook_args(root), f"--webhook-service={NS}/fluidcache-controller:443"]
+    with running_env(root, FILES, args, master_dataset="ours", nodes=3) as e:
         out = e.cp.kubectl("apply", "--server-side", "-f", str(crds), check=False)
         assert out.returncode == 0, out.stderr
         e.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
@@ -170,6 +173,29 @@ def test_both_groups_are_served_side_by_side(env: Env) -> None:
         fluid
     )
     assert {"datasets.data.fluidcache.io", "fluidcacheruntimes.data.fluidcache.io"} <= ours
+
+
+@pytest.mark.timeout(60)
+def test_the_webhook_is_registered_by_service(env: Env) -> None:
+    """What a cluster gets from k8s/deploy: the API server accepts kopf's configuration with our
+    Service (and the caBundle), no URL; failures ignored, so pods never wait on the controller."""
+    config = wait_for(
+        "the webhook configuration",
+        lambda: env.get("mutatingwebhookconfigurations", "fluidcache.data.fluidcache.io"),
+    )
+    [hook] = config["webhooks"]
+    client = hook["clientConfig"]
+    assert "url" not in client
+    assert client["service"] == {
+        "namespace": NS,
+        "name": "fluidcache-controller",
+        "port": 443,
+        "path": "/cache-affinity",
+    }
+    ca = (env.data.parent / "ca.crt").read_bytes()
+    assert base64.b64decode(client["caBundle"]) == ca
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["rules"][0]["resources"] == ["pods"]
 
 
 @pytest.mark.timeout(180)
