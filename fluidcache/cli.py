@@ -75,6 +75,7 @@ def cmd_master(args: argparse.Namespace) -> None:
         worker_timeout=args.worker_timeout,
         restore_from=Path(args.restore_from) if args.restore_from else None,
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
+        backup_roots=[Path(d) for d in args.backup_root or []],
     )
     config.validate()
     for name, uri in mounts:
@@ -340,7 +341,12 @@ def cmd_load(args: argparse.Namespace) -> None:
 def cmd_backup(args: argparse.Namespace) -> None:
     _submit(
         args,
-        lambda c: c.backup(args.name or "", schedule=args.schedule or "", after=args.after or ""),
+        lambda c: c.backup(
+            args.name or "",
+            directory=args.directory or "",
+            schedule=args.schedule or "",
+            after=args.after or "",
+        ),
     )
 
 
@@ -587,6 +593,13 @@ def parser() -> argparse.ArgumentParser:
         help="load the namespace from this backup when the data dir is empty",
     )
     m.add_argument("--backup-dir", help="where backups are written (default DATA_DIR/backups)")
+    m.add_argument(
+        "--backup-root",
+        action="append",
+        metavar="DIR",
+        help="a directory under which a backup job may write (a DataBackup's backupPath);"
+        " repeatable",
+    )
     _source_options(m)
     _common(m)
     m.set_defaults(fn=cmd_master)
@@ -663,6 +676,10 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backup", help="write a metadata backup (namespace, mounts, statistics)")
     b.add_argument("--master", required=True, help="master URL")
     b.add_argument("--name", help="file name in the master's backup directory")
+    b.add_argument(
+        "--directory",
+        help="write there instead (absolute, under one of the master's --backup-root)",
+    )
     _job_options(b)
     b.set_defaults(fn=cmd_backup)
 

@@ -35,13 +35,21 @@ def _human(n: float) -> str:
     return f"{n:.2f}{units[i]}"
 
 
+NATIVE_SCHEMES = ("local://", "pvc://")  # Fluid's own: it never checks these in mountUFS's output
+
+
 def mount_paths(config: Mapping[str, Any]) -> list[str]:
-    """The dataset path of each mount in Fluid's runtime config: ``/<name>``, or ``/`` for a
-    single unnamed mount (its ``path`` when Fluid gives one)."""
-    mounts = list(config.get("mounts") or [])
-    if len(mounts) == 1 and not mounts[0].get("name"):
-        return [str(mounts[0].get("path") or "/")]
-    return [str(m.get("path") or f"/{m['name']}") for m in mounts]
+    """The paths Fluid expects in mountUFS's output, one per mount of its runtime config that it
+    checks: the mount's ``path`` when absolute, else ``/<name>`` (Fluid's
+    ``GenUFSPathInUnifiedNamespace``). Mounts of Fluid's native schemes are left out: Fluid
+    skips them, and waits for any other path listed to go away."""
+    return [
+        m["path"]
+        if str(m.get("path") or "").startswith("/")
+        else "/" + str(m.get("name") or "").lstrip("/")
+        for m in config.get("mounts") or []
+        if not str(m.get("mountPoint") or "").startswith(NATIVE_SCHEMES)
+    ]
 
 
 def report_summary(report: Report, dataset: str = "") -> dict[str, str]:

@@ -355,11 +355,18 @@ class AsyncClient:
         return await self.submit(request, wait)
 
     async def backup(
-        self, name: str = "", *, schedule: str = "", after: str = "", wait: bool = False
+        self,
+        name: str = "",
+        *,
+        directory: str = "",
+        schedule: str = "",
+        after: str = "",
+        wait: bool = False,
     ) -> JobInfo:
-        """Write a metadata backup on the master (a job, like a load)."""
+        """Write a metadata backup on the master (a job, like a load), in its backup dir or in
+        ``directory`` (absolute, under one of the master's backup roots)."""
         request = JobRequest(JOB_BACKUP, self.dataset, ["/"], schedule=schedule, after=after)
-        return await self.submit(dataclasses.replace(request, name=name), wait)
+        return await self.submit(dataclasses.replace(request, name=name, directory=directory), wait)
 
     async def submit(self, request: JobRequest, wait: bool = False) -> JobInfo:
         job = await self._master.call(JOB_SUBMIT, request, JobInfo)

@@ -686,9 +686,11 @@ class LoadMetadataReply(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackupRequest(Message):
-    """Write a metadata backup named ``name`` (a plain file name) in the master's backup dir."""
+    """Write a metadata backup named ``name`` (a plain file name) in the master's backup dir, or
+    in ``directory`` (absolute, under one of the master's ``--backup-root`` directories)."""
 
     name: str = ""
+    directory: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -748,6 +750,7 @@ class JobRequest(Message):
     schedule: str = ""
     after: str = ""
     name: str = ""  # backups: the file name in the master's backup dir
+    directory: str = ""  # backups: write there instead (absolute, under a --backup-root)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -781,6 +784,7 @@ class JobInfo(Message):
     schedule: str = ""
     after: str = ""
     name: str = ""
+    directory: str = ""
     created: float = 0.0
     started: float = 0.0
     finished: float = 0.0

@@ -22,7 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", "-v", action="store_true")
     w = ap.add_argument_group("admission webhook (cache affinity), served over TLS")
     w.add_argument("--webhook-port", type=int, help="serve the webhook on this port")
-    w.add_argument("--webhook-host", default="127.0.0.1", help="the name the API server dials")
+    w.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        help="the name the API server dials (registered by URL; off-cluster, e.g. tests)",
+    )
+    w.add_argument(
+        "--webhook-service",
+        help="NAMESPACE/NAME[:PORT] (port 443 by default): register the webhook by this Service"
+        " instead of a URL (in a cluster)",
+    )
     w.add_argument("--webhook-addr", help="listen address (default: --webhook-host)")
     w.add_argument("--webhook-cert", help="serving certificate (PEM)")
     w.add_argument("--webhook-key", help="its private key (PEM)")
@@ -41,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FLUIDCACHE_WEBHOOK_CERT"] = args.webhook_cert
         os.environ["FLUIDCACHE_WEBHOOK_KEY"] = args.webhook_key
         os.environ["FLUIDCACHE_WEBHOOK_CA"] = args.webhook_ca or ""
+        if args.webhook_service:
+            from fluidcache.controller.admission import parse_service
+
+            try:
+                parse_service(args.webhook_service)
+            except ValueError as e:
+                ap.error(str(e))
+            os.environ["FLUIDCACHE_WEBHOOK_SERVICE"] = args.webhook_service
     import kopf  # after the environment is set: the handlers read it at import
 
     import fluidcache.controller.handlers  # noqa: F401  (registers the handlers)

@@ -13,6 +13,8 @@ import datetime
 import logging
 import os
 import secrets
+import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +25,7 @@ from fluidcache.common import errors
 from fluidcache.common.protocol import COMPLETE, FAILED, JOB_BACKUP, JobInfo, JobRequest
 from fluidcache.controller import processing, webhook
 from fluidcache.controller import reconcile as rc
+from fluidcache.controller.admission import ServiceWebhookServer
 from fluidcache.controller.kube import Kube, path, path_of
 from fluidcache.controller.model import (
     API_VERSION,
@@ -78,15 +81,20 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     port = os.environ.get("FLUIDCACHE_WEBHOOK_PORT")
     if port:
         host = os.environ.get("FLUIDCACHE_WEBHOOK_HOST", "127.0.0.1")
-        settings.admission.server = kopf.WebhookServer(
-            addr=os.environ.get("FLUIDCACHE_WEBHOOK_ADDR", host),
-            port=int(port),
-            host=host,
-            certfile=os.environ["FLUIDCACHE_WEBHOOK_CERT"],
-            pkeyfile=os.environ["FLUIDCACHE_WEBHOOK_KEY"],
-            cafile=os.environ.get("FLUIDCACHE_WEBHOOK_CA") or None,
+        tls: dict[str, Any] = {
+            "addr": os.environ.get("FLUIDCACHE_WEBHOOK_ADDR", host),
+            "port": int(port),
+            "host": host,
+            "certfile": os.environ["FLUIDCACHE_WEBHOOK_CERT"],
+            "pkeyfile": os.environ["FLUIDCACHE_WEBHOOK_KEY"],
+            "cafile": os.environ.get("FLUIDCACHE_WEBHOOK_CA") or None,
+        }
+        service = os.environ.get("FLUIDCACHE_WEBHOOK_SERVICE")
+        settings.admission.server = (
+            ServiceWebhookServer(service=service, **tls) if service else kopf.WebhookServer(**tls)
         )
-        # kopf keeps a MutatingWebhookConfiguration of this name: our URL and the caBundle
+        # kopf keeps a MutatingWebhookConfiguration of this name: our Service (or, off-cluster,
+        # our URL) and the caBundle
         settings.admission.managed = WEBHOOK_CONFIG
 
 
@@ -175,7 +183,18 @@ async def _reconcile(k: Kube, namespace: str, name: str) -> None:
         patch = rc.label_patch(node, dataset, runtime, node.name in placement.nodes)
         if patch:
             await k.patch(path("Node", name=node.name), patch)
-    for obj in rc.desired_objects(dataset, runtime, placement):
+    backups: list[DataBackup] = []
+    if not runtime.master.endpoint:
+        backups = [
+            b
+            for b in map(DataBackup.parse, await k.list(path("DataBackup", namespace)))
+            if b.dataset == name
+        ]
+        chosen = rc.master_node(dataset, runtime, nodes, placement)
+        label = rc.master_label(dataset.meta)
+        if chosen and not any(n.name == chosen and n.labels.get(label) for n in nodes):
+            await k.patch(path("Node", name=chosen), {"metadata": {"labels": {label: "true"}}})
+    for obj in rc.desired_objects(dataset, runtime, placement, backups):
         await k.apply(obj)
 
     workers = await k.get(path("StatefulSet", namespace, f"{name}-worker")) or {}
@@ -247,6 +266,10 @@ async def _unlabel(k: Kube, dataset: Dataset) -> None:
         patch = rc.label_patch(node, dataset, Runtime(dataset.meta), cache=False)
         if patch:
             await k.patch(path("Node", name=node.name), patch)
+    master = rc.master_label(dataset.meta)
+    for body in await k.list(path("Node"), label_selector=f"{master}=true"):
+        where = path("Node", name=body["metadata"]["name"])
+        await k.patch(where, {"metadata": {"labels": {master: None}}})
 
 
 def _ds_key(body: Mapping[str, Any]) -> tuple[str, str]:
@@ -360,24 +383,58 @@ async def pod_cache_affinity(body: kopf.Body, patch: kopf.Patch, **_: Any) -> No
 
 
 if os.environ.get("FLUIDCACHE_WEBHOOK_PORT"):  # kopf refuses admission handlers without a server
-    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"])(pod_cache_affinity)
+    # failurePolicy Ignore: while the controller is away, pods are created without cache
+    # affinity rather than refused (every pod creation in the cluster passes through here)
+    kopf.on.mutate("v1", "pods", id="cache-affinity", operations=["CREATE"], ignore_failures=True)(
+        pod_cache_affinity
+    )
 
 
 # ---- DataLoad, DataBackup: jobs on the master ----------------------------------------------------
 
 
-async def _after(kind: str, namespace: str, name: str) -> str:
-    """The last master job of the resource a runAfter names; TemporaryError until it has one."""
+async def _after(owner: str, meta: Meta, run_after: tuple[str, str, str] | None) -> str:
+    """The master job that ``owner``'s runAfter names (its last): the master starts the new job
+    once that one completes. A DataProcess runs no master job: ``""`` once it is Complete,
+    TemporaryError before, and ``owner`` fails with it. ``""`` without a runAfter."""
+    if run_after is None:
+        return ""
+    kind, namespace, name = run_after
     body = await kube().get(path(kind, namespace, name))
-    ids = ((body or {}).get("status") or {}).get("jobIds") or []
+    status = (body or {}).get("status") or {}
+    if kind == "DataProcess":
+        if status.get("phase") == COMPLETE:
+            return ""
+        if status.get("phase") == FAILED:
+            msg = f"runAfter {kind} {namespace}/{name} failed"
+            raise await _refuse(owner, meta, "RunAfterFailed", msg)
+        raise kopf.TemporaryError(f"waiting for {kind} {namespace}/{name} to complete", delay=5)
+    ids = status.get("jobIds") or []
     if not ids:
         raise kopf.TemporaryError(f"waiting for {kind} {namespace}/{name} to start", delay=5)
     return str(ids[-1])
 
 
+async def _refuse(kind: str, meta: Meta, reason: str, message: str) -> kopf.PermanentError:
+    """Mark the resource Failed (what runs after it must learn that) and say why."""
+    cond = rc.condition(FAILED, True, reason, message, _now())
+    cond["type"] = "Failed"
+    await kube().patch_status(
+        path(kind, meta.namespace, meta.name),
+        {"phase": FAILED, "error": message, "conditions": [cond]},
+    )
+    return kopf.PermanentError(message)
+
+
 async def _submit(
-    kind: str, body: Mapping[str, Any], requests: list[JobRequest], dataset: str
+    kind: str,
+    body: Mapping[str, Any],
+    requests: list[JobRequest],
+    dataset: str,
+    field: tuple[str, str] = ("", ""),
 ) -> None:
+    """Submit the resource's jobs once. A refusal by the master is final; ``field`` renames
+    the request field its message names (``directory:``) to the resource's (``spec.X:``)."""
     status = body.get("status") or {}
     if status.get("jobIds"):
         return  # submitted before (a restart, or a spec change: jobs are not resubmitted)
@@ -389,14 +446,11 @@ async def _submit(
     except (errors.InvalidArgument, errors.NotFound, errors.NotADirectory) as e:
         # the master refuses the request itself (a target that does not exist): retrying
         # cannot help, and what runs after this resource must learn that it failed
-        msg = f"master {client.master_url}: {e.message}"
-        cond = rc.condition(FAILED, True, "JobRefused", msg, _now())
-        cond["type"] = "Failed"
-        await kube().patch_status(
-            path(kind, meta.namespace, meta.name),
-            {"phase": FAILED, "error": e.message, "conditions": [cond]},
-        )
-        raise kopf.PermanentError(msg) from e
+        message = e.message
+        if field[0] and message.startswith(field[0] + ":"):
+            message = field[1] + message[len(field[0]) :]
+        msg = f"master {client.master_url}: {message}"
+        raise await _refuse(kind, meta, "JobRefused", msg) from e
     except Exception as e:
         raise kopf.TemporaryError(f"master {client.master_url}: {e}", delay=5) from e
     await kube().patch_status(
@@ -415,7 +469,7 @@ async def _poll(kind: str, body: Mapping[str, Any], dataset: str) -> None:
     if not ids:
         return
     meta = Meta.parse(body)
-    _, client = await _master(meta.namespace, dataset)
+    runtime, client = await _master(meta.namespace, dataset)
     async with client:
         jobs: list[JobInfo] = [await client.job(str(i)) for i in ids]
     new = rc.job_status(jobs)
@@ -430,6 +484,13 @@ async def _poll(kind: str, body: Mapping[str, Any], dataset: str) -> None:
             new["conditions"][-1]["type"] = "Failed"
     if kind == "DataBackup":
         new.pop("progress", None)  # a backup has no byte count; its file is the result
+        if "backupLocation" in new:
+            backup = DataBackup.parse(body)
+            target = rc.backup_target(backup, runtime)
+            where = rc.backup_location(
+                target, backup, new["backupLocation"]["path"], await _master_node(runtime)
+            )
+            new.update(where)
     await kube().patch_status(path(kind, meta.namespace, meta.name), new)
 
 
@@ -453,15 +514,27 @@ def _load_requests(load: DataLoad, after: str) -> list[JobRequest]:
 @kopf.on.create(GROUP, VERSION, "dataloads")
 async def dataload_created(body: kopf.Body, **_: Any) -> None:
     load = DataLoad.parse(body)
-    after = await _after(*load.run_after) if load.run_after else ""
+    if (body.get("status") or {}).get("jobIds"):
+        return
+    after = await _after("DataLoad", load.meta, load.run_after)
     await _submit("DataLoad", body, _load_requests(load, after), load.dataset)
 
 
 @kopf.timer(GROUP, VERSION, "dataloads", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def dataload_tick(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL and spec.get("policy") != "Cron":
+        await _expire("DataLoad", body)
         return
     await _poll("DataLoad", body, DataLoad.parse(body).dataset)
+
+
+async def _expire(kind: str, body: Mapping[str, Any]) -> None:
+    """Delete a finished operation once its ``ttlSecondsAfterFinished`` has passed (Fluid's
+    automatic clean-up)."""
+    if rc.expired(body.get("spec") or {}, body.get("status") or {}, time.time()):
+        meta = Meta.parse(body)
+        log.info("%s %s/%s: ttlSecondsAfterFinished passed", kind, meta.namespace, meta.name)
+        await kube().delete(path(kind, meta.namespace, meta.name))
 
 
 @kopf.on.delete(GROUP, VERSION, "dataloads")
@@ -469,18 +542,60 @@ async def dataload_deleted(body: kopf.Body, **_: Any) -> None:
     await _cancel(body, DataLoad.parse(body).dataset)
 
 
+async def _backup_target(backup: DataBackup) -> rc.BackupTarget:
+    """Where the backup goes; TemporaryError until a master run by the controller mounts it
+    (the master StatefulSet re-rendered with the volume and rolled out)."""
+    k = kube()
+    rt_body = await k.get(path("FluidCacheRuntime", backup.meta.namespace, backup.dataset))
+    if rt_body is None:
+        raise kopf.TemporaryError(f"dataset {backup.dataset} has no runtime yet", delay=5)
+    runtime = Runtime.parse(rt_body)
+    try:
+        target = rc.backup_target(backup, runtime)
+    except ValueError as e:
+        raise await _refuse("DataBackup", backup.meta, "InvalidBackupPath", str(e)) from e
+    if target.directory and not runtime.master.endpoint:
+        await reconcile_dataset(backup.meta.namespace, backup.dataset)
+        sts = await k.get(
+            path("StatefulSet", backup.meta.namespace, rc.master_service_name(runtime.meta))
+        )
+        if not rc.rolled_out(sts, ["--backup-root", target.root]):
+            raise kopf.TemporaryError(f"master not yet restarted with {target.root}", delay=5)
+    return target
+
+
 @kopf.on.resume(GROUP, VERSION, "databackups")
 @kopf.on.create(GROUP, VERSION, "databackups")
 async def databackup_created(body: kopf.Body, **_: Any) -> None:
     backup = DataBackup.parse(body)
-    after = await _after(*backup.run_after) if backup.run_after else ""
-    request = JobRequest(kind=JOB_BACKUP, dataset=backup.dataset, paths=["/"], after=after)
-    await _submit("DataBackup", body, [request], backup.dataset)
+    if (body.get("status") or {}).get("jobIds"):
+        return
+    target = await _backup_target(backup)
+    after = await _after("DataBackup", backup.meta, backup.run_after)
+    request = JobRequest(
+        kind=JOB_BACKUP,
+        dataset=backup.dataset,
+        paths=["/"],
+        after=after,
+        directory=target.directory,
+    )
+    await _submit("DataBackup", body, [request], backup.dataset, ("directory", "spec.backupPath"))
+
+
+async def _master_node(runtime: Runtime) -> str:
+    """The node the master runs on: its pod's, or the host of an existing master's URL."""
+    if runtime.master.endpoint:
+        return urllib.parse.urlsplit(runtime.master.endpoint).hostname or ""
+    pod = await kube().get(
+        path("Pod", runtime.meta.namespace, f"{rc.master_service_name(runtime.meta)}-0")
+    )
+    return str(((pod or {}).get("spec") or {}).get("nodeName") or "")
 
 
 @kopf.timer(GROUP, VERSION, "databackups", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def databackup_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL:
+        await _expire("DataBackup", body)
         return
     await _poll("DataBackup", body, DataBackup.parse(body).dataset)
 
@@ -530,5 +645,6 @@ async def dataprocess_created(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, "dataprocesses", interval=JOB_POLL, initial_delay=JOB_POLL)
 async def dataprocess_tick(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     if status.get("phase") in FINAL:
+        await _expire("DataProcess", body)
         return
     await reconcile_process(body)

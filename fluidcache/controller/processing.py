@@ -117,6 +117,12 @@ def _job_phase(job: Mapping[str, Any]) -> str:
     return EXECUTING
 
 
+# Fluid's status.waitingFor: whether the runAfter operation has completed (the Waiting condition
+# says which one it is and its phase)
+WAITING: dict[str, Any] = {"operationComplete": False}
+DONE: dict[str, Any] = {"operationComplete": True}
+
+
 def process_step(
     proc: DataProcess,
     after: Mapping[str, Any] | None,
@@ -131,7 +137,7 @@ def process_step(
     if job is not None:
         phase = _job_phase(job)
         js = job.get("status") or {}
-        status: dict[str, Any] = {"phase": phase, "jobName": job_name(proc), "waitingFor": ""}
+        status: dict[str, Any] = {"phase": phase, "jobName": job_name(proc), "waitingFor": DONE}
         if js.get("startTime"):
             status["startTime"] = js["startTime"]
         if js.get("completionTime"):
@@ -150,18 +156,18 @@ def process_step(
                 msg = f"runAfter {ref} failed"
                 return {
                     "phase": FAILED,
-                    "waitingFor": "",
+                    "waitingFor": WAITING,
                     "conditions": [condition(FAILED, True, "RunAfterFailed", msg, now)],
                 }, False
             waiting = f"{ref} ({'not found' if after is None else phase or 'not started'})"
             return {
                 "phase": PENDING,
-                "waitingFor": waiting,
+                "waitingFor": WAITING,
                 "conditions": [
                     condition("Waiting", True, "RunAfterNotComplete", f"waiting for {waiting}", now)
                 ],
             }, False
-    return {"phase": EXECUTING, "jobName": job_name(proc), "waitingFor": ""}, True
+    return {"phase": EXECUTING, "jobName": job_name(proc), "waitingFor": DONE}, True
 
 
 __all__ = ["process_job", "process_step", "runtime_from_profile"]

@@ -26,6 +26,7 @@ from fluidcache.controller.model import (
     API_VERSION,
     EXCLUSIVE,
     RUNTIME_TYPE,
+    DataBackup,
     DataLoad,
     Dataset,
     Meta,
@@ -70,6 +71,12 @@ def runtime_label(meta: Meta) -> str:
 def capacity_label(meta: Meta, kind: str) -> str:
     """``fluid.io/s-h-fluidcache-{m,d,t}-<ns>-<name>``."""
     return PREFIX + _label_name(f"s-h-{RUNTIME_TYPE}-{kind}-", meta)
+
+
+def master_label(meta: Meta) -> str:
+    """``fluid.io/s-fluidcache-master-<ns>-<name>``: the one node the master runs on, so a
+    restarted master finds its LMDB on that node's hostPath."""
+    return PREFIX + _label_name(f"s-{RUNTIME_TYPE}-master-", meta)
 
 
 def fuse_label(meta: Meta) -> str:
@@ -218,6 +225,134 @@ def place(
     return Placement(chosen, wanted, reason)
 
 
+def master_node(
+    dataset: Dataset, runtime: Runtime, nodes: Sequence[Node], placement: Placement
+) -> str:
+    """The node for the master: the one labelled for it already while it exists (its metadata
+    is there, so it never moves), else the first worker node, else the first node by name that
+    the runtime's selectors and the dataset's affinity and tolerations allow; ``""`` if none."""
+    label = master_label(dataset.meta)
+    for node in nodes:
+        if node.labels.get(label) == "true":
+            return node.name
+    if placement.nodes:
+        return placement.nodes[0]
+    selector = runtime.master.node_selector
+    for node in sorted(nodes, key=lambda n: n.name):
+        if why_not(node, dataset, runtime) in ("", "exclusive") and all(
+            node.labels.get(k) == v for k, v in selector.items()
+        ):
+            return node.name
+    return ""
+
+
+# ---- DataBackup's backupPath --------------------------------------------------------------------
+
+BACKUP_PVC_ROOT = "/var/lib/fluidcache/backup-pvc"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BackupTarget:
+    """Where the master writes a DataBackup: ``directory`` as the master sees it; ``claim`` is
+    the PVC mounted for it (pvc://), ``""`` for a directory on the master's node (local://)."""
+
+    directory: str = ""
+    claim: str = ""
+
+    @property
+    def root(self) -> str:
+        """The directory the master is allowed to write under (its ``--backup-root``)."""
+        return f"{BACKUP_PVC_ROOT}/{self.claim}" if self.claim else self.directory
+
+
+def backup_target(backup: DataBackup, runtime: Runtime) -> BackupTarget:
+    """Fluid's backupPath, ``local:///dir`` (a directory on the master's node) or
+    ``pvc://CLAIM/subpath`` (in that claim, which the master pod mounts); ``BackupTarget()``
+    for none (the master's backup dir). ValueError names ``spec.backupPath``."""
+    uri = backup.backup_path
+    if not uri:
+        return BackupTarget()
+    if uri.startswith("local://"):
+        directory = uri[len("local://") :]
+        claim = ""
+    elif uri.startswith("pvc://"):
+        claim, _, sub = uri[len("pvc://") :].partition("/")
+        if not claim:
+            raise ValueError(f"spec.backupPath: {uri!r} names no claim (pvc://CLAIM/subpath)")
+        if runtime.master.endpoint:
+            raise ValueError(
+                f"spec.backupPath: {uri!r} needs a master run by the controller: the runtime's"
+                f" master is {runtime.master.endpoint}, which cannot mount a claim"
+            )
+        directory = f"{BACKUP_PVC_ROOT}/{claim}/{sub}"
+    else:
+        raise ValueError(f"spec.backupPath: {uri!r} is neither local:///dir nor pvc://CLAIM/path")
+    parts = [p for p in directory.split("/") if p]
+    if not directory.startswith("/") or ".." in parts or "." in parts:
+        raise ValueError(f"spec.backupPath: {uri!r} must be an absolute path without '..'")
+    if not parts:
+        raise ValueError(f"spec.backupPath: {uri!r} names the root directory")
+    return BackupTarget("/" + "/".join(parts), claim)
+
+
+def backup_location(
+    target: BackupTarget, backup: DataBackup, result: str, node: str
+) -> dict[str, Any]:
+    """status.backupLocation (the file written, on ``node``) and Fluid 1.0's ``infos``
+    (``BackupLocationPath``: the backupPath asked for; ``BackupLocationNodeName``: ``NA`` for a
+    claim, as Fluid writes it)."""
+    where = "NA" if target.claim else node
+    path = backup.backup_path or f"local://{result.rsplit('/', 1)[0]}"
+    return {
+        "backupLocation": {"path": result, "nodeName": where},
+        "infos": {"BackupLocationPath": path, "BackupLocationNodeName": where},
+    }
+
+
+def rolled_out(sts: Mapping[str, Any] | None, args: Sequence[str]) -> bool:
+    """Whether the master StatefulSet's pod template passes ``args`` (consecutive) and its
+    pod runs that template, ready."""
+    if not sts:
+        return False
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    containers = (((spec.get("template") or {}).get("spec") or {}).get("containers")) or [{}]
+    have = list(containers[0].get("args") or [])
+    n = len(args)
+    if not any(have[i : i + n] == list(args) for i in range(len(have) - n + 1)):
+        return False
+    return (
+        int(status.get("observedGeneration") or 0) >= int(sts["metadata"].get("generation") or 0)
+        and status.get("updateRevision") == status.get("currentRevision")
+        and int(status.get("readyReplicas") or 0) >= 1
+        and int(status.get("updatedReplicas") or 0) >= 1
+    )
+
+
+def _backup_mounts(
+    backups: Sequence[DataBackup], runtime: Runtime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The master pod's volumes, mounts and ``--backup-root`` flags for the dataset's
+    DataBackups: a hostPath at the same path for local://, the claim for pvc://."""
+    targets: dict[str, BackupTarget] = {}
+    for b in backups:
+        try:
+            t = backup_target(b, runtime)
+        except ValueError:
+            continue  # the DataBackup fails with the reason; the master does not change
+        if t.directory:
+            targets.setdefault(t.root, t)
+    volumes, mounts, args = [], [], []
+    for i, (root, t) in enumerate(sorted(targets.items())):
+        name = f"backup-{i}"
+        if t.claim:
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": t.claim}})
+        else:
+            volumes.append({"name": name, "hostPath": {"path": root, "type": "DirectoryOrCreate"}})
+        mounts.append({"name": name, "mountPath": root})
+        args += ["--backup-root", root]
+    return volumes, mounts, args
+
+
 # ---- objects ------------------------------------------------------------------------------------
 
 
@@ -364,9 +499,12 @@ def _container(
     return c
 
 
-def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
-    """The master StatefulSet (LMDB on a hostPath under /var/lib/fluidcache) and its Service;
-    none when the runtime names an existing master."""
+def master_objects(
+    dataset: Dataset, runtime: Runtime, backups: Sequence[DataBackup] = ()
+) -> list[dict[str, Any]]:
+    """The master StatefulSet (LMDB on a hostPath under /var/lib/fluidcache, pinned to the node
+    labelled :func:`master_label`; the directories ``backups`` write to mounted) and its
+    Service; none when the runtime names an existing master."""
     if runtime.master.endpoint:
         return []
     meta = runtime.meta
@@ -391,6 +529,8 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
         "--port",
         str(port),
     ]
+    backup_volumes, backup_mounts, backup_args = _backup_mounts(backups, runtime)
+    args += backup_args
     container = _container(
         "master", runtime.master.image, runtime.master.pull_policy, args, runtime.master.resources
     )
@@ -404,6 +544,7 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
         token_mount,
         {"name": "data", "mountPath": "/var/lib/fluidcache"},
         *cred_mounts,
+        *backup_mounts,
     ]
     sts = _object("apps/v1", "StatefulSet", name, meta, owner, "master")
     data_dir = f"/var/lib/fluidcache/{meta.namespace}/{meta.name}"
@@ -413,13 +554,13 @@ def master_objects(dataset: Dataset, runtime: Runtime) -> list[dict[str, Any]]:
             token_volume,
             {"name": "data", "hostPath": {"path": data_dir, "type": "DirectoryOrCreate"}},
             *cred_volumes,
+            *backup_volumes,
         ],
         "hostNetwork": runtime.host_network,
+        "nodeSelector": {master_label(dataset.meta): "true", **runtime.master.node_selector},
     }
     if inits:
         pod_spec["initContainers"] = inits
-    if runtime.master.node_selector:
-        pod_spec["nodeSelector"] = dict(runtime.master.node_selector)
     if dataset.raw_tolerations:
         pod_spec["tolerations"] = [dict(t) for t in dataset.raw_tolerations]
     sts["spec"] = {
@@ -606,11 +747,11 @@ def volume_objects(dataset: Dataset) -> list[dict[str, Any]]:
 
 
 def desired_objects(
-    dataset: Dataset, runtime: Runtime, placement: Placement
+    dataset: Dataset, runtime: Runtime, placement: Placement, backups: Sequence[DataBackup] = ()
 ) -> list[dict[str, Any]]:
     """Every object the dataset and its runtime need, the token Secret aside."""
     return [
-        *master_objects(dataset, runtime),
+        *master_objects(dataset, runtime, backups),
         worker_statefulset(dataset, runtime, len(placement.nodes)),
         fuse_daemonset(dataset, runtime),
         *volume_objects(dataset),
@@ -802,6 +943,32 @@ def job_status(jobs: Sequence[JobInfo]) -> dict[str, Any]:
     if results:
         status["backupLocation"] = {"path": results[-1]}
     return status
+
+
+def finished_at(status: Mapping[str, Any]) -> float:
+    """When a finished operation finished (Unix seconds): its Complete or Failed condition's
+    lastTransitionTime, else its completionTime; 0 while it has not finished."""
+    times = [
+        str(c.get("lastTransitionTime") or "")
+        for c in status.get("conditions") or []
+        if c.get("type") in (COMPLETE, FAILED) and c.get("status") == "True"
+    ]
+    times.append(str(status.get("completionTime") or ""))
+    stamps = [
+        datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        for t in times
+        if t
+    ]
+    return max(stamps).timestamp() if stamps else 0.0
+
+
+def expired(spec: Mapping[str, Any], status: Mapping[str, Any], now: float) -> bool:
+    """Fluid's ``ttlSecondsAfterFinished``: whether a finished operation is due for deletion."""
+    ttl = spec.get("ttlSecondsAfterFinished")
+    if ttl is None or status.get("phase") not in (COMPLETE, FAILED):
+        return False
+    finished = finished_at(status)
+    return bool(finished) and now >= finished + int(ttl)
 
 
 def load_targets(load: DataLoad) -> list[tuple[int | str, list[str]]]:

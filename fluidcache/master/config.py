@@ -34,6 +34,8 @@ class MasterConfig:
     worker_timeout: float = 20.0
     restore_from: Path | None = None
     backup_dir: Path | None = None  # default: DATA_DIR/backups
+    # where a backup job may write besides the backup dir (a DataBackup's backupPath)
+    backup_roots: list[Path] = dataclasses.field(default_factory=list)
     map_size: int = 1 << 40  # LMDB address space reservation, not disk use
 
     @property
@@ -77,5 +79,8 @@ class MasterConfig:
                 f"worker_timeout: {self.worker_timeout} must exceed the heartbeat interval "
                 f"{self.heartbeat_interval}"
             )
+        for root in self.backup_roots:
+            if not root.is_absolute():
+                raise ConfigError(f"backup_roots: {str(root)!r} is not an absolute path")
         if self.restore_from is not None and not self.restore_from.is_file():
             raise ConfigError(f"restore_from: {self.restore_from} is not a file")

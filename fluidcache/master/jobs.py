@@ -185,6 +185,7 @@ class Jobs:
             schedule=request.schedule,
             after=request.after,
             name=request.name,
+            directory=request.directory,
             created=now,
             next_run=_next_fire(request.schedule, now) if request.schedule else 0.0,
             targets=[TargetProgress(p) for p in request.paths],

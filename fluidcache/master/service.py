@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -349,7 +350,7 @@ class MasterService:
     async def _check_job(self, request: JobRequest) -> None:
         """Refuse a job whose targets, replicas or backup name cannot be served."""
         if request.kind == JOB_BACKUP:
-            self._backup_path(request.name)
+            self._backup_path(request.name, request.directory)
             return
         await self._targets(request.dataset, request.paths)
         if request.replicas != REPLICAS_ALL:
@@ -385,7 +386,7 @@ class MasterService:
         if job.schedule or (resumed and name):
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             name = f"{name or 'backup'}-{stamp}.fcbak"
-        return (await self.backup(BackupRequest(name))).path
+        return (await self.backup(BackupRequest(name, job.directory))).path
 
     async def free(self, request: FreeRequest) -> FreeReply:
         """Evict the blocks of the target paths from every worker (pins dropped too)."""
@@ -393,18 +394,37 @@ class MasterService:
 
     # ---- backups --------------------------------------------------------------------------
 
-    def _backup_path(self, name: str) -> Path:
+    def _backup_dir(self, directory: str) -> Path:
+        """The backup dir, or ``directory`` when it is absolute, has no ``..`` and lies under
+        the backup dir or a backup root (symlinks resolved, so none leads outside)."""
+        if not directory:
+            return self.config.backups
+        if not directory.startswith("/"):
+            raise errors.InvalidArgument(f"directory: {directory!r} is not an absolute path")
+        if ".." in directory.split("/"):
+            raise errors.InvalidArgument(f"directory: {directory!r} must not contain '..'")
+        roots = [self.config.backups, *self.config.backup_roots]
+        real = Path(os.path.realpath(directory))
+        if not any(real.is_relative_to(os.path.realpath(r)) for r in roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise errors.InvalidArgument(
+                f"directory: {directory} is outside the master's backup directories ({allowed})"
+            )
+        return real
+
+    def _backup_path(self, name: str, directory: str = "") -> Path:
         if name and (not valid_name(name) or name.startswith(".")):
             raise errors.InvalidArgument(f"backup name {name!r}: a plain file name is needed")
-        path = self.config.backups / name
+        path = self._backup_dir(directory) / name
         if name and path.exists():
             raise errors.InvalidArgument(f"backup {path} already exists")
         return path
 
     async def backup(self, request: BackupRequest) -> BackupReply:
-        """Write a backup of the namespace into the backup dir; never overwrites silently."""
+        """Write a backup of the namespace into the backup dir (or the request's directory);
+        never overwrites silently."""
         name = request.name or time.strftime("backup-%Y%m%d-%H%M%S.fcbak", time.gmtime())
-        path = self._backup_path(name)
+        path = self._backup_path(name, request.directory)
         job = asyncio.ensure_future(asyncio.to_thread(write_backup, self.store, path))
         self._backups.add(job)
         job.add_done_callback(self._backups.discard)

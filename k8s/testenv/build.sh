@@ -5,6 +5,9 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
 #                            k8s.io/kubernetes (staging modules replaced by v0.X.Y)
 #   kwok                     sigs.k8s.io/kwok/cmd/kwok
+#   fluid                    upstream Fluid's CRDs: github.com/fluid-cloudnative/fluid@FLUID_VERSION,
+#                            charts/fluid/fluid/crds/*.yaml and docs/en/samples/*.md copied to
+#                            <cache>/fluid-<FLUID_VERSION>/{crds,samples}
 #
 # Output: $FLUIDCACHE_K8S_BIN (default ${XDG_CACHE_HOME:-$HOME/.cache}/fluidcache/k8s-<K8S_VERSION>/bin).
 # Idempotent: a binary already there (and its version stamp matching) is skipped.
@@ -25,7 +28,7 @@ export GOFLAGS="${GOFLAGS:--p=2}"
 export CGO_ENABLED=0
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 nice_n="${NICE:-10}"
-only="${ONLY:-etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok}"
+only="${ONLY:-etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok fluid}"
 
 command -v go >/dev/null || { echo "build.sh: go not found on PATH" >&2; exit 1; }
 
@@ -140,6 +143,28 @@ EOT
 fi
 want kwok && timed_build kwok "$KWOK_VERSION" "$src/kwok" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}"
+
+# --- upstream Fluid's CRDs (not built: the module's chart files, copied out of the module cache) --
+if want fluid; then
+  crds="$(dirname "$bin")/fluid-${FLUID_VERSION}/crds"
+  samples="$(dirname "$crds")/samples"
+  if [[ -f "$crds/.version" && "$(cat "$crds/.version")" == "$FLUID_VERSION" ]]; then
+    echo "[build] fluid ${FLUID_VERSION} CRDs: already fetched, skipped"
+  else
+    t0=$SECONDS
+    dir="$(cd "$src" && go mod download -json "github.com/fluid-cloudnative/fluid@${FLUID_VERSION}" \
+      | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+    [[ -d "$dir/charts/fluid/fluid/crds" ]] || {
+      echo "build.sh: github.com/fluid-cloudnative/fluid@${FLUID_VERSION} has no charts/fluid/fluid/crds" >&2
+      exit 1
+    }
+    rm -rf "$crds" "$samples" && mkdir -p "$crds" "$samples"
+    cp "$dir"/charts/fluid/fluid/crds/*.yaml "$crds/"
+    cp "$dir"/docs/en/samples/*.md "$samples/"
+    echo "$FLUID_VERSION" > "$crds/.version"
+    echo "[build] fluid ${FLUID_VERSION} CRDs: $(ls "$crds" | wc -l) files and $(ls "$samples" | wc -l) sample docs fetched in $((SECONDS - t0))s"
+  fi
+fi
 
 echo "[build] binaries in $bin:"
 ls -l "$bin" | sed 1d

@@ -72,6 +72,14 @@ def default_bin_dir() -> Path:
     return cache / "fluidcache" / f"k8s-{pinned_versions()['K8S_VERSION']}" / "bin"
 
 
+def fluid_dir(bin_dir: Path | None = None) -> Path:
+    """Upstream Fluid at the pinned FLUID_VERSION, as ``build.sh`` copies it out of the module:
+    ``crds/`` (its chart's CRDs) and ``samples/`` (its documented examples, Markdown), in
+    ``<cache>/fluid-<version>`` beside the binaries."""
+    bin_dir = bin_dir or default_bin_dir()
+    return bin_dir.parent / f"fluid-{pinned_versions()['FLUID_VERSION']}"
+
+
 def missing_binaries(bin_dir: Path | None = None) -> list[str]:
     bin_dir = bin_dir or default_bin_dir()
     return [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]

@@ -54,8 +54,10 @@ def entry(fc: Cluster, name: str, *args: str, **env: str) -> subprocess.Complete
 def test_mount_ufs_prints_the_mounted_paths(cluster: Cluster, tmp_path: Path) -> None:
     config = {  # Fluid's runtime.json, as its docs show it
         "mounts": [
-            {"name": "models", "mountPoint": f"local://{tmp_path}/src", "path": "/models"},
+            {"name": "models", "mountPoint": "https://files.example/models", "path": "/models"},
             {"name": "gone", "mountPoint": "s3://nowhere", "path": "/gone"},
+            # Fluid's native scheme: Fluid checks no path for it, so none is listed
+            {"name": "host", "mountPoint": f"local://{tmp_path}/src", "path": "/host"},
         ],
         "master": {"name": "models-master", "replicas": 1},
     }
@@ -64,6 +66,7 @@ def test_mount_ufs_prints_the_mounted_paths(cluster: Cluster, tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"mounted": ["/models"]}
     assert "not mounted: /gone" in out.stderr
+    assert "/host" not in out.stderr
 
 
 def test_dataload_from_fluid_env_then_report_summary(cluster: Cluster) -> None:
@@ -104,4 +107,11 @@ def test_fluid_env_parsing() -> None:
         {"FLUID_DATALOAD_DATA_PATH": "/a:/b", "FLUID_DATALOAD_PATH_REPLICAS": "all:3"}, "d"
     )
     assert [(r.paths, r.replicas) for r in reqs] == [(["/a"], -1), (["/b"], 3)]
-    assert mount_paths({"mounts": [{"mountPoint": "local:///x"}]}) == ["/"]
+    assert mount_paths({"mounts": [{"mountPoint": "s3://b/x"}]}) == ["/"]
+    named = [
+        {"mountPoint": "s3://b/x", "name": "x", "path": "relative"},  # Fluid: /<name>
+        {"mountPoint": "https://h/y", "name": "y", "path": "/data/y"},
+        {"mountPoint": "local:///z", "name": "z"},
+        {"mountPoint": "pvc://claim/w", "name": "w"},
+    ]
+    assert mount_paths({"mounts": named}) == ["/x", "/data/y"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trustme
 from cluster import ControlPlane, default_bin_dir, missing_binaries
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -104,7 +106,14 @@ def running_env(
     try:
         fc.start_master(
             f"local://{data}",
-            extra=("--dataset", master_dataset, "--backup-dir", str(root / "backups")),
+            extra=(
+                "--dataset",
+                master_dataset,
+                "--backup-dir",
+                str(root / "backups"),
+                "--backup-root",  # where a DataBackup's local:///DIR may write
+                str(root / "exports"),
+            ),
         )
         fc.start_worker("w1", f"MEM:{root / 'w1'}:64Mi", node="host")
         with ControlPlane(nodes=nodes) as cp:
@@ -147,6 +156,25 @@ def running_env(
                     )
     finally:
         fc.stop()
+
+
+def webhook_args(root: Path, host: str = "127.0.0.1") -> list[str]:
+    """The controller's webhook flags: a free port on 127.0.0.1 and a serving certificate for
+    ``host`` from a CA made here (trustme), all files in ``root``."""
+    ca = trustme.CA()
+    cert = ca.issue_cert(host)
+    cert.private_key_pem.write_to_path(str(root / "tls.key"))
+    cert.cert_chain_pems[0].write_to_path(str(root / "tls.crt"))
+    ca.cert_pem.write_to_path(str(root / "ca.crt"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        f"--webhook-port={port}",
+        f"--webhook-cert={root / 'tls.crt'}",
+        f"--webhook-key={root / 'tls.key'}",
+        f"--webhook-ca={root / 'ca.crt'}",
+    ]
 
 
 def dataset(name: str, **spec: Any) -> dict[str, Any]:

@@ -65,8 +65,33 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             },
             "spec.schedule",
         ),
+        (
+            {
+                "apiVersion": "data.fluidcache.io/v1alpha1",
+                "kind": "DataBackup",
+                "metadata": {"name": "bad"},
+                "spec": {"dataset": "demo", "backupPath": "local:///srv/../etc"},
+            },
+            "spec.backupPath",
+        ),
+        (
+            {
+                "apiVersion": "data.fluidcache.io/v1alpha1",
+                "kind": "DataBackup",
+                "metadata": {"name": "bad"},
+                "spec": {"dataset": "demo", "backupPath": "local://relative/dir"},
+            },
+            "spec.backupPath",
+        ),
     ],
-    ids=["no-mountPoint", "low-above-high", "bad-quota", "cron-without-schedule"],
+    ids=[
+        "no-mountPoint",
+        "low-above-high",
+        "bad-quota",
+        "cron-without-schedule",
+        "backup-dotdot",
+        "backup-relative",
+    ],
 )
 def test_invalid_resources_are_rejected_naming_the_field(
     env: Env, obj: dict[str, Any], field: str
@@ -183,6 +208,14 @@ def test_exclusive_datasets_never_share_and_too_few_nodes_says_why(env: Env) -> 
     wait_for("other unlabelled", lambda: not env.labelled("fluid.io/s-default-other"))
 
 
+def reaches(env: Env, kind: str, name: str, *phases: str) -> Any:
+    """The resource once its status.phase is one of ``phases``."""
+    return wait_for(
+        f"{kind} {name} {' or '.join(phases)}",
+        lambda: (d := env.get(kind, name, "-n", NS)).get("status", {}).get("phase") in phases and d,
+    )
+
+
 def _op(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "data.fluidcache.io/v1alpha1",
@@ -200,14 +233,7 @@ def test_dataload_completes_with_byte_progress(env: Env) -> None:
         "target": [{"path": "/dir", "replicas": 1}],
     }
     assert env.apply(_op("DataLoad", "warm", spec)).returncode == 0
-    load = wait_for(
-        "DataLoad Complete",
-        lambda: (
-            (d := env.get("dataload", "warm", "-n", NS)).get("status", {}).get("phase")
-            == "Complete"
-            and d
-        ),
-    )
+    load = reaches(env, "dataload", "warm", "Complete")
     progress = load["status"]["progress"]
     total = sum(len(b) for b in FILES.values())
     assert progress["bytesTotal"] == progress["bytesDone"] == total
@@ -219,6 +245,20 @@ def test_dataload_completes_with_byte_progress(env: Env) -> None:
             (st := env.get("dataset", "demo", "-n", NS)["status"])["fileNum"] == str(len(FILES))
             and st["cacheStates"]["cachedPercentage"] == "100.0%"
         ),
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_finished_dataload_goes_after_its_ttl(env: Env) -> None:
+    """Fluid's ttlSecondsAfterFinished: Complete, then deleted by the controller."""
+    spec = {"dataset": {"name": "demo"}, "target": [{"path": "/dir"}], "ttlSecondsAfterFinished": 4}
+    assert env.apply(_op("DataLoad", "short-lived", spec)).returncode == 0
+    load = reaches(env, "dataload", "short-lived", "Complete")
+    assert load["status"]["progress"]["bytesDone"] > 0
+    wait_for(
+        "short-lived deleted",
+        lambda: "short-lived" not in env.kubectl("get", "dataloads", "-n", NS, "-o", "name"),
+        timeout=60,
     )
 
 
@@ -247,16 +287,79 @@ def test_cron_dataload_fires(env: Env) -> None:
 @pytest.mark.timeout(120)
 def test_databackup_writes_its_file(env: Env) -> None:
     assert env.apply(_op("DataBackup", "snap", {"dataset": "demo"})).returncode == 0
-    backup = wait_for(
-        "DataBackup Complete",
-        lambda: (
-            (d := env.get("databackup", "snap", "-n", NS)).get("status", {}).get("phase")
-            == "Complete"
-            and d
-        ),
-    )
+    backup = reaches(env, "databackup", "snap", "Complete")
     path = Path(backup["status"]["backupLocation"]["path"])
     assert path.is_file() and path.stat().st_size > 0
+
+
+@pytest.mark.timeout(120)
+def test_databackup_writes_into_its_backup_path(env: Env) -> None:
+    """Fluid's local:///DIR: the master (on the host here) writes the file there, and the
+    status says where (Fluid's backupLocation and Fluid 1.0's infos)."""
+    target = env.data.parent / "exports" / "nightly"
+    spec = {"dataset": "demo", "backupPath": f"local://{target}"}
+    assert env.apply(_op("DataBackup", "to-dir", spec)).returncode == 0
+    backup = reaches(env, "databackup", "to-dir", "Complete", "Failed")
+    status = backup["status"]
+    assert status["phase"] == "Complete", status
+    path = Path(status["backupLocation"]["path"])
+    assert path.parent == target
+    assert path.is_file() and path.stat().st_size > 0
+    assert status["backupLocation"]["nodeName"] == "127.0.0.1"  # the host master's
+    assert status["infos"] == {
+        "BackupLocationPath": f"local://{target}",
+        "BackupLocationNodeName": "127.0.0.1",
+    }
+    columns = env.kubectl("get", "databackup", "to-dir", "-n", NS)
+    assert f"local://{target}" in columns
+
+
+@pytest.mark.timeout(120)
+def test_a_backup_path_outside_the_masters_roots_fails_naming_the_field(env: Env) -> None:
+    outside = env.data.parent / "not-exported"
+    spec = {"dataset": "demo", "backupPath": f"local://{outside}"}
+    assert env.apply(_op("DataBackup", "outside", spec)).returncode == 0
+    backup = reaches(env, "databackup", "outside", "Failed")
+    error = backup["status"]["error"]
+    assert "spec.backupPath: " in error and "outside the master's backup directories" in error
+    assert not outside.exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_deployed_master_is_pinned_and_mounts_its_backup_claim(env: Env) -> None:
+    """A runtime without an endpoint: its master StatefulSet runs on the one node labelled for
+    it (kube-scheduler places the pod there); a DataBackup to pvc://CLAIM/SUB adds the claim to
+    the master's pod (accepted by the API server) with the path the backup is written to."""
+    label = "fluid.io/s-fluidcache-master-default-pinned"
+    rt = runtime("pinned", "", replicas=1)
+    del rt["spec"]["master"]
+    assert env.apply(dataset("pinned", placement="Shared")).returncode == 0
+    assert env.apply(rt).returncode == 0
+    node = wait_for("the master's node", lambda: len(n := env.labelled(label)) == 1 and n).pop()
+    pod = wait_for(
+        "master pod scheduled",
+        lambda: env.get("pod", "pinned-master-0", "-n", NS)["spec"].get("nodeName"),
+    )
+    assert pod == node
+    spec = {"dataset": "pinned", "backupPath": "pvc://backups/team/a"}
+    assert env.apply(_op("DataBackup", "to-claim", spec)).returncode == 0
+
+    def claim_mounted() -> Any:
+        sts = env.get("statefulset", "pinned-master", "-n", NS)
+        pod_spec = sts["spec"]["template"]["spec"]
+        volumes = [v for v in pod_spec["volumes"] if "persistentVolumeClaim" in v]
+        return volumes and (volumes[0], pod_spec)
+
+    volume, pod_spec = wait_for("the claim in the master's pod", claim_mounted)
+    assert volume["persistentVolumeClaim"] == {"claimName": "backups"}
+    c = pod_spec["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == volume["name"])
+    root = c["args"][c["args"].index("--backup-root") + 1]
+    assert mount["mountPath"] == root == "/var/lib/fluidcache/backup-pvc/backups"
+    assert pod_spec["nodeSelector"] == {label: "true"}
+    env.kubectl("delete", "databackup", "to-claim", "-n", NS, "--wait=true", "--timeout=60s")
+    env.kubectl("delete", "dataset", "pinned", "-n", NS, "--wait=true", "--timeout=60s")
+    wait_for("the master's node unlabelled", lambda: not env.labelled(label))
 
 
 @pytest.mark.timeout(240)

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
-from support import NS, Env, dataset, running_env, runtime, wait_for
+from support import NS, Env, dataset, running_env, runtime, wait_for, webhook_args
 
 FILES = {f"dir/f{i}.bin": os.urandom(200_000 + i) for i in range(3)}
 CACHE_LABEL = "fluid.io/s-default-cached"
@@ -21,23 +20,7 @@ CACHE_LABEL = "fluid.io/s-default-cached"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("fluid1")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(root / "tls.pem"))
-    cert.private_key_pem.write_to_path(str(root / "tls.key"))
-    cert.cert_chain_pems[0].write_to_path(str(root / "tls.crt"))
-    ca.cert_pem.write_to_path(str(root / "ca.crt"))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = [
-        f"--webhook-port={port}",
-        f"--webhook-cert={root / 'tls.crt'}",
-        f"--webhook-key={root / 'tls.key'}",
-        f"--webhook-ca={root / 'ca.crt'}",
-    ]
+    args = webhook_args(root)
     with running_env(root, FILES, args, master_dataset="cached") as e:
         e.token_secrets("cached", "profiled")
         yield e
@@ -187,7 +170,9 @@ def process(name: str, after: str) -> dict[str, Any]:
 def test_dataprocess_waits_for_its_run_after_and_then_runs(env: Env) -> None:
     assert env.apply(process("count", "warm")).returncode == 0
     waiting = wait_for("count Pending", phase_of(env, "dataprocess", "count", "Pending"))
-    assert "DataLoad default/warm" in waiting["status"]["waitingFor"]
+    assert waiting["status"]["waitingFor"] == {"operationComplete": False}
+    messages = [c.get("message", "") for c in waiting["status"]["conditions"]]
+    assert any("DataLoad default/warm" in m for m in messages), messages
     assert not env.get("jobs", "-n", NS)["items"]
 
     load = {"dataset": {"name": "cached"}, "loadMetadata": True, "target": [{"path": "/dir"}]}
@@ -202,6 +187,24 @@ def test_dataprocess_waits_for_its_run_after_and_then_runs(env: Env) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_a_dataload_runs_after_a_dataprocess(env: Env) -> None:
+    """Fluid's data flow: a DataLoad whose runAfter is a DataProcess (count, Complete above)
+    starts once that one is Complete, without a master job to wait on."""
+    load = {
+        "dataset": {"name": "cached"},
+        "target": [{"path": "/dir"}],
+        "runAfter": {
+            "apiVersion": "data.fluidcache.io/v1alpha1",
+            "kind": "DataProcess",
+            "name": "count",
+        },
+    }
+    assert env.apply(_op("DataLoad", "after-count", load)).returncode == 0
+    done = wait_for("after-count Complete", phase_of(env, "dataload", "after-count", "Complete"))
+    assert done["status"]["progress"]["bytesDone"] > 0
+
+
+@pytest.mark.timeout(120)
 def test_dataprocess_fails_with_its_run_after(env: Env) -> None:
     load = {"dataset": {"name": "cached"}, "target": [{"path": "/no/such/dir"}]}
     assert env.apply(_op("DataLoad", "broken", load)).returncode == 0
@@ -210,3 +213,9 @@ def test_dataprocess_fails_with_its_run_after(env: Env) -> None:
     doomed = wait_for("doomed Failed", phase_of(env, "dataprocess", "doomed", "Failed"))
     assert doomed["status"]["conditions"][-1]["reason"] == "RunAfterFailed"
     assert env.kubectl("get", "job", "doomed-process", "-n", NS, check=False) == ""
+    # what runs after the failed DataProcess fails with it
+    spec = {"dataset": "cached", "runAfter": {"kind": "DataProcess", "name": "doomed"}}
+    assert env.apply(_op("DataBackup", "after-doomed", spec)).returncode == 0
+    backup = wait_for("after-doomed Failed", phase_of(env, "databackup", "after-doomed", "Failed"))
+    assert backup["status"]["conditions"][-1]["reason"] == "RunAfterFailed"
+    assert not backup["status"].get("jobIds")

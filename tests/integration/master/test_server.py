@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import msgpack
@@ -14,8 +15,13 @@ from fluidcache.common.http import auth_headers
 from fluidcache.common.protocol import (
     BACKUP,
     BLOCK_LOCATIONS,
+    COMPLETE,
     DATASET_REPORT,
+    FAILED,
     HEALTH,
+    JOB_BACKUP,
+    JOB_STATUS,
+    JOB_SUBMIT,
     MSGPACK,
     NS_LIST,
     NS_LOAD_METADATA,
@@ -33,6 +39,9 @@ from fluidcache.common.protocol import (
     FileInfo,
     HeartbeatReply,
     HeartbeatRequest,
+    JobIdRequest,
+    JobInfo,
+    JobRequest,
     ListReply,
     ListRequest,
     LoadMetadataReply,
@@ -151,6 +160,44 @@ async def test_backup_over_http_then_restore(tmp_path: Path) -> None:
     async with running_master(cfg) as m:
         assert await m.rpc.call(NS_STAT, StatRequest(path="/default/c/empty"), FileInfo) == info
         assert m.app[SERVICE].sync.listings == 0
+
+
+async def test_a_backup_job_writes_into_an_allowed_directory_only(tmp_path: Path) -> None:
+    """A DataBackup's backupPath reaches the master as ``directory``: written there when it
+    lies under a ``--backup-root``; a relative path, ``..`` or a path outside (a symlink
+    included) is a 400 naming the field, and nothing is written."""
+    src, root, outside = tmp_path / "src", tmp_path / "allowed", tmp_path / "outside"
+    make_tree(src)
+    outside.mkdir()
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    async with running_master(config(tmp_path / "data", src, backup_roots=[root])) as m:
+        job = await m.rpc.call(
+            JOB_SUBMIT, JobRequest(JOB_BACKUP, directory=f"{root}/nightly/a"), JobInfo
+        )
+        for _ in range(200):
+            job = await m.rpc.call(JOB_STATUS, JobIdRequest(job.job_id), JobInfo)
+            if job.phase in (COMPLETE, FAILED):
+                break
+            await asyncio.sleep(0.05)
+        assert job.phase == COMPLETE, job.error
+        assert Path(job.result).parent == root / "nightly" / "a"
+
+        headers = {**auth_headers(TOKEN), "Content-Type": MSGPACK}
+        bad = {
+            "nightly": "is not an absolute path",
+            f"{root}/../outside": "must not contain '..'",
+            str(outside): "is outside the master's backup directories",
+            f"{root}/link/x": "is outside the master's backup directories",
+        }
+        for directory, why in bad.items():
+            body = JobRequest(JOB_BACKUP, directory=directory).encode()
+            async with m.session.post(m.url + JOB_SUBMIT, data=body, headers=headers) as resp:
+                assert resp.status == 400
+                err = ErrorReply.decode(await resp.read())
+                assert err.message.startswith("directory: ") and why in err.message, err
+    assert (await asyncio.to_thread(os.path.getsize, job.result)) > 0
+    assert list(outside.iterdir()) == []
 
 
 async def test_the_background_sweep_drops_a_silent_worker(tmp_path: Path) -> None:

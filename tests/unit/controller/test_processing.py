@@ -87,7 +87,10 @@ def test_process_step(spec: dict[str, Any], after: Any, job: Any, phase: str, cr
     status, made = process_step(proc(**spec), after, job, NOW)
     assert (status["phase"], made) == (phase, create)
     if phase == "Pending":
-        assert "DataLoad ml/warm" in status["waitingFor"]
+        assert status["waitingFor"] == {"operationComplete": False}  # Fluid's shape
+        assert "DataLoad ml/warm" in status["conditions"][0]["message"]
+    elif made or job:
+        assert status["waitingFor"] == {"operationComplete": True}
 
 
 @pytest.mark.parametrize(
