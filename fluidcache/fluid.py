@@ -23,17 +23,8 @@ from typing import Any
 from fluidcache.client import AsyncClient
 from fluidcache.client.api import replicas_value
 from fluidcache.common import errors
+from fluidcache.common.config import human_bytes
 from fluidcache.common.protocol import COMPLETE, JobRequest, Report
-
-
-def _human(n: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    i = 0
-    while n >= 1024 and i < len(units) - 1:
-        n /= 1024
-        i += 1
-    return f"{n:.2f}{units[i]}"
-
 
 NATIVE_SCHEMES = ("local://", "pvc://")  # Fluid's own: it never checks these in mountUFS's output
 
@@ -57,12 +48,12 @@ def report_summary(report: Report, dataset: str = "") -> dict[str, str]:
     master has no dataset of that name), percentages 0-100, sizes human-readable."""
     s: Any = next((d for d in report.datasets if d.name == dataset), report)
     return {
-        "cached": _human(s.cached_bytes),
-        "cacheCapacity": _human(s.cache_capacity),
+        "cached": human_bytes(s.cached_bytes),
+        "cacheCapacity": human_bytes(s.cache_capacity),
         "cachedPercentage": f"{s.cached_percent:.1f}",
         "cacheHitRatio": f"{100 * s.cache_hit_ratio:.1f}",
         "fileNum": str(s.file_count),
-        "ufsTotal": _human(s.ufs_total_bytes),
+        "ufsTotal": human_bytes(s.ufs_total_bytes),
     }
 
 

@@ -43,6 +43,16 @@ def parse_size(text: str, field: str = "size") -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def human_bytes(n: float) -> str:
+    """Bytes as Fluid prints them in status and labels: ``52.18MiB``, ``0.00B``."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    value, i = float(n), 0
+    while value >= 1024 and i < len(units) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.2f}{units[i]}"
+
+
 def load_token(token_file: str | None = None) -> str:
     """The cluster token, from ``token_file``, ``$FLUIDCACHE_TOKEN_FILE`` or ``$FLUIDCACHE_TOKEN``.
 

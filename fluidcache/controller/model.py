@@ -47,16 +47,6 @@ def parse_quantity(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
 
 
-def human_bytes(n: float) -> str:
-    """Bytes as Fluid prints them in status and labels: ``52.18MiB``, ``0.00B``."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    value, i = float(n), 0
-    while value >= 1024 and i < len(units) - 1:
-        value /= 1024
-        i += 1
-    return f"{value:.2f}{units[i]}"
-
-
 def _obj(data: Any) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 

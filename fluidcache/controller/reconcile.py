@@ -21,6 +21,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fluidcache.common.config import human_bytes
 from fluidcache.common.protocol import COMPLETE, EXECUTING, FAILED, PENDING, JobInfo, Report
 from fluidcache.controller.model import (
     API_VERSION,
@@ -32,7 +33,6 @@ from fluidcache.controller.model import (
     Meta,
     Node,
     Runtime,
-    human_bytes,
 )
 
 PREFIX = "fluid.io/"
