@@ -34,6 +34,7 @@ from fluidcache.common.protocol import (
     JOB_SUBMIT,
     NS_LIST,
     NS_LOOKUP,
+    NS_SEEN,
     NS_STAT,
     REPLICAS_ALL,
     REPORT,
@@ -52,6 +53,9 @@ from fluidcache.common.protocol import (
     LookupRequest,
     Message,
     Report,
+    Seen,
+    SeenReply,
+    SeenRequest,
     StatRequest,
     check_name,
 )
@@ -61,6 +65,8 @@ log = logging.getLogger(__name__)
 
 MASTER_RETRY_WINDOW = 10.0
 """Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
+SEEN_DELAY = 0.5
+"""Seconds versions learnt at open wait to be told to the master, in one batch."""
 
 
 def replicas_value(replicas: int | str) -> int:
@@ -123,6 +129,8 @@ class AsyncClient:
             ssl=self._ssl,
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._seen: list[Seen] = []  # versions learnt at open, not yet told to the master
+        self._seen_task: asyncio.Future[None] | None = None
         self.readahead_blocks = readahead_blocks
         self._models = ModelPrefetcher(self) if model_prefetch else None
 
@@ -149,7 +157,10 @@ class AsyncClient:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._seen_task is not None:
+            self._seen_task.cancel()
         if self._session is not None:
+            await self._tell_seen(0)
             await self.blocks.flush()
         self.blocks.close()
         if self._session is not None:
@@ -234,6 +245,10 @@ class AsyncClient:
         that the master checks it again if the dataset's TTL says so."""
         if info.is_dir or (info.version and self._checked.get(info.ino)):
             return info
+        if not info.version and info.block_size > 0:
+            opened = await self._open_at_worker(info)
+            if opened is not None:
+                return opened
         request = StatRequest(ino=await self._master_ino(info.ino), validate=True)
         retry = 0.0 if info.version else MASTER_RETRY_WINDOW
         try:
@@ -248,6 +263,41 @@ class AsyncClient:
         info = self._remember(checked)
         self._checked.put(info.ino, True)
         return info
+
+    async def _open_at_worker(self, info: FileInfo) -> FileInfo | None:
+        """``info`` at the version a worker found reading its first block (kept there, and
+        its file known here): one source request instead of a version check then a read.
+        The master is told later, in a batch. None if no worker could be asked."""
+        try:
+            opened = await self.blocks.open_file(info.uri, info.block_size, info.size)
+        except errors.NotFound:
+            await self.recheck(info)  # the master drops the entry as well
+            raise
+        except errors.Unavailable as e:
+            log.info("%s: no worker to open it (%s); asking the master", info.path, e.message)
+            return None
+        info = dataclasses.replace(
+            info, size=opened.size, mtime=opened.mtime, version=opened.version
+        )
+        self._stats.put(info.path, info)
+        self._inodes.put(info.ino, info)
+        self._checked.put(info.ino, True)
+        seen = Seen(await self._master_ino(info.ino), info.size, info.mtime, info.version)
+        self._seen.append(seen)
+        if self._seen_task is None:
+            self._seen_task = asyncio.ensure_future(self._tell_seen(SEEN_DELAY))
+        return info
+
+    async def _tell_seen(self, delay: float) -> None:
+        """Tell the master the versions learnt at open, after ``delay`` (in one call)."""
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._seen_task = None
+        batch, self._seen = self._seen, []
+        if batch:
+            with contextlib.suppress(errors.FluidcacheError):  # the master can check them again
+                await self._master.call(NS_SEEN, SeenRequest(batch), SeenReply)
 
     async def recheck(self, info: FileInfo) -> None:
         """A read found ``info``'s version gone from the source: have the master ask the source

@@ -31,6 +31,7 @@ from fluidcache.common.protocol import (
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
+    FILE_OPEN,
     READER_HEADER,
     WORKERS,
     BlockRef,
@@ -38,6 +39,8 @@ from fluidcache.common.protocol import (
     LocalBlocksRequest,
     LocationsReply,
     LocationsRequest,
+    OpenReply,
+    OpenRequest,
     TouchReply,
     TouchRequest,
     WorkerInfo,
@@ -239,6 +242,23 @@ class BlockReader:
                 )
                 for block_id, path in reply.paths.items():
                     self._paths.put(block_id, (path, address))
+
+    async def open_file(self, uri: str, block_size: int, size_hint: int = -1) -> OpenReply:
+        """Have a worker (this node's first) read the first block of file ``uri`` with the
+        version the source has now, and keep it: its file is then known here, so reading it
+        costs no further call (the status and first bytes come from one source request)."""
+        workers = await self.workers()
+        local = [w for w in workers if w.node == self.node and self.short_circuit]
+        worker = placement(uri, local or workers)[0]
+        rpc = self._rpc(worker.address, self._reader)
+        opened = await rpc.call(FILE_OPEN, OpenRequest(uri, block_size, size_hint), OpenReply)
+        ref = BlockRef(uri, opened.version, 0, block_size, opened.size)
+        self._locations.put(ref.id, [worker.worker_id])
+        if opened.fetched:
+            self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
+        if opened.path and worker in local:
+            self._paths.put(ref.id, (opened.path, worker.address))
+        return opened
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])

@@ -26,6 +26,7 @@ API = "/v1"
 NS_STAT = f"{API}/ns/stat"
 NS_LOOKUP = f"{API}/ns/lookup"
 NS_LIST = f"{API}/ns/list"
+NS_SEEN = f"{API}/ns/seen"
 BLOCK_LOCATIONS = f"{API}/blocks/locations"
 WORKERS = f"{API}/workers"
 WORKER_REGISTER = f"{API}/workers/register"
@@ -40,6 +41,7 @@ WORKER_STATS = f"{API}/stats"
 METRICS = "/metrics"
 BLOCKS_LOCAL = f"{API}/blocks-local"
 BLOCKS_TOUCH = f"{API}/blocks-touch"
+FILE_OPEN = f"{API}/files/open"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 
@@ -303,6 +305,30 @@ class StatRequest(Message):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Seen(Message):
+    """A file (master inode ``ino``) as its source described it when a worker opened it."""
+
+    ino: int
+    size: int
+    mtime: float
+    version: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeenRequest(Message):
+    """Versions clients learnt at open through a worker (``OpenRequest``), told to the master
+    in batches: it records them as if it had checked them itself, so later opens (and other
+    clients) need no source request within the dataset's TTL."""
+
+    files: list[Seen]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeenReply(Message):
+    recorded: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LookupRequest(Message):
     parent: int
     name: str
@@ -481,6 +507,34 @@ class LocalBlocksRequest(Message):
     """Short-circuit: a client on the worker's node asks where block files are."""
 
     block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenRequest(Message):
+    """Open a file listed without its version (POST to a worker, ``FILE_OPEN``): the worker
+    reads its first block from the source, whose answer tells the version as well (no
+    separate ``stat``), and keeps that block under the id this version gives it."""
+
+    uri: str
+    block_size: int
+    size_hint: int = -1  # the size the file was listed with (-1: unknown): the buffer to read into
+
+    def __post_init__(self) -> None:
+        if self.block_size <= 0:
+            raise ValueError(f"block_size: {self.block_size} is not a positive size")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenReply(Message):
+    """The file as its source has it now. ``path``: its first block's file on the worker
+    ("" when it could not be kept); ``fetched``: this open read that block from the source
+    (the reader's first bytes count as that miss, not as a hit)."""
+
+    size: int
+    mtime: float
+    version: str
+    path: str = ""
+    fetched: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ import ssl
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -500,9 +500,7 @@ class HttpUfs(UnderFileSystem):
 
     @staticmethod
     def _file_status(name: str, resp: aiohttp.ClientResponse, size: int) -> UfsStatus:
-        mtime = _http_date(resp.headers.get("Last-Modified"))
-        version = _version(size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
-        return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
+        return _status(name, size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
 
     # -- list ----------------------------------------------------------------------------------
 
@@ -724,19 +722,36 @@ class HttpUfs(UnderFileSystem):
         Anything but a plain 206 of the range asked (redirects, errors, a server without
         Range, TLS settings of its own) is left to :meth:`read_stream` and its retries."""
         path = clean_path(path)
+        if not len(buf):
+            return 0
         if not path or offset < 0:
             return await super().read_into(path, offset, buf, version)
-        url = self.uri(path)
-        loop = asyncio.get_running_loop()
-        try:
-            got = await loop.run_in_executor(
-                self._threads(), self._get_into, url, offset, buf, version
-            )
-        except _Fallback:
-            got = None
+        got = await self._read_into_thread(path, offset, buf, version)
         if got is None:
             return await super().read_into(path, offset, buf, version)
-        return got
+        return got[0]
+
+    async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
+        """One ranged GET: the answer's headers (ETag, Last-Modified, Content-Range's total)
+        are the file's status, its body the first bytes. Anything else (an empty file, a
+        directory, an error, a server without Range) takes the ``stat`` and read way."""
+        path = clean_path(path)
+        got = await self._read_into_thread(path, 0, buf, "") if path and len(buf) else None
+        if got is None:
+            return await super().read_head(path, buf)
+        n, status = got
+        return replace(status, name=path.rpartition("/")[2]), n
+
+    async def _read_into_thread(
+        self, path: str, offset: int, buf: memoryview, version: str
+    ) -> tuple[int, UfsStatus] | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._threads(), self._get_into, self.uri(path), offset, buf, version
+            )
+        except _Fallback:
+            return None
 
     def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -763,11 +778,14 @@ class HttpUfs(UnderFileSystem):
             conns[key] = conn
         return conn
 
-    def _get_into(self, url: str, offset: int, buf: memoryview, version: str) -> int | None:
-        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf``; None
-        (or _Fallback) when the answer is not a plain 206 for that range."""
+    def _get_into(
+        self, url: str, offset: int, buf: memoryview, version: str
+    ) -> tuple[int, UfsStatus] | None:
+        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf``, and the
+        status the answer tells; None (or _Fallback) when the answer is not a plain 206 for
+        that range (or 200 with a length)."""
         if not len(buf):
-            return 0
+            return None
         target = urlsplit(url)
         request_path = target.path + (f"?{target.query}" if target.query else "")
         headers = {
@@ -799,27 +817,26 @@ class HttpUfs(UnderFileSystem):
                 skip, total = offset, resp.length
             else:
                 return None
-            if version:
-                size = total if total is not None else -1
-                seen = _version(size, resp.getheader("ETag"), resp.getheader("Last-Modified"))
-                if seen != version:
-                    raise errors.SourceChanged(
-                        f"GET {url}: the source has version {seen!r}, not {version!r}"
-                    )
+            if total is None:
+                return None
+            seen = _status("", total, resp.getheader("ETag"), resp.getheader("Last-Modified"))
+            if version and seen.version != version:
+                raise errors.SourceChanged(
+                    f"GET {url}: the source has version {seen.version!r}, not {version!r}"
+                )
             while skip > 0:
                 dropped = len(resp.read(min(skip, 1 << 20)))
                 if not dropped:
                     return None
                 skip -= dropped
-            want = min(len(buf), (total - offset) if total is not None else len(buf))
-            want = max(0, want)
+            want = max(0, min(len(buf), total - offset))
             got = 0
             while got < want:
                 n = resp.readinto(buf[got:want])
                 if not n:
                     return None  # cut short: the streaming path retries from the start
                 got += n
-            return got
+            return got, seen
         except (OSError, http.client.HTTPException):
             conn.close()
             return None
@@ -846,6 +863,13 @@ class HttpUfs(UnderFileSystem):
 
 class _Fallback(Exception):
     """The thread's fast read cannot be used for this request: take the streaming path."""
+
+
+def _status(name: str, size: int, etag: str | None, last_modified: str | None) -> UfsStatus:
+    """A file's status from the headers of an answer about it (HEAD, or a GET's)."""
+    mtime = _http_date(last_modified)
+    version = _version(size, etag, last_modified)
+    return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
 
 
 def _version(size: int, etag: str | None, last_modified: str | None) -> str:
