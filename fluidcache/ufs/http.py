@@ -349,6 +349,7 @@ class HttpUfs(UnderFileSystem):
         self.read_threads = max(1, int(option_number(opts, "read_threads", 16, 1)))
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._thread_conns: builtins.list[http.client.HTTPConnection] = []
         self._warned_no_range = False
 
     def __repr__(self) -> str:
@@ -776,6 +777,7 @@ class HttpUfs(UnderFileSystem):
             else:
                 conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
             conns[key] = conn
+            self._thread_conns.append(conn)  # closed by close(), whichever thread made it
         return conn
 
     def _get_into(
@@ -856,6 +858,9 @@ class HttpUfs(UnderFileSystem):
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in self._thread_conns:
+            conn.close()
+        self._thread_conns.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

@@ -203,3 +203,28 @@ async def test_paths_outside_the_root_are_refused(tree: Source, ufs: UnderFileSy
             await ufs.read(path, 0, 1)
     with pytest.raises(errors.InvalidArgument):
         ufs.relpath("nowhere://else/x")
+
+
+async def test_read_head_gives_the_status_and_first_bytes(
+    tree: Source, ufs: UnderFileSystem
+) -> None:
+    buf = memoryview(bytearray(64_000))
+    status, got = await ufs.read_head("data.bin", buf)
+    assert status == await ufs.stat("data.bin")
+    assert bytes(buf[:got]) == DATA[:64_000]
+    status, got = await ufs.read_head("hello.txt", buf)
+    assert (status.name, status.size, got, bytes(buf[:got])) == (
+        "hello.txt",
+        12,
+        12,
+        TREE["hello.txt"],
+    )
+    assert (await ufs.read_head("empty", buf))[1] == 0
+    tree.write("hello.txt", b"hello again, world\n")
+    status, got = await ufs.read_head("hello.txt", buf)
+    assert status == await ufs.stat("hello.txt")
+    assert bytes(buf[:got]) == b"hello again, world\n"
+    with pytest.raises(errors.NotFound):
+        await ufs.read_head("nope.bin", buf)
+    with pytest.raises(errors.IsADirectory):
+        await ufs.read_head("dir", buf)
