@@ -7,6 +7,7 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import types
@@ -128,16 +129,28 @@ def _check_fields(cls: type, data: Any) -> None:
     in nested messages too."""
     if not isinstance(data, Mapping):
         return
-    hints = get_type_hints(cls)
+    fields = _fields(cls)
     for name, value in data.items():
-        if name not in hints:
+        field = fields.get(name)
+        if field is None:
             raise ValueError(f"{cls.__name__}: unknown field {name!r}")
-        for inner in _message_types(hints[name]):
+        is_dict, inners = field
+        for inner in inners:
             values = value if isinstance(value, list) else [value]
-            if isinstance(value, Mapping) and get_origin(hints[name]) is dict:
+            if isinstance(value, Mapping) and is_dict:
                 values = list(value.values())
             for v in values:
                 _check_fields(inner, v)
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, tuple[bool, list[type]]]:
+    """Field name -> (is a dict, the message classes in its type), resolved once per class
+    (``get_type_hints`` per decoded message was a good part of the master's time)."""
+    return {
+        name: (get_origin(tp) is dict, _message_types(tp))
+        for name, tp in get_type_hints(cls).items()
+    }
 
 
 def _message_types(tp: Any) -> list[type]:
