@@ -103,11 +103,15 @@ class Touches:
             self._task = asyncio.get_running_loop().create_task(self._later())
 
     async def _later(self) -> None:
+        # The task stays known until its sends are done, so that close() waits for them
+        # (never a send on a closed session); reads noted meanwhile get a task of their own.
         try:
             await asyncio.sleep(self.delay)
+            await self.flush()
         finally:
             self._task = None
-        await self.flush()
+        if self._pending:
+            self._task = asyncio.get_running_loop().create_task(self._later())
 
     async def flush(self) -> None:
         """Send every pending read now; a worker that cannot be reached loses its counts."""
