@@ -21,6 +21,7 @@ from fluidcache.client.blocks import BlockReader
 from fluidcache.client.cache import TtlCache
 from fluidcache.client.prefetch import ModelPrefetcher
 from fluidcache.common import errors
+from fluidcache.common.aio import SingleFlight
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
     COMPLETE,
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 MASTER_RETRY_WINDOW = 10.0
 """Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
+LIST_AFTER_MISSES = 2
+"""Lookups that miss the metadata cache in one directory before its first page is listed."""
 SEEN_DELAY = 0.5
 """Seconds versions learnt at open wait to be told to the master, in one batch."""
 
@@ -117,6 +120,8 @@ class AsyncClient:
         self._inodes: TtlCache[int, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
         self._checked: TtlCache[int, bool] = TtlCache(meta_ttl, 100_000, clock)
         self._pages: TtlCache[tuple[int, str, int], ListReply] = TtlCache(meta_ttl, 1_000, clock)
+        self._misses: TtlCache[int, int] = TtlCache(meta_ttl, 1_000, clock)  # lookups by dir
+        self._listings: SingleFlight[ListReply] = SingleFlight()
         self.blocks = BlockReader(
             lambda: self.session,
             lambda: self._master,
@@ -319,11 +324,27 @@ class AsyncClient:
         if known is not None:
             path = known.path.rstrip("/") + "/" + name
             hit = self._stats.get(path)
+            if hit is None and await self._listed(parent):
+                hit = self._stats.get(path)
             if hit is not None:
                 return hit
             stale = self._stats.get_stale(path)
         request = LookupRequest(await self._master_ino(parent), name)
         return await self._ask(NS_LOOKUP, request, stale)
+
+    async def _listed(self, parent: int) -> bool:
+        """Whether directory ``parent``'s first page was listed here, now or within the TTL,
+        once lookups in it miss again: one call for a directory's names (a cold epoch opens
+        every file of its directories) instead of one per name."""
+        misses = (self._misses.get(parent) or 0) + 1
+        self._misses.put(parent, misses)
+        if misses < LIST_AFTER_MISSES:
+            return False
+        try:
+            await self._listings.do(parent, lambda: self.list_page(parent))
+        except errors.FluidcacheError:
+            return False  # asked one by one instead
+        return True
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
         """One page of directory ``ino`` after the name ``cursor`` (kept for the metadata TTL:
