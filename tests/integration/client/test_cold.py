@@ -212,3 +212,20 @@ async def test_the_version_learnt_at_open_is_told_to_the_master(tmp_path: Path) 
                 assert f.info.version == f'"a.bin-v{src.versions["a.bin"]}"'
                 assert await f.read() == src.files["a.bin"]
             assert not src.hits, dict(src.hits)
+
+
+@pytest.mark.timeout(120)
+async def test_lookups_in_one_directory_are_answered_from_one_listing(tmp_path: Path) -> None:
+    async with serving() as src:
+        for i in range(5):
+            src.put(f"f{i}.bin", blob(20 + i, 1000))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url)
+            async with AsyncClient(c.master_url, c.token) as client:
+                root = await client.stat("/")
+                assert (await client.lookup(root.ino, "f0.bin")).size == 1000
+                assert (await client.lookup(root.ino, "f1.bin")).size == 1000  # lists "/"
+                c.kill("master")
+                # The other names come from that listing: no call to the (stopped) master.
+                for i in range(2, 5):
+                    assert (await client.lookup(root.ino, f"f{i}.bin")).name == f"f{i}.bin"
