@@ -228,3 +228,29 @@ async def test_read_head_gives_the_status_and_first_bytes(
         await ufs.read_head("nope.bin", buf)
     with pytest.raises(errors.IsADirectory):
         await ufs.read_head("dir", buf)
+
+
+async def test_a_read_naming_a_version_never_gives_another(
+    tree: Source, ufs: UnderFileSystem
+) -> None:
+    before = await ufs.stat("data.bin")
+    buf = memoryview(bytearray(100_000))
+    assert await ufs.read_into("data.bin", 1_000, buf, before.version) == 100_000
+    assert bytes(buf) == DATA[1_000:101_000]
+    tree.write("data.bin", DATA[::-1] + b"grown")
+
+    async def into() -> bytes:
+        got = await ufs.read_into("data.bin", 1_000, buf, before.version)
+        return bytes(buf[:got])
+
+    async def streamed() -> bytes:
+        stream = ufs.read_stream("data.bin", 1_000, 100_000, 40_000, before.version)
+        async with aclosing(stream) as chunks:  # type: ignore[type-var]
+            return b"".join([c async for c in chunks])
+
+    for read in (into, streamed):
+        try:
+            got = await read()
+        except errors.SourceChanged:
+            continue
+        assert got == DATA[1_000:101_000]  # a source pinned to a snapshot still serves it
