@@ -397,10 +397,14 @@ class BlockReader:
             pass  # a prefetch is a hint; the real read reports the error
 
     async def prefetch_many(self, refs: list[BlockRef]) -> None:
-        """:meth:`prefetch` of each block, at once, their holders asked in one batched call."""
+        """:meth:`prefetch` of each block, at once: their holders asked in one batched call,
+        and the files of those held on this node in one call per worker (:meth:`warm`)."""
         if len(refs) > 1:
             with contextlib.suppress(errors.FluidcacheError):
-                await self.locate(refs)
+                if self.short_circuit:
+                    await self.warm(refs)
+                else:
+                    await self.locate(refs)
         await asyncio.gather(*(self.prefetch(ref) for ref in refs))
 
     async def _fetch_remote(self, ref: BlockRef) -> bytes:
