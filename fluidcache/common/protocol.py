@@ -18,6 +18,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import msgpack
 
 from fluidcache.common.blockid import block_id
+from fluidcache.common.config import MAX_BLOCK_SIZE
 
 MSGPACK = "application/x-msgpack"
 JSON = "application/json"  # only the status page's data; everything else is msgpack
@@ -533,8 +534,8 @@ class OpenRequest(Message):
     size_hint: int = -1  # the size the file was listed with (-1: unknown): the buffer to read into
 
     def __post_init__(self) -> None:
-        if self.block_size <= 0:
-            raise ValueError(f"block_size: {self.block_size} is not a positive size")
+        if not 0 < self.block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block_size: {self.block_size} is not in 1..{MAX_BLOCK_SIZE}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
