@@ -21,6 +21,7 @@ from fluidcache.client.blocks import BlockReader
 from fluidcache.client.cache import TtlCache
 from fluidcache.client.prefetch import ModelPrefetcher
 from fluidcache.common import errors
+from fluidcache.common.aio import SingleFlight
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import (
     COMPLETE,
@@ -34,6 +35,7 @@ from fluidcache.common.protocol import (
     JOB_SUBMIT,
     NS_LIST,
     NS_LOOKUP,
+    NS_SEEN,
     NS_STAT,
     REPLICAS_ALL,
     REPORT,
@@ -52,6 +54,9 @@ from fluidcache.common.protocol import (
     LookupRequest,
     Message,
     Report,
+    Seen,
+    SeenReply,
+    SeenRequest,
     StatRequest,
     check_name,
 )
@@ -61,6 +66,10 @@ log = logging.getLogger(__name__)
 
 MASTER_RETRY_WINDOW = 10.0
 """Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
+LIST_AFTER_MISSES = 2
+"""Lookups that miss the metadata cache in one directory before its first page is listed."""
+SEEN_DELAY = 0.5
+"""Seconds versions learnt at open wait to be told to the master, in one batch."""
 
 
 def replicas_value(replicas: int | str) -> int:
@@ -111,6 +120,8 @@ class AsyncClient:
         self._inodes: TtlCache[int, FileInfo] = TtlCache(meta_ttl, 100_000, clock)
         self._checked: TtlCache[int, bool] = TtlCache(meta_ttl, 100_000, clock)
         self._pages: TtlCache[tuple[int, str, int], ListReply] = TtlCache(meta_ttl, 1_000, clock)
+        self._misses: TtlCache[int, int] = TtlCache(meta_ttl, 1_000, clock)  # lookups by dir
+        self._listings: SingleFlight[ListReply] = SingleFlight()
         self.blocks = BlockReader(
             lambda: self.session,
             lambda: self._master,
@@ -123,6 +134,8 @@ class AsyncClient:
             ssl=self._ssl,
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._seen: list[Seen] = []  # versions learnt at open, not yet told to the master
+        self._seen_task: asyncio.Future[None] | None = None
         self.readahead_blocks = readahead_blocks
         self._models = ModelPrefetcher(self) if model_prefetch else None
 
@@ -149,7 +162,10 @@ class AsyncClient:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._seen_task is not None:
+            self._seen_task.cancel()
         if self._session is not None:
+            await self._tell_seen(0)
             await self.blocks.flush()
         self.blocks.close()
         if self._session is not None:
@@ -234,6 +250,10 @@ class AsyncClient:
         that the master checks it again if the dataset's TTL says so."""
         if info.is_dir or (info.version and self._checked.get(info.ino)):
             return info
+        if not info.version and info.block_size > 0:
+            opened = await self._open_at_worker(info)
+            if opened is not None:
+                return opened
         request = StatRequest(ino=await self._master_ino(info.ino), validate=True)
         retry = 0.0 if info.version else MASTER_RETRY_WINDOW
         try:
@@ -248,6 +268,41 @@ class AsyncClient:
         info = self._remember(checked)
         self._checked.put(info.ino, True)
         return info
+
+    async def _open_at_worker(self, info: FileInfo) -> FileInfo | None:
+        """``info`` at the version a worker found reading its first block (kept there, and
+        its file known here): one source request instead of a version check then a read.
+        The master is told later, in a batch. None if no worker could be asked."""
+        try:
+            opened = await self.blocks.open_file(info.uri, info.block_size, info.size)
+        except errors.NotFound:
+            await self.recheck(info)  # the master drops the entry as well
+            raise
+        except errors.Unavailable as e:
+            log.info("%s: no worker to open it (%s); asking the master", info.path, e.message)
+            return None
+        info = dataclasses.replace(
+            info, size=opened.size, mtime=opened.mtime, version=opened.version
+        )
+        self._stats.put(info.path, info)
+        self._inodes.put(info.ino, info)
+        self._checked.put(info.ino, True)
+        seen = Seen(await self._master_ino(info.ino), info.size, info.mtime, info.version)
+        self._seen.append(seen)
+        if self._seen_task is None:
+            self._seen_task = asyncio.ensure_future(self._tell_seen(SEEN_DELAY))
+        return info
+
+    async def _tell_seen(self, delay: float) -> None:
+        """Tell the master the versions learnt at open, after ``delay`` (in one call)."""
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._seen_task = None
+        batch, self._seen = self._seen, []
+        if batch:
+            with contextlib.suppress(errors.FluidcacheError):  # the master can check them again
+                await self._master.call(NS_SEEN, SeenRequest(batch), SeenReply)
 
     async def recheck(self, info: FileInfo) -> None:
         """A read found ``info``'s version gone from the source: have the master ask the source
@@ -269,11 +324,27 @@ class AsyncClient:
         if known is not None:
             path = known.path.rstrip("/") + "/" + name
             hit = self._stats.get(path)
+            if hit is None and await self._listed(parent):
+                hit = self._stats.get(path)
             if hit is not None:
                 return hit
             stale = self._stats.get_stale(path)
         request = LookupRequest(await self._master_ino(parent), name)
         return await self._ask(NS_LOOKUP, request, stale)
+
+    async def _listed(self, parent: int) -> bool:
+        """Whether directory ``parent``'s first page was listed here, now or within the TTL,
+        once lookups in it miss again: one call for a directory's names (a cold epoch opens
+        every file of its directories) instead of one per name."""
+        misses = (self._misses.get(parent) or 0) + 1
+        self._misses.put(parent, misses)
+        if misses < LIST_AFTER_MISSES:
+            return False
+        try:
+            await self._listings.do(parent, lambda: self.list_page(parent))
+        except errors.FluidcacheError:
+            return False  # asked one by one instead
+        return True
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
         """One page of directory ``ino`` after the name ``cursor`` (kept for the metadata TTL:
@@ -423,6 +494,8 @@ class AsyncClient:
             return b""
         bs = info.block_size
         first, last = offset // bs, (end - 1) // bs
+        if first == last:  # most reads: no task for a gather of one
+            return await self.blocks.read(info.block(first), offset - first * bs, end - offset)
         parts = await asyncio.gather(
             *(
                 self.blocks.read(

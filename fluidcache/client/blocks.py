@@ -35,6 +35,7 @@ from fluidcache.common.protocol import (
     BLOCK_LOCATIONS,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
+    FILE_OPEN,
     MAX_TOUCHES,
     READER_HEADER,
     WORKERS,
@@ -43,6 +44,8 @@ from fluidcache.common.protocol import (
     LocalBlocksRequest,
     LocationsReply,
     LocationsRequest,
+    OpenReply,
+    OpenRequest,
     TouchReply,
     TouchRequest,
     WorkerInfo,
@@ -106,11 +109,15 @@ class Touches:
             self._task = asyncio.get_running_loop().create_task(self._later())
 
     async def _later(self) -> None:
+        # The task stays known until its sends are done, so that close() waits for them
+        # (never a send on a closed session); reads noted meanwhile get a task of their own.
         try:
             await asyncio.sleep(self.delay)
+            await self.flush()
         finally:
             self._task = None
-        await self.flush()
+        if self._pending:
+            self._task = asyncio.get_running_loop().create_task(self._later())
 
     async def flush(self) -> None:
         """Send every pending read now; a worker that cannot be reached loses its counts."""
@@ -251,6 +258,23 @@ class BlockReader:
                 for block_id, path in reply.paths.items():
                     self._paths.put(block_id, (path, address))
 
+    async def open_file(self, uri: str, block_size: int, size_hint: int = -1) -> OpenReply:
+        """Have a worker (this node's first) read the first block of file ``uri`` with the
+        version the source has now, and keep it: its file is then known here, so reading it
+        costs no further call (the status and first bytes come from one source request)."""
+        workers = await self.workers()
+        local = [w for w in workers if w.node == self.node and self.short_circuit]
+        worker = placement(uri, local or workers)[0]
+        rpc = self._rpc(worker.address, self._reader)
+        opened = await rpc.call(FILE_OPEN, OpenRequest(uri, block_size, size_hint), OpenReply)
+        ref = BlockRef(uri, opened.version, 0, block_size, opened.size)
+        self._locations.put(ref.id, [worker.worker_id])
+        if opened.fetched:
+            self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
+        if opened.path and worker in local:
+            self._paths.put(ref.id, (opened.path, worker.address))
+        return opened
+
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])
 
@@ -384,10 +408,14 @@ class BlockReader:
             pass  # a prefetch is a hint; the real read reports the error
 
     async def prefetch_many(self, refs: list[BlockRef]) -> None:
-        """:meth:`prefetch` of each block, at once, their holders asked in one batched call."""
+        """:meth:`prefetch` of each block, at once: their holders asked in one batched call,
+        and the files of those held on this node in one call per worker (:meth:`warm`)."""
         if len(refs) > 1:
             with contextlib.suppress(errors.FluidcacheError):
-                await self.locate(refs)
+                if self.short_circuit:
+                    await self.warm(refs)
+                else:
+                    await self.locate(refs)
         await asyncio.gather(*(self.prefetch(ref) for ref in refs))
 
     async def _fetch_remote(self, ref: BlockRef) -> bytes:

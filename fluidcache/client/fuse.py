@@ -199,7 +199,8 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
     async def open(self, inode: int, flags: int, ctx: Any) -> Any:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise errors.ReadOnly("fluidcache mounts are read-only")
-        info = await self.client.validate(await self.client.getattr(inode))
+        known = await self.client.getattr(inode)
+        info = await self.client.validate(known)
         if info.is_dir:
             raise errors.IsADirectory(info.path)
         fh = self._fh()
@@ -211,8 +212,9 @@ class FluidcacheOperations(pyfuse3.Operations):  # type: ignore[misc]
         self._versions[inode] = info.version
         if len(self._versions) > VERSIONS_KEPT:
             self._versions.popitem(last=False)
-        if seen is not None and not unchanged:
-            # The source changed: drop the kernel's attributes (size) too, not only its pages.
+        if (seen is not None and not unchanged) or info.size != known.size:
+            # The source changed (or was listed at another size than it has now): drop the
+            # kernel's attributes too, not only its pages, so reads go to the new size.
             with contextlib.suppress(OSError):
                 pyfuse3.invalidate_inode(inode, attr_only=False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=self.options.kernel_cache and unchanged)

@@ -12,6 +12,7 @@ from fluidcache.common.errors import ConfigError
 TOKEN_ENV = "FLUIDCACHE_TOKEN"
 TOKEN_FILE_ENV = "FLUIDCACHE_TOKEN_FILE"
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+MAX_BLOCK_SIZE = 1 << 30  # the largest block size a dataset may have
 
 _UNITS = {
     "": 1,

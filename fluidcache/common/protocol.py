@@ -7,6 +7,7 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import types
@@ -17,6 +18,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import msgpack
 
 from fluidcache.common.blockid import block_id
+from fluidcache.common.config import MAX_BLOCK_SIZE
 
 MSGPACK = "application/x-msgpack"
 JSON = "application/json"  # only the status page's data; everything else is msgpack
@@ -26,6 +28,7 @@ API = "/v1"
 NS_STAT = f"{API}/ns/stat"
 NS_LOOKUP = f"{API}/ns/lookup"
 NS_LIST = f"{API}/ns/list"
+NS_SEEN = f"{API}/ns/seen"
 BLOCK_LOCATIONS = f"{API}/blocks/locations"
 WORKERS = f"{API}/workers"
 WORKER_REGISTER = f"{API}/workers/register"
@@ -40,6 +43,7 @@ WORKER_STATS = f"{API}/stats"
 METRICS = "/metrics"
 BLOCKS_LOCAL = f"{API}/blocks-local"
 BLOCKS_TOUCH = f"{API}/blocks-touch"
+FILE_OPEN = f"{API}/files/open"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 MAX_TOUCHES = 1024  # blocks in one TouchRequest
@@ -127,16 +131,28 @@ def _check_fields(cls: type, data: Any) -> None:
     in nested messages too."""
     if not isinstance(data, Mapping):
         return
-    hints = get_type_hints(cls)
+    fields = _fields(cls)
     for name, value in data.items():
-        if name not in hints:
+        field = fields.get(name)
+        if field is None:
             raise ValueError(f"{cls.__name__}: unknown field {name!r}")
-        for inner in _message_types(hints[name]):
+        is_dict, inners = field
+        for inner in inners:
             values = value if isinstance(value, list) else [value]
-            if isinstance(value, Mapping) and get_origin(hints[name]) is dict:
+            if isinstance(value, Mapping) and is_dict:
                 values = list(value.values())
             for v in values:
                 _check_fields(inner, v)
+
+
+@functools.cache
+def _fields(cls: type) -> dict[str, tuple[bool, list[type]]]:
+    """Field name -> (is a dict, the message classes in its type), resolved once per class
+    (``get_type_hints`` per decoded message was a good part of the master's time)."""
+    return {
+        name: (get_origin(tp) is dict, _message_types(tp))
+        for name, tp in get_type_hints(cls).items()
+    }
 
 
 def _message_types(tp: Any) -> list[type]:
@@ -301,6 +317,30 @@ class StatRequest(Message):
     ino: int = 0
     validate: bool = False
     recheck: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seen(Message):
+    """A file (master inode ``ino``) as its source described it when a worker opened it."""
+
+    ino: int
+    size: int
+    mtime: float
+    version: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeenRequest(Message):
+    """Versions clients learnt at open through a worker (``OpenRequest``), told to the master
+    in batches: it records them as if it had checked them itself, so later opens (and other
+    clients) need no source request within the dataset's TTL."""
+
+    files: list[Seen]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeenReply(Message):
+    recorded: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -482,6 +522,34 @@ class LocalBlocksRequest(Message):
     """Short-circuit: a client on the worker's node asks where block files are."""
 
     block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenRequest(Message):
+    """Open a file listed without its version (POST to a worker, ``FILE_OPEN``): the worker
+    reads its first block from the source, whose answer tells the version as well (no
+    separate ``stat``), and keeps that block under the id this version gives it."""
+
+    uri: str
+    block_size: int
+    size_hint: int = -1  # the size the file was listed with (-1: unknown): the buffer to read into
+
+    def __post_init__(self) -> None:
+        if not 0 < self.block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block_size: {self.block_size} is not in 1..{MAX_BLOCK_SIZE}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenReply(Message):
+    """The file as its source has it now. ``path``: its first block's file on the worker
+    ("" when it could not be kept); ``fetched``: this open read that block from the source
+    (the reader's first bytes count as that miss, not as a hit)."""
+
+    size: int
+    mtime: float
+    version: str
+    path: str = ""
+    fetched: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from fluidcache.common.protocol import (
     NS_LOAD_METADATA,
     NS_LOAD_STATUS,
     NS_LOOKUP,
+    NS_SEEN,
     NS_STAT,
     REPORT,
     STATUS,
@@ -51,6 +52,7 @@ from fluidcache.common.protocol import (
     LocationsRequest,
     LookupRequest,
     RegisterRequest,
+    SeenRequest,
     StatRequest,
 )
 from fluidcache.master.config import MasterConfig
@@ -85,6 +87,11 @@ STATUS_JOBS_MAX = 500
 async def ns_stat(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     return reply(await svc.stat(await read_message(request, StatRequest)))
+
+
+async def ns_seen(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    return reply(await svc.seen(await read_message(request, SeenRequest)))
 
 
 async def ns_lookup(request: web.Request) -> web.Response:
@@ -222,6 +229,7 @@ def make_app(config: MasterConfig, *, clock: Callable[[], float] | None = None) 
     app.router.add_get(HEALTH, health)
     app.router.add_post(NS_STAT, ns_stat)
     app.router.add_post(NS_LOOKUP, ns_lookup)
+    app.router.add_post(NS_SEEN, ns_seen)
     app.router.add_post(NS_LIST, ns_list)
     app.router.add_post(NS_LOAD_METADATA, load_metadata)
     app.router.add_post(NS_LOAD_STATUS, load_status)

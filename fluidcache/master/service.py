@@ -44,6 +44,8 @@ from fluidcache.common.protocol import (
     RegisterReply,
     RegisterRequest,
     Report,
+    SeenReply,
+    SeenRequest,
     StatRequest,
     Status,
     WorkerInfo,
@@ -200,6 +202,19 @@ class MasterService:
         if request.validate or request.recheck:
             node = await self.sync.validate(node, force=request.recheck)
         return self.ns.info(node)
+
+    async def seen(self, request: SeenRequest) -> SeenReply:
+        """Record versions clients learnt when opening files (entries gone, or whose version
+        is known already, are skipped), in one write: answers given after it carry them."""
+        recorded = 0
+        for seen in request.files:
+            try:
+                node = self.ns.get(seen.ino)
+            except errors.NotFound:
+                continue
+            recorded += self.sync.learnt(node, seen.size, seen.mtime, seen.version)
+        await self.sync.flush()
+        return SeenReply(recorded)
 
     async def lookup(self, request: LookupRequest) -> FileInfo:
         try:

@@ -140,12 +140,21 @@ class Syncer:
         if status.is_dir:
             raise errors.IsADirectory(f"{node.path}: is a directory at the source now")
         self.validations += 1
+        return self.checked(node, status.size, status.mtime, status.version)
+
+    def learnt(self, node: Inode, size: int, mtime: float, version: str) -> bool:
+        """Record the version a worker found when a client opened file ``node``, unless a
+        version is known already (checked here meanwhile: as new as that one, or newer)."""
+        if node.is_dir or node.version or node.ino in self._checked:
+            return False
+        self.checked(node, size, mtime, version)
+        return True
+
+    def checked(self, node: Inode, size: int, mtime: float, version: str) -> Inode:
+        """Record file ``node`` as its source has it now (by :meth:`validate`, or as a worker
+        found it when a client opened it); written to LMDB with the next batch."""
         node = dataclasses.replace(
-            node,
-            size=status.size,
-            mtime=status.mtime,
-            version=status.version,
-            synced_at=self.clock(),
+            node, size=size, mtime=mtime, version=version, synced_at=self.clock()
         )
         self._checked[node.ino] = node
         if self._flusher is None:

@@ -20,7 +20,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from fluidcache.common.errors import InvalidArgument
+from fluidcache.common.errors import InvalidArgument, IsADirectory
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +137,19 @@ class UnderFileSystem(abc.ABC):
                 buf[got : got + len(piece)] = piece
                 got += len(piece)
         return got
+
+    async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
+        """The file's status as the source has it now and its first bytes, of that version,
+        in ``buf`` (how many: ``min(len(buf), size)``): what opening a file listed without
+        its version needs. Same errors as :meth:`stat` and :meth:`read_stream` (NotFound
+        when the file is gone). By default a ``stat`` then a read naming its version;
+        adapters whose read answers tell the version (HTTP, S3) do it in one request."""
+        status = await self.stat(path)
+        if status.is_dir:
+            raise IsADirectory(f"{path}: is a directory")
+        want = min(len(buf), status.size)
+        got = await self.read_into(path, 0, buf[:want], status.version) if want else 0
+        return status, got
 
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""

@@ -36,19 +36,16 @@ import asyncio
 import base64
 import builtins
 import codecs
-import concurrent.futures
 import datetime
 import email.utils
-import http.client
 import json
 import logging
 import random
 import re
 import ssl
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -59,6 +56,7 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
+from fluidcache.ufs._threaded import Answer, ThreadedReader, content_range
 from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
@@ -246,21 +244,6 @@ def parse_json_index(dir_url: str, body: bytes) -> list[Listed]:
         ) from None
 
 
-def _content_range(value: str | None) -> tuple[int, int | None] | None:
-    """``(start, total)`` of a ``Content-Range: bytes a-b/total`` header (total may be ``*``)."""
-    if not value:
-        return None
-    unit, _, spec = value.strip().partition(" ")
-    rng, _, total = spec.partition("/")
-    start, _, _end = rng.partition("-")
-    if unit.lower() != "bytes":
-        return None
-    try:
-        return int(start), None if total.strip() == "*" else int(total)
-    except ValueError:
-        return None
-
-
 def _http_date(value: str | None) -> float:
     if not value:
         return 0.0
@@ -346,9 +329,8 @@ class HttpUfs(UnderFileSystem):
             self._auth = self._read_credentials(opts["credentials_file"])
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self.read_threads = max(1, int(option_number(opts, "read_threads", 16, 1)))
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._local = threading.local()
+        read_threads = max(1, int(option_number(opts, "read_threads", 16, 1)))
+        self._reader = ThreadedReader(read_threads, self.timeout, self._ssl)
         self._warned_no_range = False
 
     def __repr__(self) -> str:
@@ -487,12 +469,12 @@ class HttpUfs(UnderFileSystem):
         name = path.rpartition("/")[2]
         async with self._get(url, {"Range": "bytes=0-0"}) as resp:
             if resp.status == 416:
-                cr = _content_range(resp.headers.get("Content-Range"))
+                cr = content_range(resp.headers.get("Content-Range"))
                 return self._file_status(name, resp, (cr[1] or 0) if cr else 0)
             self._check(resp, path, f"GET {url}")
             if self._is_dir_answer(url, resp):
                 return UfsStatus(name=name, is_dir=True)
-            cr = _content_range(resp.headers.get("Content-Range"))
+            cr = content_range(resp.headers.get("Content-Range"))
             size = cr[1] if resp.status == 206 and cr else resp.content_length
             if size is None:
                 raise errors.SourceError(f"GET {url}: the source does not tell the file size")
@@ -500,9 +482,7 @@ class HttpUfs(UnderFileSystem):
 
     @staticmethod
     def _file_status(name: str, resp: aiohttp.ClientResponse, size: int) -> UfsStatus:
-        mtime = _http_date(resp.headers.get("Last-Modified"))
-        version = _version(size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
-        return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
+        return _status(name, size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
 
     # -- list ----------------------------------------------------------------------------------
 
@@ -670,7 +650,7 @@ class HttpUfs(UnderFileSystem):
             if self._is_dir_answer(url, resp):
                 raise errors.IsADirectory(f"{path}: is a directory")
             if resp.status == 206:
-                cr = _content_range(resp.headers.get("Content-Range"))
+                cr = content_range(resp.headers.get("Content-Range"))
                 if cr is None or cr[0] != pos:
                     raise errors.SourceError(
                         f"GET {url}: asked for bytes from {pos}, got Content-Range "
@@ -724,128 +704,60 @@ class HttpUfs(UnderFileSystem):
         Anything but a plain 206 of the range asked (redirects, errors, a server without
         Range, TLS settings of its own) is left to :meth:`read_stream` and its retries."""
         path = clean_path(path)
-        if not path or offset < 0:
-            return await super().read_into(path, offset, buf, version)
-        url = self.uri(path)
-        loop = asyncio.get_running_loop()
-        try:
-            got = await loop.run_in_executor(
-                self._threads(), self._get_into, url, offset, buf, version
-            )
-        except _Fallback:
-            got = None
-        if got is None:
-            return await super().read_into(path, offset, buf, version)
-        return got
-
-    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.read_threads, thread_name_prefix="http-read"
-            )
-        return self._pool
-
-    def _connection(self, url: str) -> http.client.HTTPConnection:
-        """This thread's kept-alive connection to ``url``'s origin."""
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        conns: dict[tuple[str, str], http.client.HTTPConnection] = getattr(self._local, "conns", {})
-        self._local.conns = conns
-        conn = conns.get(key)
-        if conn is None:
-            if parts.scheme == "https":
-                if not isinstance(self._ssl, ssl.SSLContext) and self._ssl is not True:
-                    raise _Fallback()
-                ctx = self._ssl if isinstance(self._ssl, ssl.SSLContext) else None
-                conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=ctx)
-            else:
-                conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
-            conns[key] = conn
-        return conn
-
-    def _get_into(self, url: str, offset: int, buf: memoryview, version: str) -> int | None:
-        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf``; None
-        (or _Fallback) when the answer is not a plain 206 for that range."""
         if not len(buf):
             return 0
-        target = urlsplit(url)
-        request_path = target.path + (f"?{target.query}" if target.query else "")
-        headers = {
-            **self._auth,
-            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
-            "Accept-Encoding": "identity",
-            "User-Agent": "fluidcache",
-        }
-        for attempt in range(2):  # a kept-alive connection the server closed: once more
-            conn = self._connection(url)
-            try:
-                conn.request("GET", request_path, headers=headers)
-                resp = conn.getresponse()
-                break
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                if attempt:
-                    raise _Fallback() from None
-        try:
-            if resp.status == 206:
-                cr = _content_range(resp.getheader("Content-Range"))
-                if cr is None or cr[0] != offset:
-                    return None
-                skip, total = 0, cr[1]
-            elif resp.status == 200 and resp.length is not None:
-                if not self._warned_no_range:
-                    self._warned_no_range = True
-                    log.warning("%s ignores Range; reads download from the file start", url)
-                skip, total = offset, resp.length
-            else:
-                return None
-            if version:
-                size = total if total is not None else -1
-                seen = _version(size, resp.getheader("ETag"), resp.getheader("Last-Modified"))
-                if seen != version:
-                    raise errors.SourceChanged(
-                        f"GET {url}: the source has version {seen!r}, not {version!r}"
-                    )
-            while skip > 0:
-                dropped = len(resp.read(min(skip, 1 << 20)))
-                if not dropped:
-                    return None
-                skip -= dropped
-            want = min(len(buf), (total - offset) if total is not None else len(buf))
-            want = max(0, want)
-            got = 0
-            while got < want:
-                n = resp.readinto(buf[got:want])
-                if not n:
-                    return None  # cut short: the streaming path retries from the start
-                got += n
-            return got
-        except (OSError, http.client.HTTPException):
-            conn.close()
+        if not path or offset < 0:
+            return await super().read_into(path, offset, buf, version)
+        got = await self._read_into_thread(path, offset, buf, version)
+        if got is None:
+            return await super().read_into(path, offset, buf, version)
+        return got[0]
+
+    async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
+        """One ranged GET: the answer's headers (ETag, Last-Modified, Content-Range's total)
+        are the file's status, its body the first bytes. Anything else (an empty file, a
+        directory, an error, a server without Range) takes the ``stat`` and read way."""
+        path = clean_path(path)
+        got = await self._read_into_thread(path, 0, buf, "") if path and len(buf) else None
+        if got is None:
+            return await super().read_head(path, buf)
+        n, status = got
+        return replace(status, name=path.rpartition("/")[2]), n
+
+    async def _read_into_thread(
+        self, path: str, offset: int, buf: memoryview, version: str
+    ) -> tuple[int, UfsStatus] | None:
+        """The threads' read of ``[offset, offset + len(buf))``, and the status its answer
+        tells; None for anything but a plain answer (the streaming path then reads)."""
+        url = self.uri(path)
+
+        def check(answer: Answer) -> None:
+            seen = _version(answer.total, answer.etag, answer.last_modified)
+            if version and seen != version:
+                raise errors.SourceChanged(
+                    f"GET {url}: the source has version {seen!r}, not {version!r}"
+                )
+
+        answer = await self._reader.get_into(url, offset, buf, self._auth, check)
+        if answer is None:
             return None
-        finally:
-            if not resp.isclosed():
-                if resp.length is not None and resp.length <= _READ_PIECE:
-                    try:
-                        resp.read()  # drain what is left, so the connection can be reused
-                    except (OSError, http.client.HTTPException):
-                        conn.close()
-                else:
-                    conn.close()  # much left (a server without Range): not worth reading
+        return answer.got, _status("", answer.total, answer.etag, answer.last_modified)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._reader.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
 
 
-class _Fallback(Exception):
-    """The thread's fast read cannot be used for this request: take the streaming path."""
+def _status(name: str, size: int, etag: str | None, last_modified: str | None) -> UfsStatus:
+    """A file's status from the headers of an answer about it (HEAD, or a GET's)."""
+    mtime = _http_date(last_modified)
+    version = _version(size, etag, last_modified)
+    return UfsStatus(name=name, is_dir=False, size=size, mtime=mtime, version=version)
 
 
 def _version(size: int, etag: str | None, last_modified: str | None) -> str:

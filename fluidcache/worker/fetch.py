@@ -26,6 +26,7 @@ from fluidcache.common.protocol import (
     LocationsRequest,
     WorkersReply,
 )
+from fluidcache.ufs import UfsStatus, UnderFileSystem
 from fluidcache.worker.metrics import Metrics
 from fluidcache.worker.sources import SourceMap
 from fluidcache.worker.store import Block, BlockStore, BlockWriter
@@ -129,12 +130,15 @@ class Fetcher:
             return None
         return block
 
-    async def get(self, ref: BlockRef, peers: bool = True, peer: str = "") -> Block | Inflight:
+    async def get(
+        self, ref: BlockRef, peers: bool = True, peer: str = "", data: memoryview | None = None
+    ) -> Block | Inflight:
         """The block ``ref`` from the store, or the one fetch of it under way.
 
         ``peers`` False skips asking the master for holders (the caller just learnt there are
         none); ``peer`` is the id of a worker said to hold it, tried first (a load's
-        fan-out). A stale hint costs a source read, never wrong bytes.
+        fan-out). A stale hint costs a source read, never wrong bytes. ``data``: the block's
+        bytes, read from the source already (:meth:`open`), kept instead of fetching them.
         """
         block = await self.lookup(ref.id)
         if block is not None:
@@ -143,15 +147,41 @@ class Fetcher:
         flight = self._inflight.get(ref.id)
         if flight is None:
             flight = self._inflight[ref.id] = Inflight(ref)
-            task = asyncio.ensure_future(self._run(flight, peers, peer))
+            task = asyncio.ensure_future(self._run(flight, peers, peer, data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return flight
 
+    async def open(self, uri: str, block_size: int, size_hint: int = -1) -> tuple[UfsStatus, str]:
+        """The file ``uri`` as its source has it now, its first block read in the same request
+        and kept (one source request where a ``stat`` and a read took two). Returns the
+        status and, as :meth:`ensure` does, where that block came from ("" if held).
+        ``size_hint``: the size it was listed with (the first read's buffer; a file grown
+        since has the rest of its block read after, naming the version)."""
+        ufs, path = await self._resolve(uri)
+        first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
+        async with self._source_slots:
+            buf = memoryview(bytearray(first))
+            status, got = await ufs.read_head(path, buf)
+            ref = BlockRef(uri, status.version, 0, block_size, status.size)
+            if got == len(buf) < ref.length:
+                whole = memoryview(bytearray(ref.length))
+                whole[:got] = buf
+                buf = whole
+                got += await ufs.read_into(path, got, buf[got:], status.version)
+        if got != ref.length:
+            raise errors.SourceError(f"{uri}: got {got} bytes of its first block, not {ref.length}")
+        if not got:
+            return status, ""
+        return status, await self._settle(await self.get(ref, False, data=buf[:got]))
+
     async def ensure(self, ref: BlockRef, peers: bool = True, peer: str = "") -> str:
         """Return once the block is held (or was fetched, if it could not be kept): with ""
         when it was held already, else where the fetch got it (peer, source)."""
-        got = await self.get(ref, peers, peer)
+        return await self._settle(await self.get(ref, peers, peer))
+
+    @staticmethod
+    async def _settle(got: Block | Inflight) -> str:
         if isinstance(got, Inflight):
             await got.wait()
             return got.origin
@@ -162,7 +192,9 @@ class Fetcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self, flight: Inflight, peers: bool, peer: str) -> None:
+    async def _run(
+        self, flight: Inflight, peers: bool, peer: str, data: memoryview | None = None
+    ) -> None:
         ref = flight.ref
         writer = None
         try:
@@ -170,7 +202,12 @@ class Fetcher:
             writer = await self.store.writer(ref.id, ref.length)
             if writer is not None:
                 flight.sink = writer.write
-            origin = "peer" if peer and await self._from_peer(peer, flight) else None
+            origin = None
+            if data is not None:
+                flight.append(data)
+                origin = "source"
+            if origin is None and peer and await self._from_peer(peer, flight):
+                origin = "peer"
             if origin is None and peers:
                 origin = await self._from_peers(flight)
             if origin is None:
@@ -195,13 +232,16 @@ class Fetcher:
                 writer.abort()  # failed or cancelled: give its room back
             self._inflight.pop(ref.id, None)
 
-    async def _from_source(self, flight: Inflight, writer: BlockWriter | None = None) -> str:
-        ref = flight.ref
+    async def _resolve(self, uri: str) -> tuple[UnderFileSystem, str]:
         try:
-            ufs, path = self.sources.resolve(ref.uri)
+            return self.sources.resolve(uri)
         except errors.InvalidArgument:
             await self._refresh_mounts()  # a dataset may have been added since we registered
-            ufs, path = self.sources.resolve(ref.uri)
+            return self.sources.resolve(uri)
+
+    async def _from_source(self, flight: Inflight, writer: BlockWriter | None = None) -> str:
+        ref = flight.ref
+        ufs, path = await self._resolve(ref.uri)
         async with self._source_slots:
             # The block's version goes with the read: bytes of a newer version never land
             # under this version's id (SourceChanged instead).

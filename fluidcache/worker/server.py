@@ -29,6 +29,7 @@ from fluidcache.common.protocol import (
     BLOCKS_FREE,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
+    FILE_OPEN,
     HEALTH,
     METRICS,
     PEER_HEADER,
@@ -39,6 +40,8 @@ from fluidcache.common.protocol import (
     BlocksFreeRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
+    OpenReply,
+    OpenRequest,
     TouchReply,
     TouchRequest,
     WorkerInfo,
@@ -256,16 +259,35 @@ async def cache_block(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     ref = _block_ref(request)
     origin = await svc.fetcher.ensure(ref, _peers_hint(request), request.query.get("peer", ""))
-    fetched = []
-    if origin and READER_HEADER in request.headers:
-        # A same-node client's cold read: the bytes it now reads count as this fetch.
-        svc.count_read(request, ref.length, origin)
-        fetched.append(ref.id)
-    block = await svc.fetcher.lookup(ref.id)
+    block, fetched = await _ensured(request, ref.id, ref.length, origin)
     if block is not None and request.query.get("pin") == "1":
         block.kept = True
     paths = {ref.id: str(block.path)} if block is not None else {}
-    return reply(LocalBlocksReply(paths, fetched))
+    return reply(LocalBlocksReply(paths, [ref.id] if fetched else []))
+
+
+async def open_file(request: web.Request) -> web.Response:
+    """A file listed without its version, opened: its status and first block from one source
+    request, the block kept here (its path in the answer, for a same-node reader)."""
+    ask = await read_message(request, OpenRequest)
+    fetcher = request.app[SERVICE].fetcher
+    status, origin = await fetcher.open(ask.uri, ask.block_size, ask.size_hint)
+    ref = BlockRef(ask.uri, status.version, 0, ask.block_size, status.size)
+    block, fetched = await _ensured(request, ref.id, ref.length, origin)
+    path = str(block.path) if block is not None else ""
+    return reply(OpenReply(status.size, status.mtime, status.version, path, fetched))
+
+
+async def _ensured(
+    request: web.Request, block_id: str, length: int, origin: str
+) -> tuple[Block | None, bool]:
+    """The block just ensured (None if it could not be kept), and whether it was fetched for
+    a reader on this node: the bytes it now reads count as that fetch, counted here."""
+    svc = request.app[SERVICE]
+    fetched = bool(origin) and READER_HEADER in request.headers
+    if fetched:
+        svc.count_read(request, length, origin)
+    return await svc.fetcher.lookup(block_id), fetched
 
 
 async def free_blocks(request: web.Request) -> web.Response:
@@ -317,6 +339,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.cleanup_ctx.append(service_ctx)
     app.router.add_get(BLOCK, get_block)
     app.router.add_post(BLOCK_CACHE, cache_block)
+    app.router.add_post(FILE_OPEN, open_file)
     app.router.add_post(WORKER_STATS, stats)
     app.router.add_post(BLOCKS_LOCAL, local_blocks)
     app.router.add_post(BLOCKS_FREE, free_blocks)

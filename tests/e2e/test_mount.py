@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import Proc, fluidcache, is_mounted, running, unmount
-from tests.sources import HttpSource, digests
+from tests.sources import HttpSource, NginxSource, digests
 
 pytestmark = pytest.mark.timeout(180)
 FIO = shutil.which("fio")
@@ -216,25 +217,33 @@ def test_stale_mount_is_cleaned_up_by_the_next_mount(mounted: Mounted, tmp_path:
     unmount(mnt)
 
 
-def test_unreachable_source_gives_eio_not_a_hang(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "a.bin").write_bytes(os.urandom(100_000))
-    (src / "b.bin").write_bytes(os.urandom(100_000))
-    http = HttpSource(src)
+@contextlib.contextmanager
+def up_over(http: HttpSource | NginxSource, tmp_path: Path) -> Iterator[Path]:
+    """``fluidcache up`` over the HTTP source ``http``, mounted; yields the mount point. The
+    source is stopped at the end."""
     mnt, data = tmp_path / "mnt", tmp_path / "cluster"
     mnt.mkdir()
     try:
         up = fluidcache("up", http.url, "--mountpoint", str(mnt), "--data-dir", str(data))
         with running(up, mnt):
             up.wait_for("mounted:")
-            assert sorted(os.listdir(mnt)) == ["a.bin", "b.bin"]
-            assert (mnt / "a.bin").read_bytes() == (src / "a.bin").read_bytes()
-            http.stop()
-            assert (mnt / "a.bin").read_bytes() == (src / "a.bin").read_bytes()  # cached
-            assert err((mnt / "b.bin").read_bytes) == errno.EIO
+            yield mnt
     finally:
         http.stop()
+
+
+def test_unreachable_source_gives_eio_not_a_hang(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(100_000))
+    (src / "b.bin").write_bytes(os.urandom(100_000))
+    http = HttpSource(src)
+    with up_over(http, tmp_path) as mnt:
+        assert sorted(os.listdir(mnt)) == ["a.bin", "b.bin"]
+        assert (mnt / "a.bin").read_bytes() == (src / "a.bin").read_bytes()
+        http.stop()
+        assert (mnt / "a.bin").read_bytes() == (src / "a.bin").read_bytes()  # cached
+        assert err((mnt / "b.bin").read_bytes) == errno.EIO
 
 
 def test_a_changed_source_file_is_seen_after_the_ttl(tmp_path: Path) -> None:
@@ -259,3 +268,16 @@ def test_a_changed_source_file_is_seen_after_the_ttl(tmp_path: Path) -> None:
             threading.Event().wait(0.2)
         assert seen == new
         assert (mnt / "f.txt").stat().st_size == len(new)
+
+
+def test_a_file_changed_after_listing_is_read_whole_at_its_new_version(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "g.bin").write_bytes(b"listed\n" * 1000)
+    http = NginxSource(src, tmp_path / "nginx")  # exact sizes: listed without versions
+    with up_over(http, tmp_path) as mnt:
+        assert (mnt / "g.bin").stat().st_size == 7000  # as listed: the kernel keeps it
+        new = os.urandom(20_000)
+        (src / "g.bin").write_bytes(new)  # grown before anyone opens it
+        assert (mnt / "g.bin").read_bytes() == new
+        assert (mnt / "g.bin").stat().st_size == len(new)

@@ -129,7 +129,9 @@ async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_
                 while data := await f.read(128 * 1024):  # as the kernel asks
                     got += data
                 assert got == src.files["seq.bin"]
-                assert src.hits["HEAD seq.bin"] == 1  # its version, checked once, at open
+                # Its version came with the first block, read once at open: no HEAD.
+                assert src.hits["HEAD seq.bin"] == 0
+                assert [start for name, start in src.ranges if name == "seq.bin"].count(0) == 1
                 assert src.peak >= 3, f"at most {src.peak} source request(s) at once"
                 # Bounded: the read-ahead window, plus the blocks being read.
                 assert src.peak <= client.readahead_blocks + 2
@@ -141,8 +143,9 @@ async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_
                     offset = index * MIB + 1000
                     assert await f.pread(offset, 4096) == data[offset : offset + 4096]
                 await asyncio.sleep(0.5)  # a stray read-ahead would have started by now
+                # The first block (with the version) at open, then only the blocks read.
                 assert sorted(start for _, start in src.ranges) == [
-                    i * MIB for i in (3, 6, 11, 17, 22)
+                    i * MIB for i in (0, 3, 6, 11, 17, 22)
                 ]
 
 
@@ -152,6 +155,7 @@ async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
         src.put("a.bin", blob(3, 3 * MIB))
         src.put("b.bin", blob(4, 3 * MIB))
         src.put("c.bin", blob(5, 3 * MIB))
+        src.put("d.bin", blob(10, 1000))
         with cluster(tmp_path / "c") as c:
             c.start_master(src.url, extra=("--block-size", "1Mi"))
             c.start_worker("w1")
@@ -164,6 +168,11 @@ async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
                 f = await client.open("/a.bin")
                 assert f.size == 3 * MIB + 123
                 assert await f.read() == src.files["a.bin"]
+
+                # A small file grown after listing: its whole first block, at the new version.
+                src.put("d.bin", blob(9, 3000))
+                f = await client.open("/d.bin")
+                assert (f.size, await f.read()) == (3000, src.files["d.bin"])
 
                 # Deleted after listing: not found at open, never stale bytes.
                 del src.files["b.bin"]
@@ -183,3 +192,40 @@ async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
                 t0 = time.monotonic()
                 assert await f.read() == src.files["c.bin"]
                 assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.timeout(120)
+async def test_the_version_learnt_at_open_is_told_to_the_master(tmp_path: Path) -> None:
+    async with serving() as src:
+        src.put("a.bin", blob(8, 2 * MIB))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url, extra=("--block-size", "1Mi"))
+            c.start_worker("w1")
+            async with AsyncClient(c.master_url, c.token) as client:
+                f = await client.open("/a.bin")
+                assert await f.read() == src.files["a.bin"]
+            src.reset()
+            # Another client (nothing cached in it): the master knows the version now, so
+            # opening and reading the file again asks nothing of the source.
+            async with AsyncClient(c.master_url, c.token) as other:
+                f = await other.open("/a.bin")
+                assert f.info.version == f'"a.bin-v{src.versions["a.bin"]}"'
+                assert await f.read() == src.files["a.bin"]
+            assert not src.hits, dict(src.hits)
+
+
+@pytest.mark.timeout(120)
+async def test_lookups_in_one_directory_are_answered_from_one_listing(tmp_path: Path) -> None:
+    async with serving() as src:
+        for i in range(5):
+            src.put(f"f{i}.bin", blob(20 + i, 1000))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url)
+            async with AsyncClient(c.master_url, c.token) as client:
+                root = await client.stat("/")
+                assert (await client.lookup(root.ino, "f0.bin")).size == 1000
+                assert (await client.lookup(root.ino, "f1.bin")).size == 1000  # lists "/"
+                c.kill("master")
+                # The other names come from that listing: no call to the (stopped) master.
+                for i in range(2, 5):
+                    assert (await client.lookup(root.ino, f"f{i}.bin")).name == f"f{i}.bin"

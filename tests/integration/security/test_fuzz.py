@@ -172,6 +172,8 @@ REQUESTS: dict[str, type] = {
     protocol.BLOCKS_LOCAL: protocol.LocalBlocksRequest,
     protocol.BLOCKS_FREE: protocol.BlocksFreeRequest,
     protocol.BLOCKS_TOUCH: protocol.TouchRequest,
+    protocol.NS_SEEN: protocol.SeenRequest,
+    protocol.FILE_OPEN: protocol.OpenRequest,
 }
 NO_BODY = {protocol.WORKERS, protocol.REPORT, protocol.WORKER_STATS, protocol.BLOCK_CACHE}
 

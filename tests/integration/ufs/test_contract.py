@@ -203,3 +203,54 @@ async def test_paths_outside_the_root_are_refused(tree: Source, ufs: UnderFileSy
             await ufs.read(path, 0, 1)
     with pytest.raises(errors.InvalidArgument):
         ufs.relpath("nowhere://else/x")
+
+
+async def test_read_head_gives_the_status_and_first_bytes(
+    tree: Source, ufs: UnderFileSystem
+) -> None:
+    buf = memoryview(bytearray(64_000))
+    status, got = await ufs.read_head("data.bin", buf)
+    assert status == await ufs.stat("data.bin")
+    assert bytes(buf[:got]) == DATA[:64_000]
+    status, got = await ufs.read_head("hello.txt", buf)
+    assert (status.name, status.size, got, bytes(buf[:got])) == (
+        "hello.txt",
+        12,
+        12,
+        TREE["hello.txt"],
+    )
+    assert (await ufs.read_head("empty", buf))[1] == 0
+    tree.write("hello.txt", b"hello again, world\n")
+    status, got = await ufs.read_head("hello.txt", buf)
+    assert status == await ufs.stat("hello.txt")
+    assert bytes(buf[:got]) == b"hello again, world\n"
+    with pytest.raises(errors.NotFound):
+        await ufs.read_head("nope.bin", buf)
+    with pytest.raises(errors.IsADirectory):
+        await ufs.read_head("dir", buf)
+
+
+async def test_a_read_naming_a_version_never_gives_another(
+    tree: Source, ufs: UnderFileSystem
+) -> None:
+    before = await ufs.stat("data.bin")
+    buf = memoryview(bytearray(100_000))
+    assert await ufs.read_into("data.bin", 1_000, buf, before.version) == 100_000
+    assert bytes(buf) == DATA[1_000:101_000]
+    tree.write("data.bin", DATA[::-1] + b"grown")
+
+    async def into() -> bytes:
+        got = await ufs.read_into("data.bin", 1_000, buf, before.version)
+        return bytes(buf[:got])
+
+    async def streamed() -> bytes:
+        stream = ufs.read_stream("data.bin", 1_000, 100_000, 40_000, before.version)
+        async with aclosing(stream) as chunks:  # type: ignore[type-var]
+            return b"".join([c async for c in chunks])
+
+    for read in (into, streamed):
+        try:
+            got = await read()
+        except errors.SourceChanged:
+            continue
+        assert got == DATA[1_000:101_000]  # a source pinned to a snapshot still serves it

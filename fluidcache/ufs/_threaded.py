@@ -1,0 +1,186 @@
+"""Ranged GETs received straight into the caller's buffer by threads (``http.client``): the
+socket's bytes land in the buffer with no Python per piece, the GIL released meanwhile.
+
+The HTTP adapter reads blocks this way, and so does the S3 adapter (through presigned URLs).
+Anything but a plain answer for the range asked (redirects, errors, a cut body) gives None:
+the adapter then takes its streaming path, with its retries and its error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http.client
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+DRAIN_MAX = 256 * 1024  # bytes left in an answer worth reading to keep its connection
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a ranged GET told: bytes received, the file's whole size, its validators."""
+
+    got: int
+    total: int
+    etag: str | None
+    last_modified: str | None
+
+
+def content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``(start, total)`` of a ``Content-Range: bytes a-b/total`` header (total may be ``*``)."""
+    if not value:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    rng, _, total = spec.partition("/")
+    start, _, _end = rng.partition("-")
+    if unit.lower() != "bytes":
+        return None
+    try:
+        return int(start), None if total.strip() == "*" else int(total)
+    except ValueError:
+        return None
+
+
+class _Fallback(Exception):
+    """The thread's read cannot be used for this request: the caller's streaming path can."""
+
+
+class ThreadedReader:
+    """A pool of ``threads`` threads, each with kept-alive connections per origin."""
+
+    def __init__(self, threads: int, timeout: float, tls: ssl.SSLContext | bool) -> None:
+        self.threads = threads
+        self.timeout = timeout
+        self._tls = tls
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._warned_no_range = False
+
+    async def get_into(
+        self,
+        url: str,
+        offset: int,
+        buf: memoryview,
+        headers: Mapping[str, str],
+        check: Callable[[Answer], None] | None = None,
+    ) -> Answer | None:
+        """Bytes ``[offset, offset + len(buf))`` of ``url`` (%-encoded) into ``buf``; None when
+        the answer is not a plain 206 for that range (or a 200 with a length). ``check`` sees
+        the answer's validators before its body is read, and may raise (a changed file)."""
+        if not len(buf):
+            return None
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="ranged-get"
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._pool, self._get_into, url, offset, buf, headers, check
+            )
+        except _Fallback:
+            return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
+
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """This thread's kept-alive connection to ``url``'s origin."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        conns: dict[tuple[str, str], http.client.HTTPConnection] = getattr(self._local, "conns", {})
+        self._local.conns = conns
+        conn = conns.get(key)
+        if conn is None:
+            if parts.scheme == "https":
+                if not isinstance(self._tls, ssl.SSLContext) and self._tls is not True:
+                    raise _Fallback()
+                ctx = self._tls if isinstance(self._tls, ssl.SSLContext) else None
+                conn = http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=ctx)
+            else:
+                conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+            conns[key] = conn
+            self._conns.append(conn)  # closed by close(), whichever thread made it
+        return conn
+
+    def _get_into(
+        self,
+        url: str,
+        offset: int,
+        buf: memoryview,
+        extra: Mapping[str, str],
+        check: Callable[[Answer], None] | None,
+    ) -> Answer | None:
+        target = urlsplit(url)
+        request_path = target.path + (f"?{target.query}" if target.query else "")
+        headers = {
+            **extra,
+            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
+            "Accept-Encoding": "identity",
+            "User-Agent": "fluidcache",
+        }
+        for attempt in range(2):  # a kept-alive connection the server closed: once more
+            conn = self._connection(url)
+            try:
+                conn.request("GET", request_path, headers=headers)
+                resp = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if attempt:
+                    raise _Fallback() from None
+        try:
+            if resp.status == 206:
+                cr = content_range(resp.getheader("Content-Range"))
+                if cr is None or cr[0] != offset:
+                    return None
+                skip, total = 0, cr[1]
+            elif resp.status == 200 and resp.length is not None:
+                if not self._warned_no_range:
+                    self._warned_no_range = True
+                    log.warning("%s ignores Range; reads download from the file start", url)
+                skip, total = offset, resp.length
+            else:
+                return None
+            if total is None:
+                return None
+            answer = Answer(0, total, resp.getheader("ETag"), resp.getheader("Last-Modified"))
+            if check is not None:
+                check(answer)
+            while skip > 0:
+                dropped = len(resp.read(min(skip, 1 << 20)))
+                if not dropped:
+                    return None
+                skip -= dropped
+            want = max(0, min(len(buf), total - offset))
+            got = 0
+            while got < want:
+                n = resp.readinto(buf[got:want])
+                if not n:
+                    return None  # cut short: the streaming path retries from the start
+                got += n
+            return Answer(got, total, answer.etag, answer.last_modified)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        finally:
+            if not resp.isclosed():
+                if resp.length is not None and resp.length <= DRAIN_MAX:
+                    try:
+                        resp.read()  # drain what is left, so the connection can be reused
+                    except (OSError, http.client.HTTPException):
+                        conn.close()
+                else:
+                    conn.close()  # much left (a server without Range): not worth reading
