@@ -41,16 +41,13 @@ for servers that ignore Range).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import http.client
 import logging
 import os
 import random
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +64,7 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_number, read_key_values
+from fluidcache.ufs._threaded import ThreadedReader
 from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
@@ -254,9 +252,7 @@ class _Shared:
         self.bodies: dict[tuple[str, str], _Body] = {}
         self.spool: str | None = None
         self.users = 0
-        self.pool: concurrent.futures.ThreadPoolExecutor | None = None  # read_into's threads
-        self.local = threading.local()  # each thread's kept-alive connections, by origin
-        self.conns: list[http.client.HTTPConnection] = []  # all of them, closed at the end
+        self.reader = ThreadedReader(READ_THREADS, timeout, True)  # read_into's threads
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -269,64 +265,8 @@ class _Shared:
             )
         return self.session
 
-    def threads(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self.pool is None:
-            self.pool = concurrent.futures.ThreadPoolExecutor(
-                READ_THREADS, thread_name_prefix="hf-read"
-            )
-        return self.pool
-
-    def get_into(self, url: str, offset: int, buf: memoryview, headers: dict[str, str]) -> bool:
-        """In a thread: bytes ``[offset, offset + len(buf))`` of ``url`` into ``buf`` by one
-        ranged GET; False (nothing to trust in ``buf``) unless a 206 of that range filled it."""
-        parts = urlsplit(url)
-        conns: dict[str, http.client.HTTPConnection] = self.local.__dict__.setdefault("c", {})
-        headers = {**headers, "Range": f"bytes={offset}-{offset + len(buf) - 1}"}
-        headers["Accept-Encoding"] = "identity"
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        kind = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        for attempt in range(2):  # a kept-alive connection the server closed: once more
-            known = conns.get(parts.netloc)
-            conn = known or kind(parts.netloc, timeout=self.timeout)
-            if known is None:
-                conns[parts.netloc] = conn
-                self.conns.append(conn)
-            try:
-                conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
-                break
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                del conns[parts.netloc]
-                if attempt:
-                    return False
-        try:
-            content_range = resp.getheader("Content-Range") or ""
-            if resp.status != 206 or not content_range.startswith(f"bytes {offset}-"):
-                return False
-            got = 0
-            while got < len(buf):
-                n = resp.readinto(buf[got:])
-                if not n:
-                    return False
-                got += n
-            return True
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            if not resp.isclosed():  # not read to its end: the connection cannot be reused
-                conn.close()
-                conns.pop(parts.netloc, None)
-
     async def close(self) -> None:
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
-            for conn in self.conns:
-                conn.close()
-            self.conns.clear()
+        self.reader.close()
         for body in self.bodies.values():
             if body.task is not None:
                 body.task.cancel()
@@ -698,12 +638,9 @@ class HfUfs(UnderFileSystem):
             and target[1] > time.monotonic()
             and _origin(target[0]) in shared.ranged
         ):
-            url, into, headers = target[0], buf[:want], self._headers(target[0], {})
-            loop = asyncio.get_running_loop()
-            read = loop.run_in_executor(
-                shared.threads(), shared.get_into, url, offset, into, headers
-            )
-            if await read:
+            url, headers = target[0], self._headers(target[0], {})
+            answer = await shared.reader.get_into(url, offset, buf[:want], headers)
+            if answer is not None and answer.got == want:
                 return want
         return await super().read_into(path, offset, buf, version)
 
