@@ -379,7 +379,11 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
         {TOKEN_FILE_ENV: str(token_file)},
     )
     assert load.wait(60) == 0 and "Complete" in load.output, load.output
-    how = net.slow("w1")
+    delay, jitter = 200, 40
+    how = net.slow("w1", delay=delay, jitter=jitter, loss=5, rate="2mbit")
+    connect = medians(connect_ms(net, rounds=7))
+    # The delay is in force (a lost SYN or SYN-ACK only adds a retransmission's second).
+    assert connect["w1"] >= delay - jitter, connect
     scenario.injected = (
         f"`fluidcache load --replicas 2` of a {len(data)}-byte file (1 MiB blocks), then w1's "
         f"link impaired inside its namespace: {how}; a client in its own namespace reads the "
@@ -394,6 +398,7 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
     scenario.note(f"the read completed byte-exact in {took:.1f} s (sha256 matches the source)")
     scenario.note(f"bytes each worker sent the reader: {sent}")
     scenario.figure("injected on w1's link", how)
+    scenario.figure("TCP connect medians while impaired (ms)", connect)
     scenario.figure("read time", f"{took:.1f} s")
     scenario.figure("bytes from the slow worker w1", sent["w1"])
     scenario.figure("bytes from w0 and w2", sent["w0"] + sent["w2"])
