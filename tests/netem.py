@@ -8,9 +8,12 @@ reordering. At most ``--limit`` packets are held: past that the kernel drops, as
 its limit; nothing else is dropped. It prints ``ready`` once bound, and on SIGTERM accepts every
 packet it still holds, prints its counts and exits.
 
-``delayed(ns, ...)`` starts it in namespace ``ns``, sends the packets leaving ``dev`` to it
-(like netem on that interface: the host's replies wait, so a round trip to it grows by DELAY),
-and on the way out, whatever happened, removes the rule and stops the process.
+``delayed(ns, ...)`` starts it in namespace ``ns``, sends it the packets arriving on ``dev``
+and on the way out, whatever happened, removes the rule and stops the process. It delays what
+arrives, as netem on an ifb does, so a round trip to the host grows by DELAY: the host's own
+outgoing packets would still belong to its sockets while held, and TCP Small Queues would let a
+sender have only two or so in flight (netem orphans the packets it holds; a user-space queue
+cannot), so a bulk transfer would crawl.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +37,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = 64  # bytes of each packet copied to us: an IPv4 header (at most 60) and the two ports
-FLOWS = 4096  # flows remembered before those already released are forgotten
 
 
 def flow(header: bytes) -> bytes:
@@ -46,39 +49,42 @@ def flow(header: bytes) -> bytes:
 
 
 class Delayer:
-    """Holds packets and accepts each at its due time, in order within its flow."""
+    """Holds packets and accepts each at its due time, in arrival order within its flow."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, jitter: float, seed: int):
         self.loop, self.delay, self.jitter = loop, delay, jitter
         self.rng = random.Random(seed)
-        self.held: dict[int, tuple[asyncio.TimerHandle, Packet]] = {}
-        self.due: dict[bytes, float] = {}  # the last due time given to each flow
+        self.flows: dict[bytes, deque[tuple[float, Packet]]] = {}  # due times rise in each
+        self.held = 0
         self.passed = 0
         self.peak = 0
 
     def take(self, packet: Packet) -> None:
-        now = self.loop.time()
         key = flow(packet.get_payload())
-        wait = self.delay + self.rng.uniform(-self.jitter, self.jitter)
-        due = max(now + wait, self.due.get(key, 0.0))
-        if len(self.due) >= FLOWS:
-            self.due = {k: t for k, t in self.due.items() if t > now}
-        self.due[key] = due
-        self.held[packet.id] = (self.loop.call_at(due, self.release, packet.id), packet)
-        self.peak = max(self.peak, len(self.held))
+        due = self.loop.time() + self.delay + self.rng.uniform(-self.jitter, self.jitter)
+        held = self.flows.setdefault(key, deque())
+        if held:
+            due = max(due, held[-1][0])
+        held.append((due, packet))
+        # Timers due at the same time run in no set order: each one releases, from the head of
+        # its flow, every packet due by then, so a flow leaves in the order it came.
+        self.loop.call_at(due, self.release, key, due)
+        self.held += 1
+        self.peak = max(self.peak, self.held)
 
-    def release(self, packet_id: int) -> None:
-        _, packet = self.held.pop(packet_id)
-        packet.accept()
-        self.passed += 1
+    def release(self, key: bytes, due: float) -> None:
+        held = self.flows.get(key)
+        while held and held[0][0] <= due:
+            held.popleft()[1].accept()
+            self.held -= 1
+            self.passed += 1
+        if held is not None and not held:
+            del self.flows[key]
 
     def flush(self) -> None:
-        """Accept everything still held, earliest due first."""
-        for handle, packet in sorted(self.held.values(), key=lambda hp: hp[0].when()):
-            handle.cancel()
-            packet.accept()
-            self.passed += 1
-        self.held.clear()
+        """Accept everything still held, each flow in order."""
+        for key, held in list(self.flows.items()):
+            self.release(key, held[-1][0])
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -126,12 +132,12 @@ def iptables(ns: str, *args: str, check: bool = True) -> None:
 def delayed(
     ns: str, delay_ms: float, jitter_ms: float = 0.0, dev: str = "eth0", queue: int = 0
 ) -> Iterator[Proc]:
-    """Packets leaving ``dev`` in namespace ``ns`` wait ``delay_ms`` ± ``jitter_ms`` until the
-    block ends; then the rule and the process are gone, also when the block raised."""
+    """Packets arriving on ``dev`` in namespace ``ns`` wait ``delay_ms`` ± ``jitter_ms`` until
+    the block ends; then the rule and the process are gone, also when the block raised."""
     argv = ["--queue", str(queue), "--delay", str(delay_ms), "--jitter", str(jitter_ms)]
     proc = Proc(["ip", "netns", "exec", ns, sys.executable, "-m", "tests.netem", *argv], cwd=ROOT)
     # --queue-bypass: were the process gone, packets would pass undelayed rather than vanish.
-    rule = ["OUTPUT", "-o", dev, "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]
+    rule = ["INPUT", "-i", dev, "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]
     try:
         proc.wait_for("ready", timeout=30)
         iptables(ns, "-A", *rule)

@@ -98,7 +98,7 @@ class Net:
     ) -> str:
         """Make the host's link slow and lossy from inside its namespace; returns what was applied.
 
-        Its outgoing packets wait ``delay`` ± ``jitter`` ms (tests/netem.py: this kernel has no
+        Its incoming packets wait ``delay`` ± ``jitter`` ms (tests/netem.py: this kernel has no
         sch_netem, so no netem delay), leave at ``rate`` (a token bucket) and ``loss`` % of the
         packets are dropped at random in and out (an nftables rule). Undone when the network
         goes (the delay process stopped and its rule removed first).
@@ -122,7 +122,7 @@ class Net:
             timeout=20,
         )
         return (
-            f"delay {delay} ms ± {jitter} ms out (NFQUEUE emulator), tbf rate {rate} out, "
+            f"delay {delay} ms ± {jitter} ms in (NFQUEUE emulator), tbf rate {rate} out, "
             f"nft drop {loss}% in and out"
         )
 
@@ -301,25 +301,65 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {host: round(statistics.median(ms), 2) for host, ms in samples.items()}
 
 
+SINK = """
+import hashlib, socket, sys
+def out_of_order():
+    with open("/proc/net/netstat") as f:
+        names, values = [line.split() for line in f][:2]
+    return int(values[names.index("TCPOFOQueue")])
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+before = out_of_order()
+print("listening", flush=True)
+conn, _ = server.accept()
+digest = hashlib.sha256()
+while chunk := conn.recv(1 << 16):
+    digest.update(chunk)
+print("got", digest.hexdigest(), out_of_order() - before, flush=True)
+"""
+SEND = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
+    s.sendall(open(sys.argv[3], "rb").read())
+"""
+
+
+def send_to(net: Net, host: str, blob: Path) -> tuple[str, int]:
+    """Send ``blob`` from the client to ``host`` on one TCP connection. Returns the sha256 of what
+    arrived and how many segments ``host``'s TCP took out of order."""
+    address, port = net.hosts[host], str(PORT + 1)
+    sink = net.run(host, [sys.executable, "-c", SINK, address, port], {})
+    sink.wait_for("listening", timeout=30)
+    sender = net.run("c", [sys.executable, "-c", SEND, address, port, str(blob)], {})
+    assert sender.wait(120) == 0, sender.output
+    _, digest, out_of_order = sink.wait_for("got ", timeout=60).split()
+    return digest, int(out_of_order)
+
+
 def test_delay_shows_in_the_round_trip_to_that_worker_only(
     hosts: tuple[Net, Path, bytes, str],
 ) -> None:
-    net = hosts[0]
+    net, token_file = hosts[0], hosts[1]
     delay, jitter = 150, 30
+    blob = token_file.parent / "blob"
+    blob.write_bytes(random.Random(5).randbytes(4 * 2**20))
     before = connect_ms(net)
     with delayed(net.ns("w1"), delay) as fixed:
         steady = connect_ms(net)
     with delayed(net.ns("w1"), delay, jitter) as jittered:
         jumpy = connect_ms(net)
+        digest, out_of_order = send_to(net, "w1", blob)
     after = connect_ms(net)
     base, held, varied, back = medians(before), medians(steady), medians(jumpy), medians(after)
     figures = f"medians (ms) before {base}, {delay} ms: {held}, {delay} ± {jitter} ms: {varied}, "
     figures += f"after {back}"
-    # The SYN-ACK waits the delay: every connect to w1 takes at least that long, its median rose
+    # The SYN waits the delay: every connect to w1 takes at least that long, its median rose
     # by at least the delay; with jitter, at least the delay less the jitter.
     assert min(steady["w1"]) >= delay and held["w1"] - base["w1"] >= delay, figures
     assert min(jumpy["w1"]) >= delay - jitter, figures
     assert varied["w1"] - base["w1"] >= delay - jitter, figures
+    # Jitter never reorders a flow: 4 MiB on one connection arrive whole, none out of order.
+    assert digest == hashlib.sha256(blob.read_bytes()).hexdigest()
+    assert out_of_order == 0, f"{out_of_order} segments out of order"
     # Only w1's link is delayed, and only while the emulator runs.
     for other in ("w0", "w2"):
         assert held[other] < base[other] + delay / 2, figures
@@ -328,7 +368,7 @@ def test_delay_shows_in_the_round_trip_to_that_worker_only(
     for proc in (fixed, jittered):
         assert proc.popen.poll() is not None and proc.wait_for("passed ").split()[1] != "0"
     rules = subprocess.run(
-        ["ip", "netns", "exec", net.ns("w1"), "iptables", "-S", "OUTPUT"],
+        ["ip", "netns", "exec", net.ns("w1"), "iptables", "-S", "INPUT"],
         capture_output=True,
         text=True,
         check=True,
