@@ -419,6 +419,11 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
         {TOKEN_FILE_ENV: str(token_file)},
     )
     assert load.wait(60) == 0 and "Complete" in load.output, load.output
+    start = served(net, url, token_file)
+    line, took = read(net, url, token_file)
+    check(line, data, took)
+    healthy = served(net, url, token_file)
+    unimpaired = {w: int(healthy[w] - start.get(w, 0.0)) for w in healthy}
     delay, jitter = 200, 40
     how = net.slow("w1", delay=delay, jitter=jitter, loss=5, rate="2mbit")
     connect = medians(connect_ms(net, rounds=7))
@@ -437,9 +442,11 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
     sent = {w: int(after[w] - before.get(w, 0.0)) for w in after}
     scenario.note(f"the read completed byte-exact in {took:.1f} s (sha256 matches the source)")
     scenario.note(f"bytes each worker sent the reader: {sent}")
+    scenario.note(f"the same read before w1's link was impaired: {unimpaired}")
     scenario.figure("injected on w1's link", how)
     scenario.figure("TCP connect medians while impaired (ms)", connect)
     scenario.figure("read time", f"{took:.1f} s")
+    scenario.figure("bytes from w1 in the same read before the impairment", unimpaired["w1"])
     scenario.figure("bytes from the slow worker w1", sent["w1"])
     scenario.figure("bytes from w0 and w2", sent["w0"] + sent["w2"])
     # Every block also lives on a healthy worker: the reader gets (nearly) all from those. The
