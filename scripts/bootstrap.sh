@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 # chromium: the status page's browser test (Playwright drives it; no browser download).
 # iproute2: ip netns, veth, bridges and tc for the multi-host tests (tests/e2e/test_netns.py);
-# nftables: their packet loss (a random drop rule), as kernels without sch_netem have no netem loss.
+# nftables: their packet loss (a random drop rule), as kernels without sch_netem have no netem loss;
+# iptables and libnetfilter-queue-dev: their delay (an NFQUEUE rule feeding tests/netem.py, through
+# the netfilterqueue binding, which builds against libnetfilter_queue).
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium iproute2
-    nftables)
+    nftables iptables libnetfilter-queue-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,10 +1,12 @@
 """Several hosts on one machine: a master, three workers and a client, each in a network
 namespace of its own on a bridge, running the real processes. A worker's link is cut (``ip link
-set down``) or made slow and lossy inside its namespace (``tc``: netem delay where the kernel has
-it, else a token bucket's rate; loss by an nftables rule dropping packets at random both ways);
-reads complete byte-exact or fail with a clear error within a bounded time, and with blocks on two
-workers they route around the slow one. Everything (processes, namespaces, veths, the bridge) is
-removed afterwards, also when a test fails. Needs root and nft.
+set down``) or made slow and lossy inside its namespace: delay and jitter by tests/netem.py (an
+NFQUEUE delay emulator, as this kernel has no sch_netem), a token bucket's rate (``tc tbf``) and
+loss by an nftables rule dropping packets at random both ways. The delay shows in the round trip
+to that worker alone; reads complete byte-exact or fail with a clear error within a bounded time,
+and with blocks on two workers they route around the slow one. Everything (rules, qdiscs,
+processes, namespaces, veths, the bridge) is removed afterwards, also when a test fails. Needs
+root, iptables and nft.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from fluidcache.common.config import TOKEN_FILE_ENV, write_token
+from tests.netem import delayed
 from tests.procs import Proc
 from tests.reliability import Scenario
 
@@ -64,6 +68,7 @@ class Net:
     subnet: str
     hosts: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
+    impairments: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def ns(self, host: str) -> str:
         return f"{self.tag}-{host}"
@@ -88,21 +93,20 @@ class Net:
         self.procs.append(proc)
         return proc
 
-    def slow(self, host: str, loss: int = 5) -> str:
-        """Make the host's link slow and lossy, both ways, from inside its namespace.
+    def slow(
+        self, host: str, delay: int = 200, jitter: int = 40, loss: int = 5, rate: str = "2mbit"
+    ) -> str:
+        """Make the host's link slow and lossy from inside its namespace; returns what was applied.
 
-        Delay: netem where the kernel has it, else (no sch_netem) a token bucket whose 2 Mbit/s
-        rate holds packets back. Loss: an nftables rule dropping ``loss`` % of the packets at
-        random, in and out (netem's loss needs netem too). Returns what was applied.
+        Its incoming packets wait ``delay`` ± ``jitter`` ms (tests/netem.py: this kernel has no
+        sch_netem, so no netem delay), leave at ``rate`` (a token bucket) and ``loss`` % of the
+        packets are dropped at random in and out (an nftables rule). Undone when the network
+        goes (the delay process stopped and its rule removed first).
         """
+        self.impairments.enter_context(delayed(self.ns(host), delay, jitter))
+        tbf = ["tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"]
         tc = ["ip", "netns", "exec", self.ns(host), "tc", "qdisc", "add", "dev", "eth0", "root"]
-        netem = subprocess.run([*tc, "netem", "delay", "200ms"], capture_output=True, check=False)
-        if netem.returncode == 0:
-            delay = "netem delay 200ms"
-        else:
-            tbf = ["tbf", "rate", "2mbit", "burst", "32kbit", "latency", "400ms"]
-            subprocess.run([*tc, *tbf], check=True, capture_output=True, timeout=20)
-            delay = "tbf rate 2mbit"
+        subprocess.run([*tc, *tbf], check=True, capture_output=True, timeout=20)
         drop = f"numgen random mod 100 < {loss} drop"
         rules = (
             "table inet fcloss {\n"
@@ -117,7 +121,10 @@ class Net:
             capture_output=True,
             timeout=20,
         )
-        return f"{delay}, nft drop {loss}% in and out"
+        return (
+            f"delay {delay} ms ± {jitter} ms in (NFQUEUE emulator), tbf rate {rate} out, "
+            f"nft drop {loss}% in and out"
+        )
 
 
 @contextlib.contextmanager
@@ -131,6 +138,8 @@ def network(hosts: list[str]) -> Iterator[Net]:
             net.add(host)
         yield net
     finally:
+        with contextlib.suppress(Exception):
+            net.impairments.close()
         for proc in reversed(net.procs):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -264,6 +273,110 @@ def test_reads_through_a_slow_lossy_worker_are_byte_exact(
     check(line, data, took)
 
 
+RTT = """
+import json, socket, sys, time
+addresses, port, rounds = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+out = {host: [] for host in addresses}
+for _ in range(rounds):
+    for host, address in addresses.items():
+        start = time.monotonic()
+        with socket.create_connection((address, port), timeout=10):
+            out[host].append((time.monotonic() - start) * 1000)
+print(json.dumps(out))
+"""
+WORKERS = ("w0", "w1", "w2")
+
+
+def connect_ms(net: Net, rounds: int = 21) -> dict[str, list[float]]:
+    """TCP connect times (ms) from the client to each worker's port, ``rounds`` each, interleaved:
+    one round trip, the SYN out and the worker's SYN-ACK back."""
+    addresses = json.dumps({w: net.hosts[w] for w in WORKERS})
+    proc = net.run("c", [sys.executable, "-c", RTT, addresses, str(PORT), str(rounds)], {})
+    assert proc.wait(120) == 0, proc.output
+    got: dict[str, list[float]] = json.loads(proc.lines[-1])
+    return got
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {host: round(statistics.median(ms), 2) for host, ms in samples.items()}
+
+
+SINK = """
+import hashlib, socket, sys
+def out_of_order():
+    with open("/proc/net/netstat") as f:
+        names, values = [line.split() for line in f][:2]
+    return int(values[names.index("TCPOFOQueue")])
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+before = out_of_order()
+print("listening", flush=True)
+conn, _ = server.accept()
+digest = hashlib.sha256()
+while chunk := conn.recv(1 << 16):
+    digest.update(chunk)
+print("got", digest.hexdigest(), out_of_order() - before, flush=True)
+"""
+SEND = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
+    s.sendall(open(sys.argv[3], "rb").read())
+"""
+
+
+def send_to(net: Net, host: str, blob: Path) -> tuple[str, int]:
+    """Send ``blob`` from the client to ``host`` on one TCP connection. Returns the sha256 of what
+    arrived and how many segments ``host``'s TCP took out of order."""
+    address, port = net.hosts[host], str(PORT + 1)
+    sink = net.run(host, [sys.executable, "-c", SINK, address, port], {})
+    sink.wait_for("listening", timeout=30)
+    sender = net.run("c", [sys.executable, "-c", SEND, address, port, str(blob)], {})
+    assert sender.wait(120) == 0, sender.output
+    _, digest, out_of_order = sink.wait_for("got ", timeout=60).split()
+    return digest, int(out_of_order)
+
+
+def test_delay_shows_in_the_round_trip_to_that_worker_only(
+    hosts: tuple[Net, Path, bytes, str],
+) -> None:
+    net, token_file = hosts[0], hosts[1]
+    delay, jitter = 150, 30
+    blob = token_file.parent / "blob"
+    blob.write_bytes(random.Random(5).randbytes(4 * 2**20))
+    before = connect_ms(net)
+    with delayed(net.ns("w1"), delay) as fixed:
+        steady = connect_ms(net)
+    with delayed(net.ns("w1"), delay, jitter) as jittered:
+        jumpy = connect_ms(net)
+        digest, out_of_order = send_to(net, "w1", blob)
+    after = connect_ms(net)
+    base, held, varied, back = medians(before), medians(steady), medians(jumpy), medians(after)
+    figures = f"medians (ms) before {base}, {delay} ms: {held}, {delay} ± {jitter} ms: {varied}, "
+    figures += f"after {back}"
+    # The SYN waits the delay: every connect to w1 takes at least that long, its median rose
+    # by at least the delay; with jitter, at least the delay less the jitter.
+    assert min(steady["w1"]) >= delay and held["w1"] - base["w1"] >= delay, figures
+    assert min(jumpy["w1"]) >= delay - jitter, figures
+    assert varied["w1"] - base["w1"] >= delay - jitter, figures
+    # Jitter never reorders a flow: 4 MiB on one connection arrive whole, none out of order.
+    assert digest == hashlib.sha256(blob.read_bytes()).hexdigest()
+    assert out_of_order == 0, f"{out_of_order} segments out of order"
+    # Only w1's link is delayed, and only while the emulator runs.
+    for other in ("w0", "w2"):
+        assert held[other] < base[other] + delay / 2, figures
+        assert varied[other] < base[other] + delay / 2, figures
+    assert back["w1"] < base["w1"] + delay / 2, figures
+    for proc in (fixed, jittered):
+        assert proc.popen.poll() is not None and proc.wait_for("passed ").split()[1] != "0"
+    rules = subprocess.run(
+        ["ip", "netns", "exec", net.ns("w1"), "iptables", "-S", "INPUT"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "NFQUEUE" not in rules.stdout, rules.stdout
+    print(figures)
+
+
 SERVED = """
 import asyncio, json, re, sys
 import aiohttp
@@ -296,18 +409,30 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
     hosts: tuple[Net, Path, bytes, str], scenario: Scenario
 ) -> None:
     net, token_file, data, url = hosts
-    scenario.title = "a slow, lossy link to one of three workers, every block on two of them"
+    scenario.title = (
+        "a slow, lossy link (delay, jitter, loss, low rate) to one of three workers, every block "
+        "on two of them"
+    )
     load = net.run(
         "c",
         [sys.executable, "-m", "fluidcache", "load", "--replicas", "2", "--master", url],
         {TOKEN_FILE_ENV: str(token_file)},
     )
     assert load.wait(60) == 0 and "Complete" in load.output, load.output
-    how = net.slow("w1")
+    start = served(net, url, token_file)
+    line, took = read(net, url, token_file)
+    check(line, data, took)
+    healthy = served(net, url, token_file)
+    unimpaired = {w: int(healthy[w] - start.get(w, 0.0)) for w in healthy}
+    delay, jitter = 200, 40
+    how = net.slow("w1", delay=delay, jitter=jitter, loss=5, rate="2mbit")
+    connect = medians(connect_ms(net, rounds=7))
+    # The delay is in force (a lost SYN or SYN-ACK only adds a retransmission's second).
+    assert connect["w1"] >= delay - jitter, connect
     scenario.injected = (
         f"`fluidcache load --replicas 2` of a {len(data)}-byte file (1 MiB blocks), then w1's "
-        f"link impaired inside its namespace: {how} (this kernel has no sch_netem); a client "
-        "in its own namespace reads the whole file"
+        f"link impaired inside its namespace: {how}; a client in its own namespace reads the "
+        "whole file"
     )
     before = served(net, url, token_file)
     line, took = read(net, url, token_file)
@@ -317,7 +442,11 @@ def test_slow_lossy_worker_with_replicas_is_routed_around(
     sent = {w: int(after[w] - before.get(w, 0.0)) for w in after}
     scenario.note(f"the read completed byte-exact in {took:.1f} s (sha256 matches the source)")
     scenario.note(f"bytes each worker sent the reader: {sent}")
+    scenario.note(f"the same read before w1's link was impaired: {unimpaired}")
+    scenario.figure("injected on w1's link", how)
+    scenario.figure("TCP connect medians while impaired (ms)", connect)
     scenario.figure("read time", f"{took:.1f} s")
+    scenario.figure("bytes from w1 in the same read before the impairment", unimpaired["w1"])
     scenario.figure("bytes from the slow worker w1", sent["w1"])
     scenario.figure("bytes from w0 and w2", sent["w0"] + sent["w2"])
     # Every block also lives on a healthy worker: the reader gets (nearly) all from those. The
