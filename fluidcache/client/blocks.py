@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from fluidcache.client.cache import BlockCache, FdCache, TtlCache
+from fluidcache.client.cache import BlockCache, FdCache, LocalFile, TtlCache
 from fluidcache.client.speeds import Speeds
 from fluidcache.common import errors
 from fluidcache.common.aio import SingleFlight, hedged
@@ -166,12 +166,12 @@ class BlockReader:
         self._workers: TtlCache[str, list[WorkerInfo]] = TtlCache(ttl, 1, clock)
         self._locations: TtlCache[str, list[str]] = TtlCache(ttl, 100_000, clock)
         # block id -> (path of its file on this node, address of the worker that holds it)
-        self._paths: TtlCache[str, tuple[str, str]] = TtlCache(ttl, 100_000, clock)
+        self._paths: TtlCache[str, LocalFile] = TtlCache(ttl, 100_000, clock)
         self.touches = Touches(self._touch, TOUCH_DELAY)
         self.buffer = BlockCache(buffer_bytes)
         self.fds = FdCache(1024, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
-        self._local_flight: SingleFlight[tuple[str, str] | None] = SingleFlight()
+        self._local_flight: SingleFlight[LocalFile | None] = SingleFlight()
 
     def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:
         return RpcClient(address, self._token, self._session(), headers=headers, ssl=self._ssl)
@@ -255,8 +255,8 @@ class BlockReader:
                 reply = await rpc.call(
                     BLOCKS_LOCAL, LocalBlocksRequest(ids[i : i + LOCATE_BATCH]), LocalBlocksReply
                 )
-                for block_id, path in reply.paths.items():
-                    self._paths.put(block_id, (path, address))
+                for block_id in reply.paths:
+                    self._learn_path(block_id, reply, address)
 
     async def open_file(self, uri: str, block_size: int, size_hint: int = -1) -> OpenReply:
         """Have a worker (this node's first) read the first block of file ``uri`` with the
@@ -272,7 +272,7 @@ class BlockReader:
         if opened.fetched:
             self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
         if opened.path and worker in local:
-            self._paths.put(ref.id, (opened.path, worker.address))
+            self._paths.put(ref.id, LocalFile(opened.path, worker.address, tuple(opened.stamp)))
         return opened
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
@@ -299,7 +299,7 @@ class BlockReader:
         return data[start : start + length]
 
     def _pread_local(
-        self, block_id: str, start: int, length: int, found: tuple[str, str] | None = None
+        self, block_id: str, start: int, length: int, found: LocalFile | None = None
     ) -> bytes | None:
         """Read this node's copy of a block when its file is known (or given), else None.
 
@@ -312,7 +312,7 @@ class BlockReader:
             found = found or self._paths.get(block_id)
             if found is None:
                 return None
-            fd = self.fds.open(block_id, *found)
+            fd = self.fds.open(block_id, found)
             if fd is None:
                 self._paths.pop(block_id)  # evicted since
                 return None
@@ -320,7 +320,7 @@ class BlockReader:
         self.touches.add(self.fds.owner(block_id), block_id, len(data))
         return data
 
-    async def _find_local(self, ref: BlockRef) -> tuple[str, str] | None:
+    async def _find_local(self, ref: BlockRef) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.
 
         A holder on this node is asked where its file is; a cold block whose placed worker is
@@ -363,14 +363,13 @@ class BlockReader:
             self._locations.put(ref.id, [placed.worker_id])
         return found
 
-    def _learn_path(
-        self, block_id: str, reply: LocalBlocksReply, address: str
-    ) -> tuple[str, str] | None:
+    def _learn_path(self, block_id: str, reply: LocalBlocksReply, address: str) -> LocalFile | None:
         path = reply.paths.get(block_id)
         if path is None:
             return None
-        self._paths.put(block_id, (path, address))
-        return path, address
+        found = LocalFile(path, address, tuple(reply.stamps.get(block_id, ())))
+        self._paths.put(block_id, found)
+        return found
 
     @property
     def _reader(self) -> dict[str, str]:

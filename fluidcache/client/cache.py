@@ -7,7 +7,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from fluidcache.common.blockid import file_checksum
 
@@ -80,6 +80,15 @@ class BlockCache:
         self.used = 0
 
 
+class LocalFile(NamedTuple):
+    """A block's file on this node: its path, the worker that holds it, and the (inode, size,
+    mtime ns) the worker last checked it at (empty when it has not)."""
+
+    path: str
+    owner: str
+    stamp: tuple[int, ...] = ()
+
+
 class FdCache:
     """Open read-only descriptors of block files (short-circuit reads), least recently used out.
 
@@ -119,17 +128,18 @@ class FdCache:
         entry = self._fds.get(block_id)
         return entry[2] if entry is not None else ""
 
-    def open(self, block_id: str, path: str, owner: str = "") -> int | None:
-        """Open and keep ``path`` (a file of worker ``owner``) for ``block_id``; None if the
-        file is gone already, or if its bytes do not match the checksum its name carries (a
-        block file damaged on disk is never read; the worker then refetches it)."""
+    def open(self, block_id: str, local: LocalFile) -> int | None:
+        """Open and keep ``local.path`` (a file of worker ``local.owner``) for ``block_id``;
+        None if the file is gone already, or if its bytes do not match the checksum its name
+        carries (a block file damaged on disk is never read; the worker then refetches it)."""
+        path, owner = local.path, local.owner
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
             s = os.fstat(fd)
-            if not self._verified_file(fd, path, s):
+            if not self._verified_file(fd, path, s, local.stamp):
                 log.warning("block file %s does not match its checksum; not reading it", path)
                 os.close(fd)
                 return None
@@ -146,11 +156,14 @@ class FdCache:
             os.close(stale)
         return fd
 
-    def _verified_file(self, fd: int, path: str, s: os.stat_result) -> bool:
+    def _verified_file(
+        self, fd: int, path: str, s: os.stat_result, stamp: tuple[int, ...] = ()
+    ) -> bool:
         """Whether the open file's bytes hash to the checksum after the dot in its name.
 
         Checked once per file as it is on disk (inode, size, mtime): a later open of the same
-        unchanged file costs nothing more.
+        unchanged file costs nothing more, nor does a file the worker checked (or wrote and
+        hashed) as it is now, by the ``stamp`` it gave.
         """
         digest = path.rpartition(".")[2]
         if len(digest) != 16 or "/" in digest:
@@ -159,7 +172,7 @@ class FdCache:
         if key in self._verified:
             self._verified.move_to_end(key)
             return True
-        if file_checksum(fd, s.st_size) != digest:
+        if stamp != key[1:] and file_checksum(fd, s.st_size) != digest:
             return False
         self._verified[key] = None
         while len(self._verified) > VERIFIED_KEPT:

@@ -550,6 +550,7 @@ class OpenReply(Message):
     version: str
     path: str = ""
     fetched: bool = False
+    stamp: list[int] = dataclasses.field(default_factory=list)  # as in LocalBlocksReply
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -559,6 +560,9 @@ class LocalBlocksReply(Message):
     paths: dict[str, str]
     # Blocks this answer fetched for the reader (the read of them counted as a miss already).
     fetched: list[str] = dataclasses.field(default_factory=list)
+    # Block id -> (inode, size, mtime ns) of its file when the worker last checked its bytes:
+    # a reader that finds the file so need not hash it again (any other stat: it hashes).
+    stamps: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -263,7 +263,8 @@ async def cache_block(request: web.Request) -> web.Response:
     if block is not None and request.query.get("pin") == "1":
         block.kept = True
     paths = {ref.id: str(block.path)} if block is not None else {}
-    return reply(LocalBlocksReply(paths, [ref.id] if fetched else []))
+    stamps = {ref.id: list(block.stamp)} if block is not None else {}
+    return reply(LocalBlocksReply(paths, [ref.id] if fetched else [], stamps))
 
 
 async def open_file(request: web.Request) -> web.Response:
@@ -275,7 +276,8 @@ async def open_file(request: web.Request) -> web.Response:
     ref = BlockRef(ask.uri, status.version, 0, ask.block_size, status.size)
     block, fetched = await _ensured(request, ref.id, ref.length, origin)
     path = str(block.path) if block is not None else ""
-    return reply(OpenReply(status.size, status.mtime, status.version, path, fetched))
+    stamp = list(block.stamp) if block is not None else []
+    return reply(OpenReply(status.size, status.mtime, status.version, path, fetched, stamp))
 
 
 async def _ensured(
@@ -302,12 +304,14 @@ async def local_blocks(request: web.Request) -> web.Response:
     """Where held block files are, for a client on this node (short-circuit reads)."""
     svc = request.app[SERVICE]
     ask = await read_message(request, LocalBlocksRequest)
-    paths = {}
+    paths: dict[str, str] = {}
+    stamps: dict[str, list[int]] = {}
     for block_id in ask.block_ids[:1024]:
         block = await svc.fetcher.lookup(block_id)
         if block is not None:
             paths[block_id] = str(block.path)  # hits are counted when reads are touched
-    return reply(LocalBlocksReply(paths))
+            stamps[block_id] = list(block.stamp)
+    return reply(LocalBlocksReply(paths, stamps=stamps))
 
 
 async def touch_blocks(request: web.Request) -> web.Response:

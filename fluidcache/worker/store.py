@@ -253,6 +253,8 @@ class BlockStore:
         return BlockWriter(self, block_id, size, index)
 
     def _adopt_written(self, block: Block) -> None:
+        with contextlib.suppress(OSError):
+            block.stamp = _stamp(block.path)  # its bytes were hashed as written: verified
         level = self.levels[block.level]
         self.blocks[block.id] = block
         level.lru[block.id] = block

@@ -173,3 +173,32 @@ async def test_a_block_touched_by_short_circuit_reads_outlives_colder_ones(tmp_p
     assert store.counters.evictions == 5
     assert bid(0) in store.blocks  # the hottest block stayed
     assert all(bid(i) not in store.blocks for i in range(1, 6))  # the coldest went instead
+
+
+async def test_a_written_block_is_stamped_so_its_first_lookup_reads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks received through a writer (the cold path, into a MEM mapping) were hashed as they
+    arrived: their stamp is the file as written, so verify() does not read the file again;
+    a file rewritten in place afterwards is checked and dropped."""
+    store = open_store(levels(tmp_path, 1024 * KIB))
+    data = payload(7)
+    writer = await store.writer(bid(7), len(data))
+    assert writer is not None
+    view = writer.mapped()
+    assert view is not None
+    view[:] = data
+    writer.filled(view)
+    block = await writer.commit()
+    assert block is not None
+    s = block.path.stat()
+    assert block.stamp == (s.st_ino, s.st_size, s.st_mtime_ns)
+    reads: list[Path] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: reads.append(p) or real(p))
+    assert await store.verify(block)
+    assert reads == []
+    flip_byte(block.path, 5)
+    reads.clear()
+    assert not await store.verify(block)
+    assert reads == [block.path]
