@@ -81,7 +81,7 @@ class ModelPrefetcher:
     def __init__(
         self,
         client: AsyncClient,
-        concurrency: int = 8,
+        concurrency: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
