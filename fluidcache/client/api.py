@@ -135,6 +135,7 @@ class AsyncClient:
         )
         self._background: set[asyncio.Task[None]] = set()
         self._seen: list[Seen] = []  # versions learnt at open, not yet told to the master
+        self._learnt: dict[int, FileInfo] = {}  # those files, by inode, until the master knows
         self._seen_task: asyncio.Future[None] | None = None
         self.readahead_blocks = readahead_blocks
         self._models = ModelPrefetcher(self) if model_prefetch else None
@@ -250,6 +251,9 @@ class AsyncClient:
         that the master checks it again if the dataset's TTL says so."""
         if info.is_dir or (info.version and self._checked.get(info.ino)):
             return info
+        learnt = self._learnt.get(info.ino)
+        if not info.version and learnt is not None:
+            return learnt  # opened here moments ago; the master is about to be told
         if not info.version and info.block_size > 0:
             opened = await self._open_at_worker(info)
             if opened is not None:
@@ -289,6 +293,7 @@ class AsyncClient:
         self._checked.put(info.ino, True)
         seen = Seen(await self._master_ino(info.ino), info.size, info.mtime, info.version)
         self._seen.append(seen)
+        self._learnt[info.ino] = info
         if self._seen_task is None:
             self._seen_task = asyncio.ensure_future(self._tell_seen(SEEN_DELAY))
         return info
@@ -300,9 +305,13 @@ class AsyncClient:
         finally:
             self._seen_task = None
         batch, self._seen = self._seen, []
+        told = [(ino, self._learnt[ino]) for ino in list(self._learnt)]
         if batch:
             with contextlib.suppress(errors.FluidcacheError):  # the master can check them again
                 await self._master.call(NS_SEEN, SeenRequest(batch), SeenReply)
+        for ino, info in told:
+            if self._learnt.get(ino) is info:  # not learnt again meanwhile
+                del self._learnt[ino]
 
     async def recheck(self, info: FileInfo) -> None:
         """A read found ``info``'s version gone from the source: have the master ask the source
