@@ -154,10 +154,13 @@ class ModelPrefetcher:
             self._take(info.block(index).length)
         header = json.loads(await self.client.pread(info, 8, header_len))
         indexes = tensor_blocks(header, header_len, info.block_size)
+        held: dict[str, list[str]] = {}
         with contextlib.suppress(errors.FluidcacheError):
             # Their holders in a few batched calls, not one call per block.
-            await self.client.blocks.locate([info.block(i) for i in indexes])
+            held = await self.client.blocks.locate([info.block(i) for i in indexes])
         for index in indexes:
+            if held.get(info.block(index).id):
+                continue  # cached already (a warm start): nothing to fetch, no room taken
             if index > last:
                 self._take(info.block(index).length)
             await self._slots.acquire()  # bounded: the next block waits for a free slot
