@@ -198,6 +198,21 @@ class AsyncClient:
             info.version,
             info.block_size,
         )
+        if not info.version and not info.is_dir:
+            # A listing that gives no version never hides one this client learnt at open: the
+            # file would be opened at a worker again (a source GET) for nothing. Reads carry the
+            # version, so one the source no longer has gives an error, never other bytes.
+            known = self._learnt.get(info.ino) or self._inodes.get_stale(info.ino)
+            if (
+                known is not None
+                and known.version
+                and (known.uri, known.size)
+                == (
+                    info.uri,
+                    info.size,
+                )
+            ):
+                info = dataclasses.replace(info, version=known.version, mtime=known.mtime)
         self._stats.put(info.path, info)
         self._inodes.put(info.ino, info)
         return info
