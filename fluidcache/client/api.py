@@ -203,15 +203,8 @@ class AsyncClient:
             # file would be opened at a worker again (a source GET) for nothing. Reads carry the
             # version, so one the source no longer has gives an error, never other bytes.
             known = self._learnt.get(info.ino) or self._inodes.get_stale(info.ino)
-            if (
-                known is not None
-                and known.version
-                and (known.uri, known.size)
-                == (
-                    info.uri,
-                    info.size,
-                )
-            ):
+            same = known is not None and (known.uri, known.size) == (info.uri, info.size)
+            if known is not None and same and known.version:
                 info = dataclasses.replace(info, version=known.version, mtime=known.mtime)
         self._stats.put(info.path, info)
         self._inodes.put(info.ino, info)
