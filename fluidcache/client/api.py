@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 MASTER_RETRY_WINDOW = 10.0
 """Seconds a namespace call keeps retrying a master that refuses connections (a restart)."""
 LIST_AFTER_MISSES = 2
-"""Lookups that miss the metadata cache in one directory before its first page is listed."""
+"""Lookups that miss the metadata cache in one directory before its pages are listed."""
+SPANS_KEPT = 64  # listed pages remembered per directory
 SEEN_DELAY = 0.5
 """Seconds versions learnt at open wait to be told to the master, in one batch."""
 
@@ -122,6 +123,8 @@ class AsyncClient:
         self._pages: TtlCache[tuple[int, str, int], ListReply] = TtlCache(meta_ttl, 1_000, clock)
         self._misses: TtlCache[int, int] = TtlCache(meta_ttl, 1_000, clock)  # lookups by dir
         self._listings: SingleFlight[ListReply] = SingleFlight()
+        # by directory: the name spans (after lo, up to hi; "": to the end) of pages listed
+        self._spans: TtlCache[int, list[tuple[str, str]]] = TtlCache(meta_ttl, 1_000, clock)
         self.blocks = BlockReader(
             lambda: self.session,
             lambda: self._master,
@@ -341,7 +344,7 @@ class AsyncClient:
         if known is not None:
             path = known.path.rstrip("/") + "/" + name
             hit = self._stats.get(path)
-            if hit is None and await self._listed(parent):
+            if hit is None and await self._listed(parent, name):
                 hit = self._stats.get(path)
             if hit is not None:
                 return hit
@@ -349,18 +352,23 @@ class AsyncClient:
         request = LookupRequest(await self._master_ino(parent), name)
         return await self._ask(NS_LOOKUP, request, stale)
 
-    async def _listed(self, parent: int) -> bool:
-        """Whether directory ``parent``'s first page was listed here, now or within the TTL,
-        once lookups in it miss again: one call for a directory's names (a cold epoch opens
-        every file of its directories) instead of one per name."""
+    async def _listed(self, parent: int, name: str) -> bool:
+        """Whether the page of directory ``parent`` where ``name`` would be was listed here, now
+        or within the TTL, once lookups in it keep missing: one call for the next thousand
+        names (a cold epoch opens every file of its directories) instead of one per name."""
         misses = (self._misses.get(parent) or 0) + 1
         self._misses.put(parent, misses)
         if misses < LIST_AFTER_MISSES:
             return False
+        spans = self._spans.get(parent) or []
+        if any(lo < name and (not hi or name <= hi) for lo, hi in spans):
+            return True  # listed already: not there (the master is asked, for a newer entry)
+        cursor = name[:-1]  # from just before the name: its page holds it if the directory does
         try:
-            await self._listings.do(parent, lambda: self.list_page(parent))
+            page = await self._listings.do((parent, cursor), lambda: self.list_page(parent, cursor))
         except errors.FluidcacheError:
             return False  # asked one by one instead
+        self._spans.put(parent, [*spans, (cursor, page.cursor)][-SPANS_KEPT:])
         return True
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:

@@ -14,12 +14,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from fluidcache.client import AsyncClient
 from fluidcache.common import errors
+from fluidcache.common.http import RpcClient
+from fluidcache.common.protocol import NS_LIST, NS_LOOKUP
 from tests.cluster import cluster
 
 MIB = 2**20
@@ -229,3 +232,36 @@ async def test_lookups_in_one_directory_are_answered_from_one_listing(tmp_path: 
                 # The other names come from that listing: no call to the (stopped) master.
                 for i in range(2, 5):
                     assert (await client.lookup(root.ino, f"f{i}.bin")).name == f"f{i}.bin"
+
+
+@pytest.mark.timeout(120)
+async def test_lookups_in_a_large_directory_list_a_page_per_thousand_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"s{i:05d}.bin" for i in range(2500)]
+    for n in names:
+        (src / n).write_bytes(n.encode())
+    with cluster(tmp_path / "c") as c:
+        c.start_master(f"local://{src}")
+        async with AsyncClient(c.master_url, c.token) as client:
+            root = await client.stat("/")
+            calls: collections.Counter[str] = collections.Counter()
+            call = RpcClient.call
+
+            async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
+                calls[path] += 1  # every call this client makes, made as it is
+                return await call(self, path, *args, **kwargs)
+
+            monkeypatch.setattr(RpcClient, "call", counted)
+            rest = names[1000:]
+            random.Random(3).shuffle(rest)
+            order = names[:1000] + rest  # sorted first, then scattered
+            for n in order:
+                assert (await client.lookup(root.ino, n)).name == n
+            with pytest.raises(errors.NotFound):
+                await client.lookup(root.ino, "s99999.bin")
+            # Names past the first thousand are answered from pages too, not one call each.
+            assert calls[NS_LOOKUP] <= 3, calls
+            assert calls[NS_LIST] <= 12, calls
