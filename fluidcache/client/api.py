@@ -171,7 +171,7 @@ class AsyncClient:
         if self._session is not None:
             await self._tell_seen(0)
             await self.blocks.flush()
-        self.blocks.close()
+        await self.blocks.close()
         if self._session is not None:
             await self._session.close()
         self._closed = True

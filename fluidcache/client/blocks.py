@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from ssl import SSLContext
 from urllib.parse import urlencode
 
@@ -27,7 +27,7 @@ import aiohttp
 from fluidcache.client.cache import BlockCache, FdCache, LocalFile, TtlCache
 from fluidcache.client.speeds import Speeds
 from fluidcache.common import errors
-from fluidcache.common.aio import SingleFlight, hedged
+from fluidcache.common.aio import Batcher, SingleFlight, hedged
 from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
 from fluidcache.common.protocol import (
     BLOCK,
@@ -36,6 +36,7 @@ from fluidcache.common.protocol import (
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
     FILE_OPEN,
+    MAX_OPENS,
     MAX_TOUCHES,
     READER_HEADER,
     WORKERS,
@@ -44,6 +45,8 @@ from fluidcache.common.protocol import (
     LocalBlocksRequest,
     LocationsReply,
     LocationsRequest,
+    OpenFilesReply,
+    OpenFilesRequest,
     OpenReply,
     OpenRequest,
     TouchReply,
@@ -60,6 +63,7 @@ FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descripto
 LOCATE_BATCH = 512
 TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
 MAX_CREDITS = 10_000
+OPENS_IN_FLIGHT = 2  # open calls under way to one worker; more opens wait and go in one call
 
 
 def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
@@ -172,6 +176,10 @@ class BlockReader:
         self.fds = FdCache(1024, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
         self._local_flight: SingleFlight[LocalFile | None] = SingleFlight()
+        # opens waiting for a worker go in one call (see Batcher), by its address
+        self._opens: Batcher[OpenRequest, OpenReply] = Batcher(
+            self._open_files, OPENS_IN_FLIGHT, MAX_OPENS
+        )
 
     def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:
         return RpcClient(address, self._token, self._session(), headers=headers, ssl=self._ssl)
@@ -184,7 +192,8 @@ class BlockReader:
         """Tell workers about short-circuit reads now (before the session closes)."""
         await self.touches.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self._opens.close()
         self.fds.close()
         self.buffer.clear()
         self._paths.clear()
@@ -265,8 +274,9 @@ class BlockReader:
         workers = await self.workers()
         local = [w for w in workers if w.node == self.node and self.short_circuit]
         worker = placement(uri, local or workers)[0]
-        rpc = self._rpc(worker.address, self._reader)
-        opened = await rpc.call(FILE_OPEN, OpenRequest(uri, block_size, size_hint), OpenReply)
+        opened = await self._opens.call(worker.address, OpenRequest(uri, block_size, size_hint))
+        if opened.error:
+            raise errors.from_wire(*opened.error[:2])
         ref = BlockRef(uri, opened.version, 0, block_size, opened.size)
         self._locations.put(ref.id, [worker.worker_id])
         if opened.fetched:
@@ -274,6 +284,12 @@ class BlockReader:
         if opened.path and worker in local:
             self._paths.put(ref.id, LocalFile(opened.path, worker.address, tuple(opened.stamp)))
         return opened
+
+    async def _open_files(
+        self, address: Hashable, files: list[OpenRequest]
+    ) -> list[OpenReply | BaseException]:
+        rpc = self._rpc(str(address), self._reader)
+        return list((await rpc.call(FILE_OPEN, OpenFilesRequest(files), OpenFilesReply)).files)
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])

@@ -1,4 +1,4 @@
-"""Small asyncio tools: single-flight, hedged requests."""
+"""Small asyncio tools: single-flight, batched calls, hedged requests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 class SingleFlight(Generic[T]):
@@ -32,6 +33,82 @@ class SingleFlight(Generic[T]):
             # The result is consumed by the waiters; never let an unread exception be logged.
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(fut)
+
+
+class Batcher(Generic[A, T]):
+    """Calls to one destination go out together when they have to wait anyway: while
+    ``in_flight`` batches for a key are under way, new calls queue, and the next batch takes
+    them (at most ``most``). Idle, a call goes out at once, alone: batching adds no delay.
+
+    ``send(key, items)`` returns one result or exception per item, in order; its own
+    exception fails every item of the batch.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Hashable, list[A]], Awaitable[list[T | BaseException]]],
+        in_flight: int,
+        most: int,
+    ) -> None:
+        self._send = send
+        self.in_flight, self.most = in_flight, most
+        self._waiting: dict[Hashable, list[tuple[A, asyncio.Future[T]]]] = {}
+        self._busy: dict[Hashable, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, key: Hashable, item: A) -> T:
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append((item, fut))
+        self._next(key)
+        return await fut
+
+    def _next(self, key: Hashable) -> None:
+        waiting = self._waiting.get(key)
+        if not waiting or self._busy.get(key, 0) >= self.in_flight:
+            return
+        batch, rest = waiting[: self.most], waiting[self.most :]
+        if rest:
+            self._waiting[key] = rest
+        else:
+            del self._waiting[key]
+        self._busy[key] = self._busy.get(key, 0) + 1
+        task = asyncio.ensure_future(self._run(key, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Hashable, batch: list[tuple[A, asyncio.Future[T]]]) -> None:
+        try:
+            results = await self._send(key, [item for item, _ in batch])
+            if len(results) != len(batch):
+                raise ValueError(f"{len(results)} results for a batch of {len(batch)}")
+        except asyncio.CancelledError:
+            for _, fut in batch:
+                fut.cancel()
+            raise
+        except Exception as e:
+            results = [e] * len(batch)
+        finally:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue  # its caller is gone
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+        self._next(key)
+
+    async def close(self) -> None:
+        """Cancel the batches under way and the calls waiting."""
+        for waiting in self._waiting.values():
+            for _, fut in waiting:
+                fut.cancel()
+        self._waiting.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def hedged(

@@ -47,6 +47,7 @@ FILE_OPEN = f"{API}/files/open"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 MAX_TOUCHES = 1024  # blocks in one TouchRequest
+MAX_OPENS = 64  # files in one OpenFilesRequest
 
 ROOT_INO = 1
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
@@ -526,8 +527,8 @@ class LocalBlocksRequest(Message):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OpenRequest(Message):
-    """Open a file listed without its version (POST to a worker, ``FILE_OPEN``): the worker
-    reads its first block from the source, whose answer tells the version as well (no
+    """Open a file listed without its version (one of an :class:`OpenFilesRequest`): the
+    worker reads its first block from the source, whose answer tells the version as well (no
     separate ``stat``), and keeps that block under the id this version gives it."""
 
     uri: str
@@ -551,6 +552,26 @@ class OpenReply(Message):
     path: str = ""
     fetched: bool = False
     stamp: list[int] = dataclasses.field(default_factory=list)  # as in LocalBlocksReply
+    error: list[str] = dataclasses.field(default_factory=list)  # [code, message]: not opened
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenFilesRequest(Message):
+    """Open files listed without their versions (POST to a worker, ``FILE_OPEN``): the opens
+    a client has waiting, in one call (at most :data:`MAX_OPENS`)."""
+
+    files: list[OpenRequest]
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.files) <= MAX_OPENS:
+            raise ValueError(f"files: {len(self.files)} files, 1 to {MAX_OPENS} a call")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenFilesReply(Message):
+    """One :class:`OpenReply` per file asked, in order (each may carry its own error)."""
+
+    files: list[OpenReply]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ from fluidcache.common.protocol import (
     BlocksFreeRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
+    OpenFilesReply,
+    OpenFilesRequest,
     OpenReply,
     OpenRequest,
     TouchReply,
@@ -267,17 +269,36 @@ async def cache_block(request: web.Request) -> web.Response:
     return reply(LocalBlocksReply(paths, [ref.id] if fetched else [], stamps))
 
 
-async def open_file(request: web.Request) -> web.Response:
-    """A file listed without its version, opened: its status and first block from one source
-    request, the block kept here (its path in the answer, for a same-node reader)."""
-    ask = await read_message(request, OpenRequest)
+async def open_files(request: web.Request) -> web.Response:
+    """Files listed without their versions, opened: each one's status and first block from
+    one source request, the block kept here (its path in the answer, for a same-node reader).
+    A file that cannot be opened has its error in its own answer; the others are opened."""
+    ask = await read_message(request, OpenFilesRequest)
+    answers = await asyncio.gather(
+        *(_open_file(request, f) for f in ask.files), return_exceptions=True
+    )
+    return reply(OpenFilesReply([_opened(a) for a in answers]))
+
+
+async def _open_file(request: web.Request, ask: OpenRequest) -> OpenReply:
     fetcher = request.app[SERVICE].fetcher
     status, origin = await fetcher.open(ask.uri, ask.block_size, ask.size_hint)
     ref = BlockRef(ask.uri, status.version, 0, ask.block_size, status.size)
     block, fetched = await _ensured(request, ref.id, ref.length, origin)
     path = str(block.path) if block is not None else ""
     stamp = list(block.stamp) if block is not None else []
-    return reply(OpenReply(status.size, status.mtime, status.version, path, fetched, stamp))
+    return OpenReply(status.size, status.mtime, status.version, path, fetched, stamp)
+
+
+def _opened(answer: OpenReply | BaseException) -> OpenReply:
+    if isinstance(answer, OpenReply):
+        return answer
+    if not isinstance(answer, Exception):
+        raise answer  # cancelled: the request goes with it
+    if not isinstance(answer, errors.FluidcacheError):
+        log.error("opening a file failed", exc_info=answer)
+        answer = errors.SourceError(f"internal error: {answer}")
+    return OpenReply(0, 0.0, "", error=[answer.code, answer.message])
 
 
 async def _ensured(
@@ -343,7 +364,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.cleanup_ctx.append(service_ctx)
     app.router.add_get(BLOCK, get_block)
     app.router.add_post(BLOCK_CACHE, cache_block)
-    app.router.add_post(FILE_OPEN, open_file)
+    app.router.add_post(FILE_OPEN, open_files)
     app.router.add_post(WORKER_STATS, stats)
     app.router.add_post(BLOCKS_LOCAL, local_blocks)
     app.router.add_post(BLOCKS_FREE, free_blocks)

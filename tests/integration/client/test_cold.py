@@ -22,7 +22,7 @@ from aiohttp import web
 from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
-from fluidcache.common.protocol import NS_LIST, NS_LOOKUP
+from fluidcache.common.protocol import FILE_OPEN, NS_LIST, NS_LOOKUP
 from tests.cluster import cluster
 
 MIB = 2**20
@@ -265,3 +265,39 @@ async def test_lookups_in_a_large_directory_list_a_page_per_thousand_names(
             # Names past the first thousand are answered from pages too, not one call each.
             assert calls[NS_LOOKUP] <= 3, calls
             assert calls[NS_LIST] <= 12, calls
+
+
+@pytest.mark.timeout(120)
+async def test_opens_waiting_for_a_worker_go_in_one_call_each_with_its_own_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving() as src:
+        for i in range(12):
+            src.put(f"f{i:02d}.bin", blob(40 + i, 1000 + i))
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url)
+            c.start_worker("w1")
+            async with AsyncClient(c.master_url, c.token) as client:
+                listed = {i: await client.stat(f"/f{i:02d}.bin") for i in range(12)}
+                assert not any(info.version for info in listed.values())
+                del src.files["f05.bin"]  # gone from the source after it was listed
+                calls: collections.Counter[str] = collections.Counter()
+                call = RpcClient.call
+
+                async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
+                    calls[path] += 1
+                    return await call(self, path, *args, **kwargs)
+
+                monkeypatch.setattr(RpcClient, "call", counted)
+
+                async def read(i: int) -> bytes:
+                    return await (await client.open(f"/f{i:02d}.bin")).read()
+
+                got = await asyncio.gather(*(read(i) for i in range(12)), return_exceptions=True)
+            # Twelve opens at once: two calls go out, the ten that waited go in the third.
+            assert calls[FILE_OPEN] <= 3, calls
+            assert isinstance(got[5], errors.NotFound), got[5]
+            for i, data in enumerate(got):
+                if i != 5:
+                    assert data == src.files[f"f{i:02d}.bin"], i
+            assert src.hits["HEAD f00.bin"] == 0  # the version came with the first block's GET

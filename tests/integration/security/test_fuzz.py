@@ -173,7 +173,7 @@ REQUESTS: dict[str, type] = {
     protocol.BLOCKS_FREE: protocol.BlocksFreeRequest,
     protocol.BLOCKS_TOUCH: protocol.TouchRequest,
     protocol.NS_SEEN: protocol.SeenRequest,
-    protocol.FILE_OPEN: protocol.OpenRequest,
+    protocol.FILE_OPEN: protocol.OpenFilesRequest,
 }
 NO_BODY = {protocol.WORKERS, protocol.REPORT, protocol.WORKER_STATS, protocol.BLOCK_CACHE}
 
