@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -57,6 +58,8 @@ from fluidcache.worker.sources import SourceMap
 from fluidcache.worker.store import Block, BlockStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+OPEN_ANSWER_WAIT = 3.0  # seconds a call opening files waits for the slowest of them
 
 REGISTER_TIMEOUT = 30.0
 OCTETS = "application/octet-stream"
@@ -85,7 +88,7 @@ class WorkerService:
             self.reporter.register,
             config.fetch_concurrency,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
@@ -102,10 +105,12 @@ class WorkerService:
         await self.reporter.register_with_retry(REGISTER_TIMEOUT)
         self.spawn(self.reporter.run())
 
-    def spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of this worker (cancelled at close, not with a request)."""
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -272,12 +277,14 @@ async def cache_block(request: web.Request) -> web.Response:
 async def open_files(request: web.Request) -> web.Response:
     """Files listed without their versions, opened: each one's status and first block from
     one source request, the block kept here (its path in the answer, for a same-node reader).
-    A file that cannot be opened has its error in its own answer; the others are opened."""
+    A file that cannot be opened has its error in its own answer; the others are opened. The
+    answer waits at most :data:`OPEN_ANSWER_WAIT` for the slowest: one still opening then
+    answers Unavailable (its reader asks the master instead) and is kept when it arrives."""
     ask = await read_message(request, OpenFilesRequest)
-    answers = await asyncio.gather(
-        *(_open_file(request, f) for f in ask.files), return_exceptions=True
-    )
-    return reply(OpenFilesReply([_opened(a) for a in answers]))
+    svc = request.app[SERVICE]
+    tasks = [svc.spawn(_open_file(request, f)) for f in ask.files]
+    await asyncio.wait(tasks, timeout=OPEN_ANSWER_WAIT)
+    return reply(OpenFilesReply([_opened(t) for t in tasks]))
 
 
 async def _open_file(request: web.Request, ask: OpenRequest) -> OpenReply:
@@ -290,15 +297,18 @@ async def _open_file(request: web.Request, ask: OpenRequest) -> OpenReply:
     return OpenReply(status.size, status.mtime, status.version, path, fetched, stamp)
 
 
-def _opened(answer: OpenReply | BaseException) -> OpenReply:
-    if isinstance(answer, OpenReply):
-        return answer
-    if not isinstance(answer, Exception):
-        raise answer  # cancelled: the request goes with it
-    if not isinstance(answer, errors.FluidcacheError):
-        log.error("opening a file failed", exc_info=answer)
-        answer = errors.SourceError(f"internal error: {answer}")
-    return OpenReply(0, 0.0, "", error=[answer.code, answer.message])
+def _opened(task: asyncio.Task[OpenReply]) -> OpenReply:
+    if not task.done():
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # told: Unavailable
+        late = errors.Unavailable(f"still opening after {OPEN_ANSWER_WAIT:.0f} s")
+        return OpenReply(0, 0.0, "", error=[late.code, late.message])
+    e = task.exception() if not task.cancelled() else errors.Unavailable("worker stopping")
+    if e is None:
+        return task.result()
+    if not isinstance(e, errors.FluidcacheError):
+        log.error("opening a file failed", exc_info=e)
+        e = errors.SourceError(f"internal error: {e}")
+    return OpenReply(0, 0.0, "", error=[e.code, e.message])
 
 
 async def _ensured(

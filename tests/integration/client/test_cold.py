@@ -40,6 +40,7 @@ class Source:
     inflight: int = 0
     peak: int = 0
     url: str = ""
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)  # GETs of a name wait for it
 
     def put(self, name: str, data: bytes) -> None:
         self.files[name] = data
@@ -83,6 +84,8 @@ class Source:
         self.inflight += 1
         self.peak = max(self.peak, self.inflight)
         try:
+            if name in self.gates:
+                await self.gates[name].wait()
             await asyncio.sleep(DELAY)
             return web.Response(status=status, body=data[start:stop], headers=headers)
         finally:
@@ -301,3 +304,36 @@ async def test_opens_waiting_for_a_worker_go_in_one_call_each_with_its_own_answe
                 if i != 5:
                     assert data == src.files[f"f{i:02d}.bin"], i
             assert src.hits["HEAD f00.bin"] == 0  # the version came with the first block's GET
+
+
+@pytest.mark.timeout(120)
+async def test_a_stalled_open_does_not_hold_the_opens_that_went_with_it(tmp_path: Path) -> None:
+    async with serving() as src:
+        for name in ("a.bin", "b.bin", "slow.bin", "fast.bin"):
+            src.put(name, blob(len(name) + ord(name[0]), 5000))
+        src.gates = {n: asyncio.Event() for n in ("a.bin", "b.bin", "slow.bin")}
+        with cluster(tmp_path / "c") as c:
+            c.start_master(src.url)
+            c.start_worker("w1")
+            async with AsyncClient(c.master_url, c.token) as client:
+                for name in src.files:
+                    await client.stat(f"/{name}")
+
+                async def read(name: str) -> bytes:
+                    return await (await client.open(f"/{name}")).read()
+
+                busy = [asyncio.ensure_future(read(n)) for n in ("a.bin", "b.bin")]
+                await asyncio.sleep(0.3)  # both calls to the worker under way: the next wait
+                slow = asyncio.ensure_future(read("slow.bin"))
+                fast = asyncio.ensure_future(read("fast.bin"))
+                await asyncio.sleep(0.1)
+                src.gates["a.bin"].set()
+                src.gates["b.bin"].set()  # slow.bin and fast.bin now go in one call
+                # fast.bin's answer comes without slow.bin's (whose source waits for it)
+                assert await fast == src.files["fast.bin"]
+                src.gates["slow.bin"].set()
+                assert await slow == src.files["slow.bin"]
+                assert await asyncio.gather(*busy) == [src.files["a.bin"], src.files["b.bin"]]
+            # Its late open, and the read that asked the master for its version instead (the
+            # version the open will find is only known from that open's answer)
+            assert src.hits["GET slow.bin"] <= 2, dict(src.hits)
