@@ -276,7 +276,7 @@ class BlockReader:
         worker = placement(uri, local or workers)[0]
         opened = await self._opens.call(worker.address, OpenRequest(uri, block_size, size_hint))
         if opened.error:
-            raise errors.from_wire(*opened.error[:2])
+            raise errors.from_wire(opened.error[0], " ".join(opened.error[1:]))
         ref = BlockRef(uri, opened.version, 0, block_size, opened.size)
         self._locations.put(ref.id, [worker.worker_id])
         if opened.fetched:
