@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm", action="store_true", help="with --fuse: read it again, warm")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
     ap.add_argument("--hub", action="store_true", help="FILE is a model directory: load it")
+    ap.add_argument(
+        "--conn", action="store_true", help="DIR behind the per-connection shaper (as bench's)"
+    )
     args = ap.parse_args(argv)
     if args.hub:
         return _hub(args)
@@ -104,7 +107,10 @@ def _epoch(args: argparse.Namespace) -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     for n in names:
         rd.read_file(args.file / n)
-    with nginx(args.file, args.work / "nginx") as url:
+    with (
+        nginx(args.file, args.work / "nginx") as raw,
+        _conn(raw, args) as url,
+    ):
         urls = [url + n for n in names]
         n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
         print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
@@ -147,6 +153,16 @@ def _hub(args: argparse.Namespace) -> int:
             print(f"cold model start through FUSE: {t:.1f} s ({n} bytes of tensors)")
     _print_profiles(args)
     return 0
+
+
+def _conn(url: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
+    """``url`` behind the per-connection shaper with ``--conn`` (50 MB/s per connection,
+    20 ms to the first byte, 1 GB/s in all: bench's object-store-like source), else as is."""
+    from bench.shaper import shaped
+
+    if not args.conn:
+        return contextlib.nullcontext(url)
+    return shaped(url, 1000e6, 0.020, args.work / "shaper.log", per_conn=50e6)
 
 
 def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:

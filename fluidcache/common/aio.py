@@ -38,7 +38,9 @@ class SingleFlight(Generic[T]):
 class Batcher(Generic[A, T]):
     """Calls to one destination go out together when they have to wait anyway: while
     ``in_flight`` batches for a key are under way, new calls queue, and the next batch takes
-    them (at most ``most``). Idle, a call goes out at once, alone: batching adds no delay.
+    them (at most ``most``). Idle, a call goes out at once, alone: batching adds no delay. A
+    call waits at most ``max_wait`` seconds: then what waits goes out even with ``in_flight``
+    batches under way (a slow destination does not hold the calls behind it).
 
     ``send(key, items)`` returns one result or exception per item, in order; its own
     exception fails every item of the batch.
@@ -49,10 +51,12 @@ class Batcher(Generic[A, T]):
         send: Callable[[Hashable, list[A]], Awaitable[list[T | BaseException]]],
         in_flight: int,
         most: int,
+        max_wait: float = 0.005,
     ) -> None:
         self._send = send
-        self.in_flight, self.most = in_flight, most
+        self.in_flight, self.most, self.max_wait = in_flight, most, max_wait
         self._waiting: dict[Hashable, list[tuple[A, asyncio.Future[T]]]] = {}
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._busy: dict[Hashable, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -60,12 +64,24 @@ class Batcher(Generic[A, T]):
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append((item, fut))
         self._next(key)
+        self._arm(key)
         return await fut
 
-    def _next(self, key: Hashable) -> None:
+    def _arm(self, key: Hashable) -> None:
+        """Send what waits for ``key`` after ``max_wait`` at the latest."""
+        if key in self._waiting and key not in self._timers:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(self.max_wait, self._next, key, True)
+
+    def _next(self, key: Hashable, late: bool = False) -> None:
+        if late:
+            self._timers.pop(key, None)
         waiting = self._waiting.get(key)
-        if not waiting or self._busy.get(key, 0) >= self.in_flight:
+        if not waiting or (self._busy.get(key, 0) >= self.in_flight and not late):
             return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
         batch, rest = waiting[: self.most], waiting[self.most :]
         if rest:
             self._waiting[key] = rest
@@ -75,6 +91,7 @@ class Batcher(Generic[A, T]):
         task = asyncio.ensure_future(self._run(key, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._arm(key)
 
     async def _run(self, key: Hashable, batch: list[tuple[A, asyncio.Future[T]]]) -> None:
         try:
@@ -102,6 +119,9 @@ class Batcher(Generic[A, T]):
 
     async def close(self) -> None:
         """Cancel the batches under way and the calls waiting."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for waiting in self._waiting.values():
             for _, fut in waiting:
                 fut.cancel()

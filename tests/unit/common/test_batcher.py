@@ -19,7 +19,7 @@ async def test_waiting_calls_go_out_together_each_with_its_own_result() -> None:
         await release.wait()
         return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
 
-    batcher: Batcher[int, int] = Batcher(send, in_flight=1, most=3)
+    batcher: Batcher[int, int] = Batcher(send, in_flight=1, most=3, max_wait=60)
     calls = [asyncio.ensure_future(batcher.call("w", i)) for i in range(6)]
     await asyncio.sleep(0.01)
     assert sent == [[0]]  # the first went out alone, at once; the rest wait for it
@@ -28,6 +28,26 @@ async def test_waiting_calls_go_out_together_each_with_its_own_result() -> None:
     assert sent == [[0], [1, 2, 3], [4, 5]]  # at most three a batch
     assert results[0::2] == [0, 20, 40]
     assert [str(e) for e in results[1::2]] == ["odd 1", "odd 3", "odd 5"]
+
+
+async def test_calls_wait_at_most_max_wait_for_a_slow_batch() -> None:
+    sent: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def send(key: Hashable, items: list[int]) -> list[int | BaseException]:
+        sent.append(items)
+        if items == [0]:
+            await release.wait()  # the first batch is slow
+        return items
+
+    batcher: Batcher[int, int] = Batcher(send, in_flight=1, most=8, max_wait=0.05)
+    first = asyncio.ensure_future(batcher.call("w", 0))
+    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(batcher.call("w", i)) for i in (1, 2)]
+    assert await asyncio.wait_for(asyncio.gather(*later), 5) == [1, 2]
+    assert sent == [[0], [1, 2]] and not first.done()  # they went together, without it
+    release.set()
+    assert await first == 0
 
 
 async def test_a_failed_batch_fails_its_calls_and_the_next_batch_still_goes() -> None:
