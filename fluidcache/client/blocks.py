@@ -64,6 +64,7 @@ LOCATE_BATCH = 512
 TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
 MAX_CREDITS = 10_000
 OPENS_IN_FLIGHT = 2  # open calls under way to one worker; more opens wait and go in one call
+OPEN_MAX_WAIT = 0.005  # seconds an open waits for those calls (a source's first byte can be slow)
 
 
 def placement(block_id: str, workers: list[WorkerInfo]) -> list[WorkerInfo]:
@@ -178,7 +179,7 @@ class BlockReader:
         self._local_flight: SingleFlight[LocalFile | None] = SingleFlight()
         # opens waiting for a worker go in one call (see Batcher), by its address
         self._opens: Batcher[OpenRequest, OpenReply] = Batcher(
-            self._open_files, OPENS_IN_FLIGHT, MAX_OPENS
+            self._open_files, OPENS_IN_FLIGHT, MAX_OPENS, OPEN_MAX_WAIT
         )
 
     def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:

@@ -51,7 +51,7 @@ class Batcher(Generic[A, T]):
         send: Callable[[Hashable, list[A]], Awaitable[list[T | BaseException]]],
         in_flight: int,
         most: int,
-        max_wait: float = 0.005,
+        max_wait: float,
     ) -> None:
         self._send = send
         self.in_flight, self.most, self.max_wait = in_flight, most, max_wait

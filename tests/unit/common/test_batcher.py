@@ -57,7 +57,7 @@ async def test_a_failed_batch_fails_its_calls_and_the_next_batch_still_goes() ->
             raise ConnectionError("worker gone")
         return [s.upper() for s in items]
 
-    batcher: Batcher[str, str] = Batcher(send, in_flight=1, most=2)
+    batcher: Batcher[str, str] = Batcher(send, in_flight=1, most=2, max_wait=60)
     first = asyncio.ensure_future(batcher.call("w", "bad"))
     second = asyncio.ensure_future(batcher.call("w", "ok"))
     other_key = asyncio.ensure_future(batcher.call("v", "fine"))
@@ -72,7 +72,7 @@ async def test_close_cancels_what_waits_and_what_is_under_way() -> None:
         await asyncio.sleep(60)
         return items
 
-    batcher: Batcher[int, int] = Batcher(send, in_flight=1, most=8)
+    batcher: Batcher[int, int] = Batcher(send, in_flight=1, most=8, max_wait=60)
     under_way = asyncio.ensure_future(batcher.call("w", 1))
     waiting = asyncio.ensure_future(batcher.call("w", 2))
     await asyncio.sleep(0.01)
