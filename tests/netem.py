@@ -6,7 +6,8 @@ libnetfilter_queue); it accepts each one DELAY ± JITTER ms (uniform) after it a
 before an earlier packet of the same flow (protocol, addresses, ports), so TCP sees no
 reordering. At most ``--limit`` packets are held: past that the kernel drops, as netem does past
 its limit; nothing else is dropped. It prints ``ready`` once bound, and on SIGTERM accepts every
-packet it still holds, prints its counts and exits.
+packet it still holds, prints its counts (packets passed, most held at once, and the kernel's
+drops: past the limit, and for want of room in the socket to us) and exits.
 
 ``delayed(ns, ...)`` starts it in namespace ``ns``, sends it the packets arriving on ``dev``
 and on the way out, whatever happened, removes the rule and stops the process. It delays what
@@ -93,7 +94,17 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     delayer = Delayer(loop, args.delay / 1000, args.jitter / 1000, args.seed)
     queue = NetfilterQueue()
-    queue.bind(args.queue, delayer.take, max_len=args.limit, mode=COPY_PACKET, range=HEADER)
+    # Room in the socket for the whole limit, each packet's message taking up to ~1 KiB: a
+    # burst while this process waits for a core is queued, not dropped.
+    sock_len = args.limit * 1024
+    queue.bind(
+        args.queue,
+        delayer.take,
+        max_len=args.limit,
+        mode=COPY_PACKET,
+        range=HEADER,
+        sock_len=sock_len,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -104,8 +115,18 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         loop.remove_reader(queue.get_fd())
         delayer.flush()
+        dropped = kernel_drops(args.queue)
         queue.unbind()
-        print(f"passed {delayer.passed} peak {delayer.peak}", flush=True)
+        print(f"passed {delayer.passed} peak {delayer.peak} dropped {dropped}", flush=True)
+
+
+def kernel_drops(queue: int) -> str:
+    """``queue_dropped user_dropped`` of ``queue`` in /proc/net/netfilter/nfnetlink_queue."""
+    for line in Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines():
+        fields = line.split()
+        if int(fields[0]) == queue:
+            return f"{fields[5]} {fields[6]}"
+    return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

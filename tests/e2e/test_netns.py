@@ -301,38 +301,53 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {host: round(statistics.median(ms), 2) for host, ms in samples.items()}
 
 
-SINK = """
-import hashlib, socket, sys
-def out_of_order():
-    with open("/proc/net/netstat") as f:
-        names, values = [line.split() for line in f][:2]
-    return int(values[names.index("TCPOFOQueue")])
+# struct tcp_info (linux/tcp.h): tcpi_total_retrans is the u32 at byte 100, tcpi_rcv_ooopack
+# (segments this socket took out of order) the u32 at byte 224.
+TCP_INFO = """
+import socket, struct
+def tcp_info(sock, offset):
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from("I", info, offset)[0]
+"""
+SINK = (
+    TCP_INFO
+    + """
+import hashlib, sys
 server = socket.create_server((sys.argv[1], int(sys.argv[2])))
-before = out_of_order()
 print("listening", flush=True)
 conn, _ = server.accept()
 digest = hashlib.sha256()
 while chunk := conn.recv(1 << 16):
     digest.update(chunk)
-print("got", digest.hexdigest(), out_of_order() - before, flush=True)
+print("got", digest.hexdigest(), tcp_info(conn, 224), flush=True)
+conn.close()
 """
-SEND = """
-import socket, sys
+)
+SEND = (
+    TCP_INFO
+    + """
+import sys
 with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
     s.sendall(open(sys.argv[3], "rb").read())
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)  # the sink's close: everything was acknowledged
+    print("retransmitted", tcp_info(s, 100), flush=True)
 """
+)
 
 
-def send_to(net: Net, host: str, blob: Path) -> tuple[str, int]:
+def send_to(net: Net, host: str, blob: Path) -> tuple[str, int, int]:
     """Send ``blob`` from the client to ``host`` on one TCP connection. Returns the sha256 of what
-    arrived and how many segments ``host``'s TCP took out of order."""
+    arrived, how many segments the receiving socket took out of order and how many the sender
+    retransmitted."""
     address, port = net.hosts[host], str(PORT + 1)
     sink = net.run(host, [sys.executable, "-c", SINK, address, port], {})
     sink.wait_for("listening", timeout=30)
     sender = net.run("c", [sys.executable, "-c", SEND, address, port, str(blob)], {})
     assert sender.wait(120) == 0, sender.output
     _, digest, out_of_order = sink.wait_for("got ", timeout=60).split()
-    return digest, int(out_of_order)
+    retransmitted = sender.wait_for("retransmitted ", timeout=10).split()[1]
+    return digest, int(out_of_order), int(retransmitted)
 
 
 def test_delay_shows_in_the_round_trip_to_that_worker_only(
@@ -347,7 +362,7 @@ def test_delay_shows_in_the_round_trip_to_that_worker_only(
         steady = connect_ms(net)
     with delayed(net.ns("w1"), delay, jitter) as jittered:
         jumpy = connect_ms(net)
-        digest, out_of_order = send_to(net, "w1", blob)
+        digest, out_of_order, retransmitted = send_to(net, "w1", blob)
     after = connect_ms(net)
     base, held, varied, back = medians(before), medians(steady), medians(jumpy), medians(after)
     figures = f"medians (ms) before {base}, {delay} ms: {held}, {delay} ± {jitter} ms: {varied}, "
@@ -357,9 +372,12 @@ def test_delay_shows_in_the_round_trip_to_that_worker_only(
     assert min(steady["w1"]) >= delay and held["w1"] - base["w1"] >= delay, figures
     assert min(jumpy["w1"]) >= delay - jitter, figures
     assert varied["w1"] - base["w1"] >= delay - jitter, figures
-    # Jitter never reorders a flow: 4 MiB on one connection arrive whole, none out of order.
+    # Jitter never reorders a flow: 4 MiB on one connection arrive whole, none out of order, and
+    # the delayer dropped nothing (a drop, refilled by a retransmission, also shows as disorder).
     assert digest == hashlib.sha256(blob.read_bytes()).hexdigest()
-    assert out_of_order == 0, f"{out_of_order} segments out of order"
+    counts = f"delayer: {jittered.wait_for('passed ')}; sender retransmitted {retransmitted}"
+    assert jittered.wait_for("passed ").endswith(" dropped 0 0"), counts
+    assert out_of_order == 0, f"{out_of_order} segments out of order; {counts}"
     # Only w1's link is delayed, and only while the emulator runs.
     for other in ("w0", "w2"):
         assert held[other] < base[other] + delay / 2, figures
