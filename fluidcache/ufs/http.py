@@ -38,6 +38,7 @@ import builtins
 import codecs
 import datetime
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -66,6 +67,7 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _READ_PIECE = 256 * 1024
+_PARSE_PIECE = 16 * 1024  # characters of an index page parsed between turns of the event loop
 _LIST_BATCH = 64
 
 
@@ -89,6 +91,11 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
+_PLAIN = re.compile(r"[\x00-\x20\x7f:?#\\]|/.")
+"""What a plain relative name has none of: a scheme, a query, a fragment, a slash but last,
+controls and spaces (which URL parsing drops or keeps by its own rules)."""
+
+
 def _child(dir_url: str, href: str) -> tuple[str, bool] | None:
     """``(name, is_dir)`` when ``href`` (relative to ``dir_url``) is a direct child, else None.
 
@@ -98,6 +105,16 @@ def _child(dir_url: str, href: str) -> tuple[str, bool] | None:
     href = href.strip()
     if not href or href.startswith(("?", "#")):
         return None
+    if _PLAIN.search(href):
+        return _linked_child(dir_url, href)
+    # A plain relative name (``a%20b``, ``dir/``), as index pages link their entries: what
+    # _linked_child finds, without parsing and joining URLs.
+    name = unquote(href.removesuffix("/"), errors="surrogateescape")
+    return _named(name, href.endswith("/"))
+
+
+def _linked_child(dir_url: str, href: str) -> tuple[str, bool] | None:
+    """:func:`_child` for any link: resolved against ``dir_url``, then compared with it."""
     try:
         target = urlsplit(urljoin(dir_url, href))
         base = urlsplit(dir_url)
@@ -117,6 +134,11 @@ def _child(dir_url: str, href: str) -> tuple[str, bool] | None:
         name, is_dir = rest[0], False
     else:
         return None
+    return _named(name, is_dir)
+
+
+def _named(name: str, is_dir: bool) -> tuple[str, bool] | None:
+    """``(name, is_dir)`` unless ``name`` cannot be an entry's."""
     if name in ("", ".", "..") or "\0" in name:
         return None
     return name, is_dir
@@ -141,6 +163,7 @@ class Listed:
     mtime: float = 0.0
 
 
+@functools.lru_cache(maxsize=4096)  # the entries of a page share few dates; strptime is slow
 def _listing_date(text: str) -> float:
     for fmt in _DATE_FORMATS:
         try:
@@ -543,24 +566,34 @@ class HttpUfs(UnderFileSystem):
                     raise errors.SourceError(
                         f"GET {url}: index page larger than {self.max_listing_bytes} bytes"
                     )
-                self._feed(parser, decoder, url, data)
+                text = self._decode(decoder, url, data)
+                for start in range(0, len(text), _PARSE_PIECE):
+                    if start:
+                        await asyncio.sleep(0)  # a big page never holds up the other requests
+                    self._feed(parser, url, text[start : start + _PARSE_PIECE])
                 if len(parser.entries) > _LIST_BATCH:
                     for entry in await self._entries(path, parser.take(), done):
                         yield entry
-            self._feed(parser, decoder, url, b"")
+            self._feed(parser, url, self._decode(decoder, url, b""), final=True)
         for entry in await self._entries(path, parser.take(final=True), done):
             yield entry
 
     @staticmethod
-    def _feed(
-        parser: IndexParser, decoder: codecs.IncrementalDecoder, url: str, data: bytes
-    ) -> None:
-        """Decode and parse the next piece of an index page (``b""`` ends it)."""
+    def _decode(decoder: codecs.IncrementalDecoder, url: str, data: bytes) -> str:
+        """The text of the next piece of an index page (``b""`` ends it)."""
         try:
-            parser.feed(decoder.decode(data, final=not data))
-            if not data:
+            return decoder.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            raise errors.SourceError(f"GET {url}: malformed index page ({e})") from None
+
+    @staticmethod
+    def _feed(parser: IndexParser, url: str, text: str, final: bool = False) -> None:
+        """Parse the next piece of an index page; ``final``: the last."""
+        try:
+            parser.feed(text)
+            if final:
                 parser.close()
-        except (UnicodeDecodeError, AssertionError, ValueError) as e:
+        except (AssertionError, ValueError) as e:
             raise errors.SourceError(f"GET {url}: malformed index page ({e})") from None
 
     async def _entries(

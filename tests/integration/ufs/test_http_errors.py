@@ -22,6 +22,7 @@ from fluidcache.ufs.http import HttpUfs
 from tests.integration.ufs.conftest import free_port
 
 BLOB = bytes(range(256)) * 40  # 10,240 bytes
+BIG_INDEX = 30_000  # entries of /big/, an nginx page with exact sizes: about 2 MB
 FAST = {"retries": "2", "backoff": "0.01", "backoff_max": "0.05", "timeout": "0.5"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -133,6 +134,15 @@ def make_app(faults: Faults) -> web.Application:
         assert request.transport is not None
         request.transport.close()  # the connection drops mid-body, once
         return resp
+
+    @route("/big/")
+    async def big_index(request: web.Request) -> web.StreamResponse:
+        rows = (
+            f'<a href="f{i:06}.bin">f{i:06}.bin</a>  02-Dec-2026 20:32  {i}'
+            for i in range(BIG_INDEX)
+        )
+        page = "<html><body><pre>\n" + "\n".join(rows) + "\n</pre></body></html>"
+        return web.Response(text=page, content_type="text/html")
 
     @route("/droplist/")
     async def droplist(request: web.Request) -> web.StreamResponse:
@@ -310,6 +320,30 @@ async def test_listing_dropped_midway_yields_each_entry_once(faults: Faults) -> 
     async with faults.ufs("droplist/") as ufs:
         assert await entries(ufs) == [f"f{i}" for i in range(20)]
     assert faults.hits["GET /droplist/"] == 2
+
+
+async def test_a_big_index_page_is_parsed_in_pieces_that_let_other_tasks_run(
+    faults: Faults,
+) -> None:
+    """A page of 100,000 entries takes seconds to parse: in one piece, every other request of
+    the master (opens, block locations) would wait that long."""
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    try:
+        async with faults.ufs("big/") as ufs, aclosing(ufs.list("")) as listed:
+            got = [(e.name, e.size) async for e in listed]
+    finally:
+        other.cancel()
+    assert got == [(f"f{i:06}.bin", i) for i in range(BIG_INDEX)]
+    page_bytes = BIG_INDEX * 50
+    assert turns >= page_bytes // (32 * 1024), turns  # a turn at least every 32 KiB parsed
 
 
 async def test_refused_connection(faults: Faults) -> None:

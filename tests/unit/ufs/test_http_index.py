@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluidcache.common import errors
-from fluidcache.ufs.http import HttpUfs, parse_index, parse_json_index, parse_listing
+from fluidcache.ufs.http import (
+    HttpUfs,
+    _child,
+    _linked_child,
+    parse_index,
+    parse_json_index,
+    parse_listing,
+)
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -142,3 +151,17 @@ def test_nginx_json_index() -> None:
     assert entries[0].mtime == 1764662700.0
     with pytest.raises(errors.SourceError):
         parse_json_index("http://h/data/", b'{"files": []}')
+
+
+@settings(max_examples=1000)
+@given(
+    href=st.text(st.sampled_from("ab.%2F0/:?#\\ \x00\t\x7fé"), min_size=1, max_size=12),
+    dir_url=st.sampled_from(
+        ["http://h/", "http://h/data/", "http://h:8080/a%20b/c/", "http://h/x"]
+    ),
+)
+def test_plain_names_are_read_as_the_links_they_are(href: str, dir_url: str) -> None:
+    """The shortcut for plain relative names finds what resolving the link finds."""
+    link = href.strip()
+    if link and not link.startswith(("?", "#")):  # not links to entries, whatever they are
+        assert _child(dir_url, href) == _linked_child(dir_url, link)
