@@ -750,7 +750,8 @@ def parser() -> argparse.ArgumentParser:
             "MEM level (--mem-quota) and an SSD level under --ssd-dir (default DATA_DIR/ssd, "
             "removed at exit with a temporary DATA_DIR) sized, unless --ssd-quota says, at half "
             "the free space of that file system split across the workers, at most 100Gi each. "
-            "Once up, the dataset is listed and up says whether it fits the cache capacity."
+            "Once up, the dataset is listed (in the background; not with --no-listing) and up says "
+            "whether it fits the cache capacity."
         ),
     )
     u.add_argument(
@@ -797,6 +798,12 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="re-list a directory from its source once its listing is this old, in seconds "
         "(default 0: never, for immutable datasets)",
+    )
+    u.add_argument(
+        "--no-listing",
+        action="store_true",
+        help="do not list the whole dataset once up to say whether it fits the cache; "
+        "directories are then listed when first used (for a dataset of millions of files)",
     )
     _source_options(u)
     _log_format(u)

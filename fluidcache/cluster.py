@@ -200,6 +200,7 @@ class LocalCluster:
     block_size: str = "4Mi"
     dataset: str = "default"
     ttl: float = 0.0
+    list_at_start: bool = True  # list the whole dataset once up, to say whether it fits
     log_format: str = "text"
     host: str = "127.0.0.1"
     upfile: UpSpec | None = (
@@ -232,6 +233,7 @@ class LocalCluster:
             block_size=args.block_size,
             dataset=args.dataset,
             ttl=args.ttl,
+            list_at_start=not args.no_listing,
             log_format=args.log_format,
         )
 
@@ -251,6 +253,7 @@ class LocalCluster:
             block_size=args.block_size,
             dataset=spec.dataset.meta.name,
             ttl=args.ttl,
+            list_at_start=not args.no_listing,
             log_format=args.log_format,
             upfile=spec,
             secrets_dir=Path(args.secrets_dir).absolute() if args.secrets_dir else None,
@@ -299,7 +302,8 @@ class LocalCluster:
             print(f"cache: {self._sizing()}", flush=True)
             print(f"mounted: {self.mountpoint}", flush=True)
             print("fluidcache is up; Ctrl-C (SIGINT) or SIGTERM stops it", flush=True)
-            threading.Thread(target=self._check_capacity, daemon=True).start()
+            if self.list_at_start:
+                threading.Thread(target=self._check_capacity, daemon=True).start()
             return self._watch()
         except _Stop:
             return 0

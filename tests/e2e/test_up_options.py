@@ -156,6 +156,25 @@ def test_default_up_has_an_ssd_level_removed_with_its_temporary_dir(tmp_path: Pa
     assert not ssd.exists(), "the temporary SSD level outlived up"
 
 
+def test_up_with_no_listing_lists_directories_only_when_used(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_dataset(src, big=2 * 2**20, small=6, seed=5)
+    mnt, data = tmp_path / "mnt", tmp_path / "cluster"
+    mnt.mkdir()
+    argv = ["--mountpoint", str(mnt), "--data-dir", str(data), "--workers", "1", "--no-listing"]
+    up = fluidcache("up", f"local://{src}", *argv)
+    with running(up, mnt):
+        master = up.wait_for("master:").split()[-1]
+        up.wait_for("mounted:")
+        assert (mnt / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+        with pytest.raises(AssertionError):
+            up.wait_for("dataset", timeout=5)  # without --no-listing: within a second
+        token = (data / "token").read_text().strip()
+        # Only the root was listed: its two files, none of the six under imgs/.
+        assert asyncio.run(report(master, token)).file_count == 2
+    nothing_left(data)
+
+
 def test_up_says_when_the_dataset_exceeds_the_cache(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_dataset(src, big=12 * 2**20, small=3, seed=4)
