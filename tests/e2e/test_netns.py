@@ -375,8 +375,9 @@ def test_delay_shows_in_the_round_trip_to_that_worker_only(
     # Jitter never reorders a flow: 4 MiB on one connection arrive whole, none out of order, and
     # the delayer dropped nothing (a drop, refilled by a retransmission, also shows as disorder).
     assert digest == hashlib.sha256(blob.read_bytes()).hexdigest()
-    counts = f"delayer: {jittered.wait_for('passed ')}; sender retransmitted {retransmitted}"
-    assert jittered.wait_for("passed ").endswith(" dropped 0 0"), counts
+    delayer = jittered.wait_for("passed ")
+    counts = f"delayer: {delayer}; sender retransmitted {retransmitted}"
+    assert delayer.endswith(" dropped 0 0"), counts
     assert out_of_order == 0, f"{out_of_order} segments out of order; {counts}"
     # Only w1's link is delayed, and only while the emulator runs.
     for other in ("w0", "w2"):
