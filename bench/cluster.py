@@ -125,12 +125,25 @@ def up(
             for i in range(workers)
         }
         yield Cluster(master, token, mnt, addresses, proc)
+    except Exception as e:
+        e.add_note(_log_tails(root.name, [root / "up.log", *sorted((data / "logs").glob("*.log"))]))
+        raise
     finally:
         proc.stop(signal.SIGINT, timeout=30)
         unmount(mnt)
         with contextlib.suppress(OSError):
             shutil.copy(root / "up.log", root.parent / f"{root.name}.log")
         shutil.rmtree(data / "master", ignore_errors=True)
+
+
+def _log_tails(cluster: str, logs: list[Path], lines: int = 15) -> str:
+    """The last lines of each of a failed cluster's logs, for the scenario's error."""
+    out = [f"cluster {cluster}: the end of its logs"]
+    for log in logs:
+        with contextlib.suppress(OSError):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out += [f"--- {log.name}", *tail]
+    return "\n".join(out)
 
 
 class Manual:

@@ -133,7 +133,7 @@ def terminal_summary(results: list[Result]) -> str:
 def scenario_markdown(r: Result, plots: list[str]) -> str:
     out = [f"## {r.title}", ""]
     if r.error:
-        out += ["**This scenario failed:**", "", "```", r.error.strip()[-3000:], "```", ""]
+        out += ["**This scenario failed:**", "", "```", r.error.strip()[-8000:], "```", ""]
     if r.params:
         out.append("Parameters: " + ", ".join(f"`{k}={v}`" for k, v in r.params.items()))
         out.append("")

@@ -57,7 +57,7 @@ from fluidcache.common.protocol import (
 
 log = logging.getLogger(__name__)
 
-READ_ATTEMPTS = 3
+READ_ATTEMPTS = 5  # over 0.1+0.3+0.9+2.7 s of pauses: a worker's restart takes about 1 s
 HEDGES = 2  # block requests at once to the holders of one block, at most
 FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descriptors, at most
 LOCATE_BATCH = 512

@@ -20,6 +20,15 @@ from bench.scenarios import NAMES
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _errors(out: Path) -> str:
+    """The failed scenarios' errors (their tracebacks and the end of their clusters' logs)."""
+    try:
+        scenarios = json.loads((out / "results.json").read_text())["scenarios"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return "".join(f"\n{name}: {s['error']}" for name, s in scenarios.items() if s["error"])
+
+
 @pytest.mark.timeout(420)
 def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -27,7 +36,7 @@ def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None
         [sys.executable, "-m", "bench", "--quick", "--workdir", str(workdir), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + _errors(out)
     doc = json.loads((out / "results.json").read_text())
     assert doc["params"]["sizes"]["mode"] == "quick"
     assert doc["machine"]["cores"] and doc["versions"]["fluidcache"]
