@@ -5,7 +5,7 @@ It makes the data sets (kept between runs under ``--workdir``), starts the sourc
 scenario — each one runs its baselines and fluidcache in the same run, alternating, ``reps``
 times — stops everything, and writes ``bench/results/<timestamp>/`` with ``results.json``,
 ``report.md`` and PNG plots, then prints a summary. ``--quick`` shrinks the sizes (every scenario
-still runs) for a CI smoke run of under 3 minutes.
+still runs) for a CI smoke run of 5-7 minutes on 2 cores.
 """
 
 from __future__ import annotations
