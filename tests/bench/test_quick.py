@@ -18,6 +18,8 @@ from bench.results import BASELINES
 from bench.scenarios import NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
+GUARD = 720.0  # seconds: a hang guard; the run takes 320-410 s on 2 cores
+STOP_GRACE = 120.0  # seconds the bench gets to stop what it started once told to
 
 
 def _errors(out: Path) -> str:
@@ -29,13 +31,31 @@ def _errors(out: Path) -> str:
     return "".join(f"\n{name}: {s['error']}" for name, s in scenarios.items() if s["error"])
 
 
-@pytest.mark.timeout(780)  # a hang guard: the run takes 320-410 s on 2 cores
+def run_bench(argv: list[str], guard: float = GUARD) -> subprocess.CompletedProcess[str]:
+    """Run the bench; past ``guard`` seconds, SIGTERM it (it then stops its clusters, mounts and
+    sources and writes what it measured) and fail: nothing it started outlives the test."""
+    with subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as p:
+        try:
+            out, err = p.communicate(timeout=guard)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                out, err = p.communicate(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            pytest.fail(f"still running after {guard:.0f} s, stopped:\n{out[-4000:]}{err[-4000:]}")
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
+@pytest.mark.timeout(GUARD + STOP_GRACE + 60)
 def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--workdir", str(workdir), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=720, check=False,
-    )  # fmt: skip
+    proc = run_bench(
+        [sys.executable, "-m", "bench", "--quick", "--workdir", str(workdir), "--out", str(out)]
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + _errors(out)
     doc = json.loads((out / "results.json").read_text())
     assert doc["params"]["sizes"]["mode"] == "quick"
