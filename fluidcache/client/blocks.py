@@ -438,6 +438,8 @@ class BlockReader:
         last: errors.FluidcacheError = errors.Unavailable("no worker answered")
         for attempt in range(READ_ATTEMPTS):
             refresh = attempt > 0
+            if refresh:  # no pause after the last attempt: its error is reported at once
+                await asyncio.sleep(0.1 * 3 ** (attempt - 1))
             workers = await self.workers(refresh)
             holders = set(await self._holders(ref, refresh))
             ordered = placement(ref.id, workers)
@@ -453,7 +455,6 @@ class BlockReader:
                 )
             except errors.Unavailable as e:
                 last = e
-            await asyncio.sleep(0.1 * (3**attempt))
         raise last
 
     async def _timed_get(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
