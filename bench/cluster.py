@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.procs import Proc, unmount
+from fluidcache.cluster import log_tail
 from fluidcache.common.config import TOKEN_FILE_ENV, write_token
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -136,13 +137,10 @@ def up(
         shutil.rmtree(data / "master", ignore_errors=True)
 
 
-def _log_tails(cluster: str, logs: list[Path], lines: int = 15) -> str:
+def _log_tails(cluster: str, logs: list[Path]) -> str:
     """The last lines of each of a failed cluster's logs, for the scenario's error."""
     out = [f"cluster {cluster}: the end of its logs"]
-    for log in logs:
-        with contextlib.suppress(OSError):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            out += [f"--- {log.name}", *tail]
+    out += [f"--- {log.name}\n{log_tail(log)}" for log in logs]
     return "\n".join(out)
 
 

@@ -144,6 +144,14 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
+def log_tail(log: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file ("" if it cannot be read)."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def _pin_port(child: Child) -> None:
     """Make a restart of ``child`` listen where it listened (clients and workers keep its
     URL): its ``--port`` becomes the port it was given."""
@@ -177,10 +185,7 @@ class Child:
     restarts: deque[float] = field(default_factory=deque)  # monotonic times, in the window
 
     def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log, lines)
 
 
 @dataclass

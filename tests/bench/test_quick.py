@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from bench.results import BASELINES
 from bench.scenarios import NAMES
+from tests.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[2]
 GUARD = 720.0  # seconds: a hang guard; the run takes 320-410 s on 2 cores
@@ -31,32 +33,26 @@ def _errors(out: Path) -> str:
     return "".join(f"\n{name}: {s['error']}" for name, s in scenarios.items() if s["error"])
 
 
-def run_bench(argv: list[str], guard: float = GUARD) -> subprocess.CompletedProcess[str]:
-    """Run the bench; past ``guard`` seconds, SIGTERM it (it then stops its clusters, mounts and
-    sources and writes what it measured) and fail: nothing it started outlives the test."""
-    with subprocess.Popen(
-        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as p:
-        try:
-            out, err = p.communicate(timeout=guard)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            try:
-                out, err = p.communicate(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-            pytest.fail(f"still running after {guard:.0f} s, stopped:\n{out[-4000:]}{err[-4000:]}")
-    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+def run_bench(argv: list[str]) -> tuple[int, str]:
+    """Run the bench: its exit code and output. Past :data:`GUARD` it gets SIGTERM (it then stops
+    its clusters, mounts and sources) and the test fails: nothing it started outlives the test."""
+    proc = Proc(argv, cwd=ROOT)
+    try:
+        return proc.wait(GUARD), proc.output
+    except subprocess.TimeoutExpired:
+        proc.stop(signal.SIGTERM, STOP_GRACE)
+        pytest.fail(f"still running after {GUARD:.0f} s, stopped:\n{proc.output[-8000:]}")
+    finally:
+        proc.stop()
 
 
 @pytest.mark.timeout(GUARD + STOP_GRACE + 60)
 def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    proc = run_bench(
+    code, output = run_bench(
         [sys.executable, "-m", "bench", "--quick", "--workdir", str(workdir), "--out", str(out)]
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + _errors(out)
+    assert code == 0, output[-8000:] + _errors(out)
     doc = json.loads((out / "results.json").read_text())
     assert doc["params"]["sizes"]["mode"] == "quick"
     assert doc["machine"]["cores"] and doc["versions"]["fluidcache"]
@@ -79,4 +75,4 @@ def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None
         assert p.stat().st_size > 5000
         assert f"]({p.name})" in report
     assert "## Summary" in report and "## Machine" in report
-    assert "wall time" in proc.stdout
+    assert "wall time" in output
