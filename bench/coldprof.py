@@ -2,14 +2,17 @@
 
 A DIR is a cold epoch instead: every file in it read once, by 16 readers (``--readers``). With
 ``--hub``, DIR is a safetensors model (scenario 4's): published as ``hf://bench/model`` the way
-the hub scenario does (olah behind nginx redirecting to ranged files, shaped to 200 MB/s and
-+5 ms), and loaded cold through the mount: a model cold start.
+the hub scenario does (olah behind nginx redirecting to ranged files, behind the
+per-connection shaper of ``--conn``), and loaded cold through the mount: a model cold start.
 
-Serves FILE's directory with an unshaped nginx on loopback, starts ``fluidcache up`` over it,
-reads FILE cold once through the client library (or the FUSE mount with ``--fuse``) and prints
-MB/s beside nginx read directly. With ``--profile DIR``, ``py-spy record`` samples every
-fluidcache process (and, for the client library, the reader) during the cold read and writes
-collapsed stacks there; ``--top N`` prints the heaviest frames of each.
+Serves FILE's directory with an unshaped nginx on loopback (with ``--conn``: behind bench's
+per-connection shaper, and also read directly with ``--readers`` ranged streams), starts
+``fluidcache up`` over it, reads FILE cold once through the client library (or the FUSE mount
+with ``--fuse``) and prints MB/s beside nginx read directly, the CPU seconds of each process
+and how busy the machine's CPUs were (and how much the hypervisor took). With ``--profile
+DIR``, ``py-spy record`` samples every fluidcache process (and, for the client library, the
+reader) during the cold read and writes collapsed stacks there; ``--top N`` prints the
+heaviest frames of each.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from bench import cluster
 from bench import readers as rd
+from bench.config import Shaping
 from bench.sources import nginx
 
 
@@ -64,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
     ap.add_argument("--hub", action="store_true", help="FILE is a model directory: load it")
     ap.add_argument(
-        "--conn", action="store_true", help="DIR behind the per-connection shaper (as bench's)"
+        "--conn",
+        action="store_true",
+        help="the source behind the per-connection shaper (as bench's); a FILE is then also "
+        "read directly with --readers ranged streams",
     )
     args = ap.parse_args(argv)
     if args.hub:
@@ -75,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     name = args.file.name
     shutil.rmtree(args.work, ignore_errors=True)
     rd.read_file(args.file)  # nginx serves from the page cache: the cache's own path is measured
-    with nginx(args.file.parent, args.work / "nginx") as url:
+    with nginx(args.file.parent, args.work / "nginx") as raw, _conn(raw, args) as url:
         n, t = asyncio.run(rd.atimed(rd.http_read([url + name])))
         print(f"nginx directly: {n / t / 1e6:.0f} MB/s")
+        if args.conn:
+            streams = rd.http_parallel([(url + name, size)], args.readers)
+            n, t = asyncio.run(rd.atimed(streams))
+            print(f"nginx directly, {args.readers} ranged streams: {n / t / 1e6:.0f} MB/s")
         with _cluster(args, url, size) as c, _watched(c, args) as spies:
             assert c.mountpoint is not None
             if args.fuse:
@@ -126,15 +137,15 @@ def _epoch(args: argparse.Namespace) -> int:
 def _hub(args: argparse.Namespace) -> int:
     """A cold start of the safetensors model in directory ``args.file`` from a shaped Hub."""
     from bench.scenarios.hub import REPO, hub
-    from bench.shaper import shaped
 
+    args.conn = True  # the hub scenario's source: bench's per-connection model of a CDN
     index = json.loads((args.file / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     size = sum((args.file / s).stat().st_size for s in shards)
     shutil.rmtree(args.work, ignore_errors=True)
     with (
         hub(args.file, args.work / "hub") as raw,
-        shaped(raw, 200e6, 0.005, args.work / "shaper.log") as url,
+        _conn(raw, args) as url,
     ):
         env = {"HF_ENDPOINT": url, "HF_HOME": str(args.work / "hf"), "HF_HUB_DISABLE_XET": "1"}
         quota = 2 * size // 2**20 + 64
@@ -162,7 +173,9 @@ def _conn(url: str, args: argparse.Namespace) -> contextlib.AbstractContextManag
 
     if not args.conn:
         return contextlib.nullcontext(url)
-    return shaped(url, 1000e6, 0.020, args.work / "shaper.log", per_conn=50e6)
+    c = Shaping()
+    log = args.work / "shaper.log"
+    return shaped(url, c.conn_aggregate, c.conn_latency, log, per_conn=c.conn_bandwidth)
 
 
 def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:
@@ -173,10 +186,12 @@ def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:
 @contextlib.contextmanager
 def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]]:
     """py-spy on every process of the cluster (with ``--profile``) while the block runs, and
-    the CPU seconds each spent, printed after it."""
+    the CPU seconds each process of the run spent (cluster, sources, shaper, readers), printed
+    after it."""
     assert c.proc is not None
     pid = c.proc.popen.pid
-    before = cpu_seconds(pid)
+    before = cpu_seconds(os.getpid())
+    busy_before = _machine_busy()
     spies = []
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -184,8 +199,14 @@ def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]
     try:
         yield spies
     finally:
-        used = {k: v - before.get(k, 0.0) for k, v in cpu_seconds(pid).items()}
+        used = {k: v - before.get(k, 0.0) for k, v in cpu_seconds(os.getpid()).items()}
         print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(used.items())))
+        busy, steal, total = (a - b for a, b in zip(_machine_busy(), busy_before, strict=True))
+        total = max(total, 1)
+        print(
+            f"machine: {os.cpu_count()} CPUs {busy / total:.0%} busy, "
+            f"{steal / total:.0%} taken by the hypervisor (steal), meanwhile"
+        )
         for spy in spies:
             spy.send_signal(2)
             spy.wait(30)
@@ -197,8 +218,18 @@ def _print_profiles(args: argparse.Namespace) -> None:
             print("\n".join(top_frames(f, args.top)))
 
 
+def _machine_busy() -> tuple[int, int, int]:
+    """The machine's busy, stolen and total CPU ticks so far (``/proc/stat``: user, nice,
+    system, idle, iowait, irq, softirq, steal; guest time is inside user already)."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line.split()[1:9])
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + steal + idle + iowait
+
+
 def cpu_seconds(root: int) -> dict[str, float]:
-    """CPU seconds (user + system) of ``root`` and every process under it, by command."""
+    """CPU seconds (user + system) of ``root`` and every process under it, by what it is;
+    ``root``'s own count takes in its children that exited and were waited for."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     stack = [root]
@@ -211,12 +242,23 @@ def cpu_seconds(root: int) -> dict[str, float]:
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
             continue
-        words = [w.decode() for w in cmd if w]
-        name = " ".join(words[2:4]) if len(words) > 3 else " ".join(words[:2])
-        if "worker" in words:
-            name = "worker " + words[words.index("--id") + 1]
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        ticks = sum(int(f) for f in fields[11 : 15 if pid == root else 13])
+        name = "readers (this process)" if pid == root else _what(cmd)
+        out[name] = out.get(name, 0.0) + ticks / tick
     return out
+
+
+def _what(cmdline: list[bytes]) -> str:
+    """A process's name in the CPU report: ``fluidcache worker worker-0``, ``bench.shaper``,
+    ``nginx``."""
+    words = [w.decode() for w in cmdline if w]
+    if len(words) > 2 and words[1] == "-m":
+        if words[2] != "fluidcache" or len(words) < 4:
+            return words[2]
+        if words[3] == "worker" and "--id" in words[:-1]:
+            return "fluidcache worker " + words[words.index("--id") + 1]
+        return "fluidcache " + words[3]
+    return Path(words[0].split(":")[0]).name if words else "?"
 
 
 def _spy(pid: int, out: Path, subprocesses: bool) -> subprocess.Popen[bytes]:
