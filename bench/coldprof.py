@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         "read directly with --readers ranged streams",
     )
     args = ap.parse_args(argv)
+    if not args.file.exists():
+        ap.error(f"{args.file}: no such file or directory")
     if args.hub:
+        if not (args.file / "model.safetensors.index.json").is_file():
+            ap.error(f"--hub: {args.file} has no model.safetensors.index.json (a sharded model)")
         return _hub(args)
     if args.file.is_dir():
         return _epoch(args)

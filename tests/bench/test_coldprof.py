@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from bench.coldprof import _machine_busy, _what, cpu_seconds
+import pytest
+
+from bench.coldprof import _machine_busy, _what, cpu_seconds, main
 
 
 def test_processes_are_named_by_what_they_are() -> None:
@@ -50,3 +53,14 @@ def test_machine_busy_counts_ticks_that_only_grow() -> None:
     busy2, steal2, total2 = _machine_busy()
     assert 0 <= busy <= total and 0 <= steal <= total
     assert busy2 > busy and total2 > total and steal2 >= steal
+
+
+def test_a_missing_path_or_model_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as gone:
+        main([str(tmp_path / "nothing")])
+    assert gone.value.code == 2 and "no such file or directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as no_model:
+        main(["--hub", str(tmp_path)])
+    assert no_model.value.code == 2 and "model.safetensors.index.json" in capsys.readouterr().err
