@@ -26,18 +26,18 @@ def test_processes_are_named_by_what_they_are() -> None:
 
 def test_a_busy_child_shows_under_its_name_and_a_waited_one_under_this_process() -> None:
     spin = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
-    before = cpu_seconds(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", spin + "\nimport time; time.sleep(30)"])
+    argv = [sys.executable, "-c", spin + "\nimport time; time.sleep(30)"]
+    name = _what([w.encode() for w in argv])  # not read from /proc: it may not have exec'd yet
+    child = subprocess.Popen(argv)
     try:
         deadline = time.monotonic() + 20
-        with open(f"/proc/{child.pid}/cmdline", "rb") as f:
-            name = _what(f.read().split(b"\0"))
         while cpu_seconds(os.getpid()).get(name, 0.0) < 0.4:
             assert time.monotonic() < deadline, "the spinning child's CPU never showed"
             time.sleep(0.1)
     finally:
         child.kill()
         child.wait()
+    before = cpu_seconds(os.getpid())
     waited = subprocess.run([sys.executable, "-c", spin], check=True)
     assert waited.returncode == 0
     after = cpu_seconds(os.getpid())
