@@ -34,6 +34,7 @@ from typing import Any
 from bench import cluster
 from bench import readers as rd
 from bench.config import Shaping
+from bench.shaper import shaped_per_conn
 from bench.sources import nginx
 
 WARM_LOADS = 3  # warm loads of the model with --hub --warm, and as many from the page cache
@@ -149,14 +150,13 @@ def _hub(args: argparse.Namespace) -> int:
     """A cold start of the safetensors model in directory ``args.file`` from a shaped Hub."""
     from bench.scenarios.hub import REPO, hub
 
-    args.conn = True  # the hub scenario's source: bench's per-connection model of a CDN
     index = json.loads((args.file / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     size = sum((args.file / s).stat().st_size for s in shards)
     shutil.rmtree(args.work, ignore_errors=True)
     with (
         hub(args.file, args.work / "hub") as raw,
-        _conn(raw, args) as url,
+        shaped_per_conn(raw, Shaping(), args.work / "shaper.log") as url,  # the hub scenario's source
     ):
         env = {"HF_ENDPOINT": url, "HF_HOME": str(args.work / "hf"), "HF_HUB_DISABLE_XET": "1"}
         quota = 2 * size // 2**20 + 64
@@ -195,13 +195,9 @@ def _warm_loads(paths: list[Path], local: list[Path]) -> None:
 def _conn(url: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
     """``url`` behind the per-connection shaper with ``--conn`` (50 MB/s per connection,
     20 ms to the first byte, 1 GB/s in all: bench's object-store-like source), else as is."""
-    from bench.shaper import shaped
-
     if not args.conn:
         return contextlib.nullcontext(url)
-    c = Shaping()
-    log = args.work / "shaper.log"
-    return shaped(url, c.conn_aggregate, c.conn_latency, log, per_conn=c.conn_bandwidth)
+    return shaped_per_conn(url, Shaping(), args.work / "shaper.log")
 
 
 def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:

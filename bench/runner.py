@@ -32,7 +32,7 @@ from bench.config import FULL, QUICK, Params, Shaping
 from bench.context import Bench
 from bench.data import Data
 from bench.results import Result
-from bench.shaper import shaped
+from bench.shaper import shaped, shaped_per_conn
 from bench.sources import nginx
 
 RESULTS = Path(__file__).parent / "results"
@@ -211,13 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             conn_url = None
             if shaping.conn_bandwidth > 0:
                 conn_url = stack.enter_context(
-                    shaped(
-                        raw_http,
-                        shaping.conn_aggregate,
-                        shaping.conn_latency,
-                        work / "shaper-conn.log",
-                        per_conn=shaping.conn_bandwidth,
-                    )
+                    shaped_per_conn(raw_http, shaping, work / "shaper-conn.log")
                 )
             s3_info, s3_reason, store = None, None, None
             try:

@@ -32,7 +32,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from bench.config import Shaping
 
 CHUNK = 256 * 1024
 BURST = 0.004  # seconds of bandwidth that may go out at once
@@ -183,6 +187,16 @@ def shaped(
         yield urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
     finally:
         proc.stop()
+
+
+def shaped_per_conn(
+    url: str, shaping: Shaping, log: Path
+) -> contextlib.AbstractContextManager[str]:
+    """``url`` seen as ``shaping``'s per-connection source (the object-store / hub CDN model:
+    each connection capped, every first byte late, an aggregate cap)."""
+    return shaped(
+        url, shaping.conn_aggregate, shaping.conn_latency, log, per_conn=shaping.conn_bandwidth
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from bench.config import MiB
 from bench.context import Bench
 from bench.procs import Proc
 from bench.results import Result
-from bench.shaper import shaped
+from bench.shaper import shaped, shaped_per_conn
 from bench.sources import free_port, nginx
 
 NAME = "hub"
@@ -168,13 +168,11 @@ def run(b: Bench) -> Result:
         # ranged GETs adding up to the aggregate), as the issue asks; the shared link if that
         # source is turned off (--conn-bandwidth 0).
         shaping = b.params.shaping
+        log = work / "shaper.log"
         if shaping.conn_bandwidth > 0:
-            limits = (shaping.conn_aggregate, shaping.conn_latency, shaping.conn_bandwidth)
+            url = stack.enter_context(shaped_per_conn(raw, shaping, log))
         else:
-            limits = (shaping.bandwidth, shaping.latency, 0.0)
-        url = stack.enter_context(
-            shaped(raw, limits[0], limits[1], work / "shaper.log", per_conn=limits[2])
-        )
+            url = stack.enter_context(shaped(raw, shaping.bandwidth, shaping.latency, log))
         env = {"HF_ENDPOINT": url, "HF_HOME": str(work / "hf-home"), "HF_HUB_DISABLE_XET": "1"}
         for rep in range(b.reps):
             b.log(f" {NAME}: repetition {rep + 1}/{b.reps}")
