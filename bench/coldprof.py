@@ -154,9 +154,10 @@ def _hub(args: argparse.Namespace) -> int:
     shards = sorted(set(index["weight_map"].values()))
     size = sum((args.file / s).stat().st_size for s in shards)
     shutil.rmtree(args.work, ignore_errors=True)
+    log = args.work / "shaper.log"
     with (
         hub(args.file, args.work / "hub") as raw,
-        shaped_per_conn(raw, Shaping(), args.work / "shaper.log") as url,  # the hub scenario's source
+        shaped_per_conn(raw, Shaping(), log) as url,  # the hub scenario's source
     ):
         env = {"HF_ENDPOINT": url, "HF_HOME": str(args.work / "hf"), "HF_HUB_DISABLE_XET": "1"}
         quota = 2 * size // 2**20 + 64
