@@ -18,20 +18,29 @@ How it shapes (this is what the benchmark report calls "shaping"):
   parallel ranged GETs add up to the aggregate cap (``--bandwidth``), and every request waits
   ``--latency`` before its first byte.
 
-It runs as its own process (so its pacing does not compete with the reader's event loop),
-prints ``ready: PORT`` and serves until SIGINT or SIGTERM. ``shaped()`` starts and stops it.
+It stands in for a store on another machine, so it must not take the CPU that the system under
+test needs: the answers (nearly all the bytes) move from the upstream socket to the client's
+through a pipe with ``splice(2)``, never copied into the process, in chunks of up to ``CHUNK``
+(a thread per direction of each connection, blocking; the GIL is free while they wait). It runs
+as its own process, prints ``ready: PORT`` and serves until SIGINT or SIGTERM. ``shaped()``
+starts and stops it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import fcntl
+import os
+import queue
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,113 +48,117 @@ if TYPE_CHECKING:
     from bench.config import Shaping
 
 CHUNK = 256 * 1024
+PIPE = 1024 * 1024  # the splice pipe's capacity (Linux's default pipe-max-size)
 BURST = 0.004  # seconds of bandwidth that may go out at once
 
 
 class Link:
-    """A shared token bucket: ``send(n)`` returns once ``n`` bytes may go out."""
+    """A token bucket, thread-safe: ``reserve(n, now)`` books ``n`` bytes on it."""
 
     def __init__(self, bandwidth: float) -> None:
         self.bandwidth = bandwidth
         self._free_at = time.monotonic()
+        self._lock = threading.Lock()
 
     def reserve(self, n: int, now: float) -> float:
         """Book ``n`` bytes on the link; the time at which they may go out."""
         if self.bandwidth <= 0:
             return now
-        # Reserve the next slot on the link; a reservation in the past is idle time, not credit.
-        self._free_at = max(self._free_at, now - BURST) + n / self.bandwidth
-        return self._free_at
+        with self._lock:
+            # The next slot on the link; a reservation in the past is idle time, not credit.
+            self._free_at = max(self._free_at, now - BURST) + n / self.bandwidth
+            return self._free_at
 
-    async def send(self, n: int, *more: Link) -> None:
+    def send(self, n: int, *more: Link) -> None:
         """Return once ``n`` bytes may go out on this link and on every one of ``more``."""
         now = time.monotonic()
         wait = max(link.reserve(n, now) for link in (self, *more)) - now
         if wait > 0:
-            await asyncio.sleep(wait)
+            time.sleep(wait)
 
 
-async def _requests(src: asyncio.StreamReader, dst: asyncio.StreamWriter, latency: float) -> None:
+def _requests(src: socket.socket, dst: socket.socket, latency: float) -> None:
     """Client to upstream: each chunk is delivered ``latency`` after it arrived."""
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    chunks: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
-    async def deliver() -> None:
-        while True:
-            due, data = await queue.get()
-            if not data:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            dst.write(data)
-            await dst.drain()
+    def deliver() -> None:
+        with contextlib.suppress(OSError):
+            while data := (item := chunks.get())[1]:
+                delay = item[0] - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
 
-    sender = asyncio.ensure_future(deliver())
+    sender = threading.Thread(target=deliver, daemon=True)
+    sender.start()
     try:
-        while data := await src.read(CHUNK):
-            await queue.put((time.monotonic() + latency, data))
-        await queue.put((0.0, b""))
-        await sender
-        if dst.can_write_eof():
-            dst.write_eof()
-    finally:
-        sender.cancel()
+        while data := src.recv(CHUNK):
+            chunks.put((time.monotonic() + latency, data))
+    except OSError:
+        pass
+    chunks.put((0.0, b""))
 
 
-async def _responses(
-    src: asyncio.StreamReader, dst: asyncio.StreamWriter, link: Link, per_conn: float
-) -> None:
-    """Upstream to client, paced by the shared link and by the connection's own cap."""
+def _responses(src: socket.socket, dst: socket.socket, link: Link, per_conn: float) -> None:
+    """Upstream to client, paced by the shared link and by the connection's own cap, spliced."""
     own = Link(per_conn)
-    while data := await src.read(CHUNK):
-        await link.send(len(data), own)
-        dst.write(data)
-        await dst.drain()
-    if dst.can_write_eof():
-        dst.write_eof()
+    r, w = os.pipe()
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE)
+        while n := os.splice(src.fileno(), w, CHUNK):
+            link.send(n, own)
+            while n:
+                n -= os.splice(r, dst.fileno(), n)
+        dst.shutdown(socket.SHUT_WR)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
-async def serve(
+def _connection(
+    client: socket.socket, upstream: tuple[str, int], link: Link, latency: float, per_conn: float
+) -> None:
+    """One proxied connection; over when the upstream has answered everything, or on an error."""
+    with client:
+        if latency > 0:
+            time.sleep(latency)  # the connection set-up crosses the "network" too
+        try:
+            up = socket.create_connection(upstream)
+        except OSError:
+            return
+        with up:
+            threading.Thread(target=_requests, args=(client, up, latency), daemon=True).start()
+            with contextlib.suppress(OSError):
+                _responses(up, client, link, per_conn)
+            for s in (client, up):  # wakes the request thread's recv
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+def serve(
     upstream: tuple[str, int], bandwidth: float, latency: float, port: int, per_conn: float = 0.0
 ) -> None:
     link = Link(bandwidth)
+    stop = threading.Event()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if latency > 0:
-                await asyncio.sleep(latency)  # the connection set-up crosses the "network" too
-            up_reader, up_writer = await asyncio.open_connection(*upstream, limit=4 * CHUNK)
-        except OSError:
-            writer.close()
-            return
-        tasks = [
-            asyncio.ensure_future(_requests(reader, up_writer, latency)),
-            asyncio.ensure_future(_responses(up_reader, writer, link, per_conn)),
-        ]
-        try:
-            # A connection is over when the upstream has answered everything and closed, or
-            # either side failed.
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            if tasks[1] not in done:
-                await asyncio.wait([tasks[1]])
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for w in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    w.close()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port, limit=4 * CHUNK, backlog=1024)
-    print(f"ready: {server.sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+        signal.signal(sig, on_signal)
+    with socket.create_server(("127.0.0.1", port), backlog=1024) as server:
+        server.settimeout(0.2)
+        print(f"ready: {server.getsockname()[1]}", flush=True)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            args = (client, upstream, link, latency, per_conn)
+            threading.Thread(target=_connection, args=args, daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,13 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve((host, int(port)), args.bandwidth, args.latency, args.port, args.per_conn))
+    serve((host, int(port)), args.bandwidth, args.latency, args.port, args.per_conn)
     return 0
 
 
