@@ -805,6 +805,13 @@ def parser() -> argparse.ArgumentParser:
         help="do not list the whole dataset once up to say whether it fits the cache; "
         "directories are then listed when first used (for a dataset of millions of files)",
     )
+    u.add_argument(
+        "--no-huge-pages",
+        action="store_true",
+        help="keep the MEM levels in a directory of /dev/shm; by default (as root) up mounts "
+        "them a tmpfs of their own with transparent huge pages (huge=within_size), which "
+        "makes cold reads cheaper",
+    )
     _source_options(u)
     _log_format(u)
     _tls(u)

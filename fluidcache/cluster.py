@@ -127,6 +127,29 @@ def check_port(host: str, port: int, what: str) -> None:
             raise errors.ConfigError(f"{what}: cannot bind {host}:{port}: {e.strerror}") from None
 
 
+def mount_mem(root: Path) -> bool:
+    """Mount a tmpfs at ``root`` for the MEM levels, as large as /dev/shm, with transparent
+    huge pages for files that fill them (``huge=within_size``: a 4 MiB block takes two 2 MiB
+    pages, a small file keeps 4 KiB ones). A block arriving from the source then costs two page
+    faults, not a thousand: the workers' CPU per cold GiB falls by about a third. Needs root
+    (else, or if the mount fails, the plain /dev/shm directory is used); True if mounted."""
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    fs = os.statvfs(root.parent)
+    size = fs.f_blocks * fs.f_frsize
+    opts = f"huge=within_size,size={size},mode=0755"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "fluidcache-mem", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(f"fluidcache up: MEM levels on /dev/shm pages ({done.stderr.strip()})", flush=True)
+    return done.returncode == 0
+
+
 def ssd_level_size(directory: Path, workers: int) -> int:
     """The default SSD quota per worker: SSD_SHARE of the free space of the file system holding
     ``directory`` (its nearest existing ancestor), split across ``workers``, at most SSD_MAX
@@ -206,6 +229,7 @@ class LocalCluster:
     dataset: str = "default"
     ttl: float = 0.0
     list_at_start: bool = True  # list the whole dataset once up, to say whether it fits
+    huge_pages: bool = True  # the MEM levels on a tmpfs of their own with huge pages (as root)
     log_format: str = "text"
     host: str = "127.0.0.1"
     upfile: UpSpec | None = (
@@ -214,7 +238,8 @@ class LocalCluster:
     secrets_dir: Path | None = None
     children: list[Child] = field(default_factory=list)
     _own_data_dir: bool = False
-    _mem_dirs: list[Path] = field(default_factory=list)
+    _mem_root: Path | None = None  # the workers' MEM levels are under it
+    _mem_mounted: bool = False
     _ssd_bytes: int = 0
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -239,6 +264,7 @@ class LocalCluster:
             dataset=args.dataset,
             ttl=args.ttl,
             list_at_start=not args.no_listing,
+            huge_pages=not args.no_huge_pages,
             log_format=args.log_format,
         )
 
@@ -259,6 +285,7 @@ class LocalCluster:
             dataset=spec.dataset.meta.name,
             ttl=args.ttl,
             list_at_start=not args.no_listing,
+            huge_pages=not args.no_huge_pages,
             log_format=args.log_format,
             upfile=spec,
             secrets_dir=Path(args.secrets_dir).absolute() if args.secrets_dir else None,
@@ -414,9 +441,11 @@ class LocalCluster:
                 ],
             )
         )
+        mem_root = self._mem_root = Path(f"/dev/shm/fluidcache-{os.getpid()}")
+        if self.huge_pages:
+            self._mem_mounted = mount_mem(mem_root)
         for i in range(self.workers):
-            mem = Path(f"/dev/shm/fluidcache-{os.getpid()}/worker-{i}")
-            self._mem_dirs.append(mem)
+            mem = mem_root / f"worker-{i}"
             port = self.worker_port + i if self.worker_port else 0
             self._start(
                 self._child(
@@ -572,8 +601,11 @@ class LocalCluster:
                 proc.wait()
         if mounted_at(self.mountpoint) is not None:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
-        for mem in self._mem_dirs:
-            shutil.rmtree(mem.parent, ignore_errors=True)
+        if self._mem_root is not None:
+            if self._mem_mounted:
+                subprocess.run(["umount", "-l", str(self._mem_root)], check=False)
+                self._mem_mounted = False
+            shutil.rmtree(self._mem_root, ignore_errors=True)
         if self._own_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.children.clear()

@@ -17,7 +17,7 @@ import pytest
 from fluidcache.client import AsyncClient
 from fluidcache.common.protocol import Report
 from tests.e2e.test_up import up_fails
-from tests.procs import fluidcache, is_mounted, running
+from tests.procs import Proc, fluidcache, is_mounted, running
 from tests.sources import BasicAuthSource, digests, make_dataset
 
 pytestmark = pytest.mark.timeout(180)
@@ -129,6 +129,18 @@ def test_master_refuses_an_unknown_option(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+def mem_root(up: Proc) -> Path:
+    """Where ``up`` keeps its workers' MEM levels."""
+    return Path(f"/dev/shm/fluidcache-{up.popen.pid}")
+
+
+def mount_options(path: Path) -> str:
+    """The options of the mount at ``path`` (from /proc/mounts); "" if nothing is mounted there."""
+    with open("/proc/mounts") as f:
+        found = [line.split()[3] for line in f if line.split()[1] == str(path)]
+    return found[-1] if found else ""
+
+
 def test_default_up_has_an_ssd_level_removed_with_its_temporary_dir(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_dataset(src, big=2 * 2**20, small=3, seed=3)
@@ -151,9 +163,15 @@ def test_default_up_has_an_ssd_level_removed_with_its_temporary_dir(tmp_path: Pa
             assert tiers.get("MEM") == 2**30, w
             assert tiers.get("SSD", 0) > 0, w
         assert sorted(p.name for p in ssd.iterdir()) == ["worker-0", "worker-1"]
+        # As root, the MEM levels are on a tmpfs of up's own, with huge pages for whole ones.
+        mem = mem_root(up)
+        assert "huge=within_size" in mount_options(mem), mount_options(mem)
+        assert (mnt / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+        assert any(f.stat().st_size == 2 * 2**20 for f in mem.rglob("*") if f.is_file())
         up.popen.send_signal(signal.SIGTERM)
         assert up.wait(30) == 0, up.output
     assert not ssd.exists(), "the temporary SSD level outlived up"
+    assert mount_options(mem) == "" and not mem.exists(), "the MEM tmpfs outlived up"
 
 
 def test_up_with_no_listing_lists_directories_only_when_used(tmp_path: Path) -> None:
@@ -162,10 +180,11 @@ def test_up_with_no_listing_lists_directories_only_when_used(tmp_path: Path) -> 
     mnt, data = tmp_path / "mnt", tmp_path / "cluster"
     mnt.mkdir()
     argv = ["--mountpoint", str(mnt), "--data-dir", str(data), "--workers", "1", "--no-listing"]
-    up = fluidcache("up", f"local://{src}", *argv)
+    up = fluidcache("up", f"local://{src}", *argv, "--no-huge-pages")
     with running(up, mnt):
         master = up.wait_for("master:").split()[-1]
         up.wait_for("mounted:")
+        assert mount_options(mem_root(up)) == ""  # --no-huge-pages: a plain /dev/shm directory
         assert (mnt / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
         with pytest.raises(AssertionError):
             up.wait_for("dataset", timeout=5)  # without --no-listing: within a second
