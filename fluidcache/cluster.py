@@ -60,6 +60,7 @@ STOP_TIMEOUT = 10.0
 SSD_SHARE = 0.5  # of the free space of the SSD directory's file system, split across the workers
 SSD_MAX = 100 * 2**30  # per worker
 SSD_MIN = 64 * 2**20  # below this a default SSD level is left out
+MEM_FS = "fluidcache-mem"  # the source name of up's MEM tmpfs in /proc/mounts
 IMMUTABLE_TIMEOUT = 86400  # s the kernel keeps entries and attributes of a dataset never re-listed
 _PR_SET_PDEATHSIG = 1
 CRASH_LOOP_RESTARTS = 5  # restarts of one child ...
@@ -140,7 +141,7 @@ def mount_mem(root: Path) -> bool:
     size = fs.f_blocks * fs.f_frsize
     opts = f"huge=within_size,size={size},mode=0755"
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "fluidcache-mem", str(root)],
+        ["mount", "-t", "tmpfs", "-o", opts, MEM_FS, str(root)],
         capture_output=True,
         text=True,
         check=False,
@@ -148,6 +149,27 @@ def mount_mem(root: Path) -> bool:
     if done.returncode != 0:
         print(f"fluidcache up: MEM levels on /dev/shm pages ({done.stderr.strip()})", flush=True)
     return done.returncode == 0
+
+
+def clean_stale_mem_mounts() -> None:
+    """Unmount and remove the MEM tmpfs of an ``up`` that died without stopping (SIGKILL): its
+    blocks would hold memory until the machine restarts."""
+    with open("/proc/mounts") as f:
+        stale = [
+            Path(fields[1])
+            for fields in (line.split() for line in f)
+            if fields[0] == MEM_FS
+            and fields[1].startswith("/dev/shm/fluidcache-")
+            and not _alive(fields[1].rpartition("-")[2])
+        ]
+    for root in stale:
+        print(f"fluidcache up: removing {root}, left by an up that is gone", flush=True)
+        subprocess.run(["umount", "-l", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
 
 
 def ssd_level_size(directory: Path, workers: int) -> int:
@@ -443,6 +465,7 @@ class LocalCluster:
         )
         mem_root = self._mem_root = Path(f"/dev/shm/fluidcache-{os.getpid()}")
         if self.huge_pages:
+            clean_stale_mem_mounts()
             self._mem_mounted = mount_mem(mem_root)
         for i in range(self.workers):
             mem = mem_root / f"worker-{i}"

@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ import pytest
 from fluidcache.client import AsyncClient
 from fluidcache.common.protocol import Report
 from tests.e2e.test_up import up_fails
-from tests.procs import Proc, fluidcache, is_mounted, running
+from tests.procs import Proc, fluidcache, is_mounted, running, unmount
 from tests.sources import BasicAuthSource, digests, make_dataset
 
 pytestmark = pytest.mark.timeout(180)
@@ -146,8 +148,18 @@ def test_default_up_has_an_ssd_level_removed_with_its_temporary_dir(tmp_path: Pa
     make_dataset(src, big=2 * 2**20, small=3, seed=3)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    # The MEM tmpfs of an up killed before it could stop: the next up removes it.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = Path(f"/dev/shm/fluidcache-{gone.pid}")
+    stale.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "fluidcache-mem", str(stale)], check=True
+    )
     up = fluidcache("up", f"local://{src}", "--mountpoint", str(mnt), "--workers", "2")
-    with running(up, mnt):
+    with contextlib.ExitStack() as cleanup, running(up, mnt):
+        cleanup.callback(shutil.rmtree, stale, True)
+        cleanup.callback(unmount, stale)
         master = up.wait_for("master:").split()[-1]
         cache = up.wait_for("cache:")
         m = re.search(r"SSD [\d.]+ [MG]B at (\S+)\)", cache)
@@ -163,6 +175,7 @@ def test_default_up_has_an_ssd_level_removed_with_its_temporary_dir(tmp_path: Pa
             assert tiers.get("MEM") == 2**30, w
             assert tiers.get("SSD", 0) > 0, w
         assert sorted(p.name for p in ssd.iterdir()) == ["worker-0", "worker-1"]
+        assert mount_options(stale) == "" and not stale.exists(), "a stale MEM tmpfs stayed"
         # As root, the MEM levels are on a tmpfs of up's own, with huge pages for whole ones.
         mem = mem_root(up)
         assert "huge=within_size" in mount_options(mem), mount_options(mem)
