@@ -102,7 +102,7 @@ class AsyncClient:
         dataset: str = "default",
         meta_ttl: float = 5.0,
         buffer_bytes: int = 128 * 1024 * 1024,
-        readahead_blocks: int = 16,
+        readahead_blocks: int = 32,
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -153,7 +153,12 @@ class AsyncClient:
     def session(self) -> aiohttp.ClientSession:
         self._ensure_open()
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, ssl=self._ssl)
+            # Per worker: room for a whole read-ahead window and the demand reads beside it
+            # (a worker serves those first; a full pool would queue them here instead).
+            per_host = self.readahead_blocks + 32
+            connector = aiohttp.TCPConnector(
+                limit=2 * per_host, limit_per_host=per_host, ssl=self._ssl
+            )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -561,10 +566,12 @@ class AsyncFile:
     """A read-only file with a position.
 
     Sequential reads trigger read-ahead with a window that doubles (up to the client's
-    ``readahead_blocks``) while access stays sequential and falls back to none on a jump, so
-    random access never over-fetches. "Sequential" tolerates the reordering of a kernel that has
-    several read-ahead requests in flight: a read within a block of the furthest end seen so far
-    counts.
+    ``readahead_blocks``, and half its buffer when the blocks land there, see
+    :meth:`BlockReader.ahead_room`) while access stays sequential and falls back to none on a
+    jump, so random access never over-fetches. "Sequential" tolerates the reordering of a kernel
+    that has several read-ahead requests in flight: a read within a block of the furthest end
+    seen so far counts. Read-aheads are marked as such: a worker serves readers' demand reads
+    before them (:class:`fluidcache.worker.fetch.Slots`), so a deep window does not hurt others.
     """
 
     def __init__(self, client: AsyncClient, info: FileInfo) -> None:
@@ -593,7 +600,13 @@ class AsyncFile:
         """Read at ``offset`` without moving the position; sequential access reads ahead."""
         end = min(offset + size, self.info.size)
         if abs(offset - self._next_sequential) <= self.info.block_size:
-            self._window = min(max(1, self._window * 2), self.client.readahead_blocks)
+            room = self.client.blocks.ahead_room(self.info.block_size)
+            limit = (
+                self.client.readahead_blocks
+                if room is None
+                else min(room, self.client.readahead_blocks)
+            )
+            self._window = min(max(1, self._window * 2), limit)
             self._next_sequential = max(self._next_sequential, end)
             self._read_ahead(self._next_sequential)
         else:

@@ -30,6 +30,7 @@ from fluidcache.common import errors
 from fluidcache.common.aio import Batcher, SingleFlight, hedged
 from fluidcache.common.http import RpcClient, auth_headers, raise_for_error
 from fluidcache.common.protocol import (
+    AHEAD_PARAM,
     BLOCK,
     BLOCK_CACHE,
     BLOCK_LOCATIONS,
@@ -218,6 +219,16 @@ class BlockReader:
             raise errors.Unavailable("no live worker in the cluster")
         return live
 
+    def ahead_room(self, block_size: int) -> int | None:
+        """How many blocks a read-ahead may ask for at once: None (no bound of this reader's)
+        when every worker is on this node, so prefetched blocks go to their files there
+        (short-circuit); else half of what the buffer holds, so a read-ahead never pushes out
+        the blocks it fetched before they are read."""
+        workers = self._workers.get_stale("") or []
+        if self.short_circuit and workers and all(w.node == self.node for w in workers):
+            return None
+        return max(1, self.buffer.capacity // (2 * block_size))
+
     async def locate(self, refs: list[BlockRef], refresh: bool = False) -> dict[str, list[str]]:
         """Which workers hold these blocks (asked in batches; holders cached for the TTL)."""
         found: dict[str, list[str]] = {}
@@ -337,7 +348,7 @@ class BlockReader:
         self.touches.add(self.fds.owner(block_id), block_id, len(data))
         return data
 
-    async def _find_local(self, ref: BlockRef) -> LocalFile | None:
+    async def _find_local(self, ref: BlockRef, ahead: bool = False) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.
 
         A holder on this node is asked where its file is; a cold block whose placed worker is
@@ -366,7 +377,10 @@ class BlockReader:
         placed = placement(ref.id, list(workers.values()))[0]
         if placed.node != self.node:
             return None
-        query = urlencode({**ref.to_query(), "peers": "0"})  # no holder: skip the P2P lookup
+        params = {**ref.to_query(), "peers": "0"}  # no holder: skip the P2P lookup
+        if ahead:
+            params[AHEAD_PARAM] = "1"
+        query = urlencode(params)
         path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
         rpc = self._rpc(placed.address, self._reader)
         try:
@@ -393,14 +407,15 @@ class BlockReader:
         """The header that tells a worker which node a read is for (its hit accounting)."""
         return {READER_HEADER: self.node}
 
-    async def fetch(self, ref: BlockRef) -> bytes:
-        """The whole block from a worker; concurrent callers share one request."""
+    async def fetch(self, ref: BlockRef, ahead: bool = False) -> bytes:
+        """The whole block from a worker; concurrent callers share one request. ``ahead``: a
+        read-ahead, whose source read the worker puts behind readers' demand reads."""
         data = self.buffer.get(ref.id)
         if data is not None:
             return data
 
         async def fetch() -> bytes:
-            block = await self._fetch_remote(ref)
+            block = await self._fetch_remote(ref, ahead)
             self.buffer.put(ref.id, block)
             return block
 
@@ -416,10 +431,10 @@ class BlockReader:
             return
         try:
             if self.short_circuit and await self._local_flight.do(
-                ref.id, lambda: self._find_local(ref)
+                ref.id, lambda: self._find_local(ref, ahead=True)
             ):
                 return  # its path is known now: reads open it when they come
-            await self.fetch(ref)
+            await self.fetch(ref, ahead=True)
         except errors.FluidcacheError:
             pass  # a prefetch is a hint; the real read reports the error
 
@@ -434,7 +449,7 @@ class BlockReader:
                     await self.locate(refs)
         await asyncio.gather(*(self.prefetch(ref) for ref in refs))
 
-    async def _fetch_remote(self, ref: BlockRef) -> bytes:
+    async def _fetch_remote(self, ref: BlockRef, ahead: bool = False) -> bytes:
         last: errors.FluidcacheError = errors.Unavailable("no worker answered")
         for attempt in range(READ_ATTEMPTS):
             refresh = attempt > 0
@@ -448,7 +463,7 @@ class BlockReader:
             candidates = held + [w for w in ordered if w.worker_id not in holders][:2]
             try:
                 return await hedged(
-                    [functools.partial(self._timed_get, w, ref) for w in candidates],
+                    [functools.partial(self._timed_get, w, ref, ahead) for w in candidates],
                     self.speeds.hedge_delay(ref.length),
                     min(len(held), HEDGES),
                     errors.Unavailable,
@@ -457,11 +472,11 @@ class BlockReader:
                 last = e
         raise last
 
-    async def _timed_get(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
+    async def _timed_get(self, worker: WorkerInfo, ref: BlockRef, ahead: bool = False) -> bytes:
         """:meth:`_get_from`, its time noted in :attr:`speeds` (a lower bound when abandoned)."""
         start = self._clock()
         try:
-            data = await self._get_from(worker, ref)
+            data = await self._get_from(worker, ref, ahead)
         except asyncio.CancelledError:
             self.speeds.record_lower_bound(worker.worker_id, self._clock() - start, ref.length)
             raise
@@ -471,11 +486,12 @@ class BlockReader:
         self.speeds.record(worker.worker_id, self._clock() - start, ref.length)
         return data
 
-    async def _get_from(self, worker: WorkerInfo, ref: BlockRef) -> bytes:
+    async def _get_from(self, worker: WorkerInfo, ref: BlockRef, ahead: bool = False) -> bytes:
         url = worker.address.rstrip("/") + BLOCK.format(block_id=ref.id)
+        params = {**ref.to_query(), **({AHEAD_PARAM: "1"} if ahead else {})}
         try:
             async with self._session().get(
-                url, params=ref.to_query(), headers={**auth_headers(self._token), **self._reader}
+                url, params=params, headers={**auth_headers(self._token), **self._reader}
             ) as resp:
                 await raise_for_error(resp)
                 data = await resp.read()

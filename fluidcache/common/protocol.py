@@ -45,6 +45,7 @@ BLOCKS_LOCAL = f"{API}/blocks-local"
 BLOCKS_TOUCH = f"{API}/blocks-touch"
 FILE_OPEN = f"{API}/files/open"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
+AHEAD_PARAM = "ahead"  # =1 on a block request: a read-ahead, served after readers' demand reads
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 MAX_TOUCHES = 1024  # blocks in one TouchRequest
 MAX_OPENS = 64  # files in one OpenFilesRequest

@@ -8,6 +8,7 @@ to every waiting reader as they arrive (stream-through) and are committed to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,11 +39,60 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2, sock_read=5)
 PEERS_TTL = 5.0
 
 
+class Slots:
+    """A bound on the source reads under way at once, where a reader waiting goes first.
+
+    A fetch waits for a slot as urgent (someone reads the block now) or as a read-ahead
+    (a prefetch of a sequential reader or of a model); a freed slot goes to the oldest urgent
+    waiter, else to the oldest read-ahead. A read-ahead becomes urgent while it waits when a
+    reader asks for its block (``urgent`` is asked again at every hand-out). So one reader's
+    deep read-ahead never queues another reader's demand reads behind it.
+    """
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiting: list[tuple[asyncio.Future[None], Callable[[], bool]]] = []
+
+    @contextlib.asynccontextmanager
+    async def held(self, urgent: Callable[[], bool]) -> AsyncIterator[None]:
+        await self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._free += 1
+            self._hand_out()
+
+    async def _acquire(self, urgent: Callable[[], bool]) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        entry = (asyncio.get_running_loop().create_future(), urgent)
+        self._waiting.append(entry)
+        try:
+            await entry[0]
+        except asyncio.CancelledError:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            elif not entry[0].cancelled():  # handed a slot, then cancelled: give it on
+                self._free += 1
+                self._hand_out()
+            raise
+
+    def _hand_out(self) -> None:
+        while self._free > 0 and self._waiting:
+            first = next((e for e in self._waiting if e[1]()), self._waiting[0])
+            self._waiting.remove(first)
+            if not first[0].done():
+                self._free -= 1
+                first[0].set_result(None)
+
+
 class Inflight:
     """One block on its way in: readers follow its chunks while they arrive (never copied)."""
 
-    def __init__(self, ref: BlockRef) -> None:
+    def __init__(self, ref: BlockRef, urgent: bool = True) -> None:
         self.ref = ref
+        self.urgent = urgent  # a reader waits for it (else a read-ahead, until one does)
         self.parts: list[bytes | memoryview] = []
         self.size = 0
         self.error: BaseException | None = None
@@ -118,7 +168,7 @@ class Fetcher:
         self.self_id = self_id
         self._refresh_mounts = refresh_mounts
         self._inflight: dict[str, Inflight] = {}
-        self._source_slots = asyncio.Semaphore(concurrency)  # reads from sources at once
+        self._source_slots = Slots(concurrency)  # reads from sources at once
         self._tasks: set[asyncio.Task[None]] = set()
         self._peers: dict[str, str] = {}
         self._peers_at = -PEERS_TTL
@@ -131,7 +181,12 @@ class Fetcher:
         return block
 
     async def get(
-        self, ref: BlockRef, peers: bool = True, peer: str = "", data: memoryview | None = None
+        self,
+        ref: BlockRef,
+        peers: bool = True,
+        peer: str = "",
+        data: memoryview | None = None,
+        urgent: bool = True,
     ) -> Block | Inflight:
         """The block ``ref`` from the store, or the one fetch of it under way.
 
@@ -139,6 +194,8 @@ class Fetcher:
         none); ``peer`` is the id of a worker said to hold it, tried first (a load's
         fan-out). A stale hint costs a source read, never wrong bytes. ``data``: the block's
         bytes, read from the source already (:meth:`open`), kept instead of fetching them.
+        ``urgent`` False: a read-ahead, which waits for a source slot behind urgent fetches
+        (:class:`Slots`) until an urgent ``get`` of the same block comes.
         """
         block = await self.lookup(ref.id)
         if block is not None:
@@ -146,10 +203,12 @@ class Fetcher:
             return block
         flight = self._inflight.get(ref.id)
         if flight is None:
-            flight = self._inflight[ref.id] = Inflight(ref)
+            flight = self._inflight[ref.id] = Inflight(ref, urgent)
             task = asyncio.ensure_future(self._run(flight, peers, peer, data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif urgent:
+            flight.urgent = True
         return flight
 
     async def open(self, uri: str, block_size: int, size_hint: int = -1) -> tuple[UfsStatus, str]:
@@ -160,7 +219,7 @@ class Fetcher:
         since has the rest of its block read after, naming the version)."""
         ufs, path = await self._resolve(uri)
         first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
-        async with self._source_slots:
+        async with self._source_slots.held(lambda: True):  # an open: a reader waits
             buf = memoryview(bytearray(first))
             status, got = await ufs.read_head(path, buf)
             ref = BlockRef(uri, status.version, 0, block_size, status.size)
@@ -175,10 +234,12 @@ class Fetcher:
             return status, ""
         return status, await self._settle(await self.get(ref, False, data=buf[:got]))
 
-    async def ensure(self, ref: BlockRef, peers: bool = True, peer: str = "") -> str:
+    async def ensure(
+        self, ref: BlockRef, peers: bool = True, peer: str = "", urgent: bool = True
+    ) -> str:
         """Return once the block is held (or was fetched, if it could not be kept): with ""
         when it was held already, else where the fetch got it (peer, source)."""
-        return await self._settle(await self.get(ref, peers, peer))
+        return await self._settle(await self.get(ref, peers, peer, urgent=urgent))
 
     @staticmethod
     async def _settle(got: Block | Inflight) -> str:
@@ -242,7 +303,7 @@ class Fetcher:
     async def _from_source(self, flight: Inflight, writer: BlockWriter | None = None) -> str:
         ref = flight.ref
         ufs, path = await self._resolve(ref.uri)
-        async with self._source_slots:
+        async with self._source_slots.held(lambda: flight.urgent):
             # The block's version goes with the read: bytes of a newer version never land
             # under this version's id (SourceChanged instead).
             if ufs.reads_into:

@@ -25,6 +25,7 @@ from fluidcache.common.http import (
     run_app,
 )
 from fluidcache.common.protocol import (
+    AHEAD_PARAM,
     BLOCK,
     BLOCK_CACHE,
     BLOCKS_FREE,
@@ -191,6 +192,11 @@ def _peers_hint(request: web.Request) -> bool:
     return request.query.get("peers") != "0"
 
 
+def _urgent(request: web.Request) -> bool:
+    """False for a read-ahead (``?ahead=1``): its source read waits behind readers'."""
+    return request.query.get(AHEAD_PARAM) != "1"
+
+
 async def get_block(request: web.Request) -> web.StreamResponse:
     """The bytes of a block (Range supported): sendfile from its tier, else pass-through."""
     svc = request.app[SERVICE]
@@ -198,7 +204,7 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     if PEER_HEADER in request.headers:
         svc.metrics.peer_served.inc()
     for _ in range(3):
-        got = await svc.fetcher.get(ref, _peers_hint(request))
+        got = await svc.fetcher.get(ref, _peers_hint(request), urgent=_urgent(request))
         if isinstance(got, Inflight):
             svc.metrics.served_bytes.inc(ref.length)
             resp = await _stream_response(request, got)
@@ -265,7 +271,9 @@ async def cache_block(request: web.Request) -> web.Response:
     """
     svc = request.app[SERVICE]
     ref = _block_ref(request)
-    origin = await svc.fetcher.ensure(ref, _peers_hint(request), request.query.get("peer", ""))
+    origin = await svc.fetcher.ensure(
+        ref, _peers_hint(request), request.query.get("peer", ""), _urgent(request)
+    )
     block, fetched = await _ensured(request, ref.id, ref.length, origin)
     if block is not None and request.query.get("pin") == "1":
         block.kept = True

@@ -11,7 +11,7 @@ import collections
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import FILE_OPEN, NS_LIST, NS_LOOKUP
-from tests.cluster import cluster
+from tests.cluster import Cluster, cluster
 
 MIB = 2**20
 DELAY = 0.03  # seconds before each body: a remote store's time to first byte
@@ -41,6 +41,7 @@ class Source:
     peak: int = 0
     url: str = ""
     gates: dict[str, asyncio.Event] = field(default_factory=dict)  # GETs of a name wait for it
+    tickets: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # one GET per ticket
 
     def put(self, name: str, data: bytes) -> None:
         self.files[name] = data
@@ -86,6 +87,8 @@ class Source:
         try:
             if name in self.gates:
                 await self.gates[name].wait()
+            if name in self.tickets:
+                await self.tickets[name].acquire()
             await asyncio.sleep(DELAY)
             return web.Response(status=status, body=data[start:stop], headers=headers)
         finally:
@@ -111,6 +114,16 @@ async def serving() -> AsyncIterator[Source]:
         await runner.cleanup()
 
 
+@contextlib.contextmanager
+def cluster_over(url: str, tmp_path: Path, workers: int = 1) -> Iterator[Cluster]:
+    """A cluster of ``workers`` workers (w1, w2, ...) over ``url``, with 1 MiB blocks."""
+    with cluster(tmp_path / "c") as c:
+        c.start_master(url, extra=("--block-size", "1Mi"))
+        for i in range(workers):
+            c.start_worker(f"w{i + 1}")
+        yield c
+
+
 def blob(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -120,10 +133,7 @@ async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_
     async with serving() as src:
         src.put("seq.bin", blob(1, 24 * MIB))
         src.put("rnd.bin", blob(2, 24 * MIB))
-        with cluster(tmp_path / "c") as c:
-            c.start_master(src.url, extra=("--block-size", "1Mi"))
-            c.start_worker("w1")
-            c.start_worker("w2")
+        with cluster_over(src.url, tmp_path, workers=2) as c:
             async with AsyncClient(c.master_url, c.token, readahead_blocks=8) as client:
                 assert {e.name for e in await client.ls("/")} == {"seq.bin", "rnd.bin"}
                 # The page gave exact sizes: no HEAD per entry.
@@ -156,15 +166,64 @@ async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_
 
 
 @pytest.mark.timeout(120)
+async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Path) -> None:
+    async with serving() as src:
+        src.put("seq.bin", blob(11, 96 * MIB))
+        src.put("rnd.bin", blob(12, 24 * MIB))
+        with cluster_over(src.url, tmp_path, workers=1) as c:  # 16 source reads at once
+            async with AsyncClient(c.master_url, c.token, readahead_blocks=32) as client:
+                await client.ls("/")
+                seq = await client.open("/seq.bin")
+
+                async def read_seq() -> bytes:
+                    got = bytearray()
+                    while data := await seq.read(128 * 1024):
+                        got += data
+                    return bytes(got)
+
+                reading = asyncio.ensure_future(read_seq())
+                for _ in range(3000):  # until the window has grown to 32 blocks
+                    if seq.pos >= 8 * MIB:
+                        break
+                    await asyncio.sleep(0.01)
+                assert seq.pos >= 8 * MIB
+                # From now on every GET of seq.bin waits for a ticket: the worker's 16 slots
+                # fill with them, and its further read-aheads queue behind.
+                tickets = src.tickets["seq.bin"] = asyncio.Semaphore(0)
+                for _ in range(500):
+                    if src.inflight >= 16:
+                        break
+                    await asyncio.sleep(0.01)
+                assert src.inflight == 16
+                await asyncio.sleep(0.5)  # the client asks for the rest of its window
+                src.reset()
+
+                rnd = await asyncio.wait_for(client.open("/rnd.bin"), 60)  # ...
+                offset = 20 * MIB + 1000
+                demand = asyncio.ensure_future(rnd.pread(offset, 4096))
+                releases = 0
+                while not demand.done() and releases < 40:
+                    tickets.release()  # one seq.bin GET answers: a slot is free
+                    releases += 1
+                    await asyncio.sleep(0.2)
+                assert await demand == src.files["rnd.bin"][offset : offset + 4096]
+                # The open's and the read's GETs took the next slots that came free, ahead of
+                # seq.bin's queued read-aheads (first come, they would wait for about 16).
+                assert releases <= 3, f"the demand read waited for {releases} slots"
+                del src.tickets["seq.bin"]
+                for _ in range(64):
+                    tickets.release()
+                assert await asyncio.wait_for(reading, 60) == src.files["seq.bin"]
+
+
+@pytest.mark.timeout(120)
 async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
     async with serving() as src:
         src.put("a.bin", blob(3, 3 * MIB))
         src.put("b.bin", blob(4, 3 * MIB))
         src.put("c.bin", blob(5, 3 * MIB))
         src.put("d.bin", blob(10, 1000))
-        with cluster(tmp_path / "c") as c:
-            c.start_master(src.url, extra=("--block-size", "1Mi"))
-            c.start_worker("w1")
+        with cluster_over(src.url, tmp_path, workers=1) as c:
             async with AsyncClient(c.master_url, c.token) as client:
                 listed = {e.name: e for e in await client.ls("/")}
                 assert listed["a.bin"].size == 3 * MIB
@@ -204,9 +263,7 @@ async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
 async def test_the_version_learnt_at_open_is_told_to_the_master(tmp_path: Path) -> None:
     async with serving() as src:
         src.put("a.bin", blob(8, 2 * MIB))
-        with cluster(tmp_path / "c") as c:
-            c.start_master(src.url, extra=("--block-size", "1Mi"))
-            c.start_worker("w1")
+        with cluster_over(src.url, tmp_path, workers=1) as c:
             async with AsyncClient(c.master_url, c.token) as client:
                 f = await client.open("/a.bin")
                 assert await f.read() == src.files["a.bin"]
