@@ -64,7 +64,10 @@ FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descripto
 LOCATE_BATCH = 512
 TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
 MAX_CREDITS = 10_000
-OPENS_IN_FLIGHT = 2  # open calls under way to one worker; more opens wait and go in one call
+OPENS_IN_FLIGHT = 16
+"""Open calls under way to one worker; more opens wait and go in one call. A batch answers
+when its slowest file has opened, so batching starts past a reader pool's worth of opens (at
+2, 16 readers of a 20 ms source waited 38 ms per open against 22 ms reading it directly)."""
 OPEN_MAX_WAIT = 0.005  # seconds an open waits for those calls (a source's first byte can be slow)
 
 

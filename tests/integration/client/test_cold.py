@@ -337,6 +337,7 @@ async def test_opens_waiting_for_a_worker_go_in_one_call_each_with_its_own_answe
         # Opens wait for the calls under way however long they take (not 5 ms): the count
         # below then depends on batching alone, not on how busy the machine is.
         monkeypatch.setattr("fluidcache.client.blocks.OPEN_MAX_WAIT", 60.0)
+        monkeypatch.setattr("fluidcache.client.blocks.OPENS_IN_FLIGHT", 2)
         with cluster(tmp_path / "c") as c:
             c.start_master(src.url)
             c.start_worker("w1")
