@@ -23,6 +23,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def _epoch(args: argparse.Namespace) -> int:
     """A cold epoch over the files of directory ``args.file``, directly and through FUSE."""
     names = sorted(p.name for p in args.file.iterdir())
+    random.Random(7).shuffle(names)  # the order of bench's small-files scenario
     size = sum((args.file / n).stat().st_size for n in names)
     shutil.rmtree(args.work, ignore_errors=True)
     for n in names:

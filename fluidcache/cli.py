@@ -120,7 +120,11 @@ def cmd_mount(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         async with AsyncClient(
-            args.master, token, dataset=args.dataset, meta_ttl=args.meta_ttl
+            args.master,
+            token,
+            dataset=args.dataset,
+            meta_ttl=args.meta_ttl,
+            dir_prefetch=not args.no_dir_prefetch,
         ) as client:
             await run_mount(client, mountpoint, options, ready=lambda: ready(str(mountpoint)))
 
@@ -639,6 +643,11 @@ def parser() -> argparse.ArgumentParser:
         help="how long the mount trusts metadata and block locations it learnt, s (default 60)",
     )
     f.add_argument("--no-kernel-cache", action="store_true", help="drop page cache on open")
+    f.add_argument(
+        "--no-dir-prefetch",
+        action="store_true",
+        help="never open a directory's small files ahead of readers opening it cold",
+    )
     f.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     f.add_argument(
         "--read-ahead-kb",

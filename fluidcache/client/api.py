@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -20,6 +21,7 @@ import aiohttp
 from fluidcache.client.blocks import BlockReader
 from fluidcache.client.cache import TtlCache
 from fluidcache.client.prefetch import ModelPrefetcher
+from fluidcache.client.siblings import SiblingPrefetcher
 from fluidcache.common import errors
 from fluidcache.common.aio import SingleFlight
 from fluidcache.common.http import RpcClient
@@ -69,6 +71,7 @@ MASTER_RETRY_WINDOW = 10.0
 LIST_AFTER_MISSES = 2
 """Lookups that miss the metadata cache in one directory before its pages are listed."""
 SPANS_KEPT = 64  # listed pages remembered per directory
+PAGES_IN_ORDER = 8  # pages of a directory listed in name order before lookups list at the name
 SEEN_DELAY = 0.5
 """Seconds versions learnt at open wait to be told to the master, in one batch."""
 
@@ -108,6 +111,7 @@ class AsyncClient:
         clock: Callable[[], float] = time.monotonic,
         ca: str = "",
         model_prefetch: bool = True,
+        dir_prefetch: bool = True,
     ) -> None:
         self.master_url = master_url
         self._ssl = client_ssl(ca)
@@ -142,6 +146,8 @@ class AsyncClient:
         self._seen_task: asyncio.Future[None] | None = None
         self.readahead_blocks = readahead_blocks
         self._models = ModelPrefetcher(self) if model_prefetch else None
+        self._opening: SingleFlight[FileInfo | None] = SingleFlight()  # opens at a worker
+        self.siblings = SiblingPrefetcher(self, clock=clock) if dir_prefetch else None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -271,8 +277,10 @@ class AsyncClient:
         if not info.version and learnt is not None:
             return learnt  # opened here moments ago; the master is about to be told
         if not info.version and info.block_size > 0:
-            opened = await self._open_at_worker(info)
+            opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
             if opened is not None:
+                if self.siblings is not None:
+                    self.siblings.cold(opened)
                 return opened
         request = StatRequest(ino=await self._master_ino(info.ino), validate=True)
         retry = 0.0 if info.version else MASTER_RETRY_WINDOW
@@ -289,12 +297,30 @@ class AsyncClient:
         self._checked.put(info.ino, True)
         return info
 
-    async def _open_at_worker(self, info: FileInfo) -> FileInfo | None:
+    async def open_ahead(self, info: FileInfo) -> bool:
+        """Open file ``info`` (listed without its version) at a worker ahead of its reader,
+        as :meth:`validate` would (the reader's open joins it, or finds it done); whether it
+        opened. Errors are the reader's to see: ignored here."""
+        try:
+            opening = self._opening.do(info.ino, lambda: self._open_at_worker(info, ahead=True))
+            return await opening is not None
+        except errors.FluidcacheError:
+            return False
+
+    def unopened(self, info: FileInfo) -> bool:
+        """Whether file ``info`` is known here as listed only: no version learnt, no open of
+        it under way."""
+        if info.ino in self._opening or info.ino in self._learnt:
+            return False
+        known = self._inodes.get_stale(info.ino)
+        return known is None or not known.version
+
+    async def _open_at_worker(self, info: FileInfo, ahead: bool = False) -> FileInfo | None:
         """``info`` at the version a worker found reading its first block (kept there, and
         its file known here): one source request instead of a version check then a read.
         The master is told later, in a batch. None if no worker could be asked."""
         try:
-            opened = await self.blocks.open_file(info.uri, info.block_size, info.size)
+            opened = await self.blocks.open_file(info.uri, info.block_size, info.size, ahead)
         except errors.NotFound:
             await self.recheck(info)  # the master drops the entry as well
             raise
@@ -365,15 +391,26 @@ class AsyncClient:
         self._misses.put(parent, misses)
         if misses < LIST_AFTER_MISSES:
             return False
-        spans = self._spans.get(parent) or []
-        if any(lo < name and (not hi or name <= hi) for lo, hi in spans):
-            return True  # listed already: not there (the master is asked, for a newer entry)
-        cursor = name[:-1]  # from just before the name: its page holds it if the directory does
-        try:
-            page = await self._listings.do((parent, cursor), lambda: self.list_page(parent, cursor))
-        except errors.FluidcacheError:
-            return False  # asked one by one instead
-        self._spans.put(parent, [*spans, (cursor, page.cursor)][-SPANS_KEPT:])
+        for _ in range(PAGES_IN_ORDER):
+            spans = self._spans.get(parent) or []
+            if any(lo < name and (not hi or name <= hi) for lo, hi in spans):
+                return True  # listed: there, or not (the master is asked, for a newer entry)
+            if len(spans) < PAGES_IN_ORDER:
+                # A directory's first pages go in order (from its first name, then on from
+                # the furthest page below the name): a shuffled epoch over a small directory
+                # lists it in as many calls as it has pages, not a page from every name.
+                cursor = max((hi for _, hi in spans if hi and hi < name), default="")
+            else:
+                cursor = name[:-1]  # from just before the name: its page holds it if any does
+            try:
+                page = await self._listings.do(
+                    (parent, cursor), functools.partial(self.list_page, parent, cursor)
+                )
+            except errors.FluidcacheError:
+                return False  # asked one by one instead
+            spans = self._spans.get(parent) or []  # as other lookups left them meanwhile
+            if (cursor, page.cursor) not in spans:
+                self._spans.put(parent, [*spans, (cursor, page.cursor)][-SPANS_KEPT:])
         return True
 
     async def list_page(self, ino: int, cursor: str = "", limit: int = 1000) -> ListReply:
@@ -560,6 +597,8 @@ class AsyncClient:
         """A file was opened (here or by the FUSE mount): start the prefetch it calls for."""
         if self._models is not None and self._models.wants(info):
             self._spawn(self._models.opened(info))
+        if self.siblings is not None:
+            self.siblings.opened(info)
 
 
 class AsyncFile:

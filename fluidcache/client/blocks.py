@@ -282,14 +282,19 @@ class BlockReader:
                 for block_id in reply.paths:
                     self._learn_path(block_id, reply, address)
 
-    async def open_file(self, uri: str, block_size: int, size_hint: int = -1) -> OpenReply:
+    async def open_file(
+        self, uri: str, block_size: int, size_hint: int = -1, ahead: bool = False
+    ) -> OpenReply:
         """Have a worker (this node's first) read the first block of file ``uri`` with the
         version the source has now, and keep it: its file is then known here, so reading it
-        costs no further call (the status and first bytes come from one source request)."""
+        costs no further call (the status and first bytes come from one source request).
+        ``ahead``: opened ahead of a reader, so the worker serves readers' opens first."""
         workers = await self.workers()
         local = [w for w in workers if w.node == self.node and self.short_circuit]
         worker = placement(uri, local or workers)[0]
-        opened = await self._opens.call(worker.address, OpenRequest(uri, block_size, size_hint))
+        opened = await self._opens.call(
+            worker.address, OpenRequest(uri, block_size, size_hint, ahead)
+        )
         if opened.error:
             raise errors.from_wire(opened.error[0], " ".join(opened.error[1:]))
         ref = BlockRef(uri, opened.version, 0, block_size, opened.size)

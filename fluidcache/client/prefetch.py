@@ -51,8 +51,34 @@ def free_room(workers: list[WorkerInfo]) -> int:
     return sum(max(0, t.capacity - t.used) for w in workers for t in w.tiers)
 
 
-class _RoomUsed(Exception):
+class RoomUsed(Exception):
     """The open's share of the cache's room is scheduled: nothing more is."""
+
+
+class Room:
+    """A prefetch's budget: :data:`ROOM_FRACTION` of the cache's free room (the live workers'
+    quotas less what they hold), less what was prefetched too recently to show in that."""
+
+    def __init__(self, client: AsyncClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self._clock = clock
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, bytes)
+        self.left = 0  # bytes the prefetch being scheduled may still ask for
+
+    async def measure(self) -> None:
+        """Set the budget from the workers' usage now."""
+        now = self._clock()
+        while self._recent and now - self._recent[0][0] >= REPORT_LAG:
+            self._recent.popleft()
+        room = free_room(await self.client.blocks.workers(refresh=True))
+        self.left = int(room * ROOM_FRACTION) - sum(n for _, n in self._recent)
+
+    def take(self, nbytes: int) -> None:
+        """Count ``nbytes`` more against the budget; RoomUsed when they do not fit."""
+        if nbytes > self.left:
+            raise RoomUsed
+        self.left -= nbytes
+        self._recent.append((self._clock(), nbytes))
 
 
 def tensor_blocks(header: dict[str, Any], header_len: int, block_size: int) -> list[int]:
@@ -87,9 +113,7 @@ class ModelPrefetcher:
         self.client = client
         self._slots = asyncio.Semaphore(concurrency)
         self._scheduled: set[tuple[str, str]] = set()  # (path, version)
-        self._clock = clock
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, bytes)
-        self._left = 0  # bytes the open being scheduled may still ask for
+        self.room = Room(client, clock)
 
     def wants(self, info: FileInfo) -> bool:
         """Whether opening ``info`` schedules a prefetch."""
@@ -98,7 +122,7 @@ class ModelPrefetcher:
     async def opened(self, info: FileInfo) -> None:
         """Prefetch what opening ``info`` calls for (the file, or all shards of its index)."""
         try:
-            await self._measure_room()
+            await self.room.measure()
             if info.path.endswith(".safetensors.index.json"):
                 await self._shards(info)
             elif FIRST_SHARD.search(info.path):
@@ -109,25 +133,10 @@ class ModelPrefetcher:
                     await self._file(info)
             else:
                 await self._file(info)
-        except _RoomUsed:
+        except RoomUsed:
             log.info("prefetch from %s stopped: its share of the cache's room is asked", info.path)
         except (errors.FluidcacheError, ValueError, KeyError, TypeError) as e:
             log.debug("prefetch of %s stopped: %s", info.path, e)
-
-    async def _measure_room(self) -> None:
-        """Set the open's budget: a share of the free room, less recent prefetches."""
-        now = self._clock()
-        while self._recent and now - self._recent[0][0] >= REPORT_LAG:
-            self._recent.popleft()
-        room = free_room(await self.client.blocks.workers(refresh=True))
-        self._left = int(room * ROOM_FRACTION) - sum(n for _, n in self._recent)
-
-    def _take(self, nbytes: int) -> None:
-        """Count ``nbytes`` more against the open's budget; _RoomUsed when they do not fit."""
-        if nbytes > self._left:
-            raise _RoomUsed
-        self._left -= nbytes
-        self._recent.append((self._clock(), nbytes))
 
     async def _shards(self, index: FileInfo, first: FileInfo | None = None) -> None:
         if index.size > MAX_HEADER:
@@ -144,14 +153,14 @@ class ModelPrefetcher:
         key = (info.path, info.version)
         if key in self._scheduled or info.size < 8:
             return
-        self._take(info.block(0).length)  # the header's block comes into the cache too
+        self.room.take(info.block(0).length)  # the header's block comes into the cache too
         self._scheduled.add(key)
         header_len = int.from_bytes(await self.client.pread(info, 0, 8), "little")
         if header_len > min(MAX_HEADER, info.size - 8):
             return
         last = (8 + header_len - 1) // info.block_size  # the header's last block
         for index in range(1, last + 1):
-            self._take(info.block(index).length)
+            self.room.take(info.block(index).length)
         header = json.loads(await self.client.pread(info, 8, header_len))
         indexes = tensor_blocks(header, header_len, info.block_size)
         held: dict[str, list[str]] = {}
@@ -162,7 +171,7 @@ class ModelPrefetcher:
             if held.get(info.block(index).id):
                 continue  # cached already (a warm start): nothing to fetch, no room taken
             if index > last:
-                self._take(info.block(index).length)
+                self.room.take(info.block(index).length)
             await self._slots.acquire()  # bounded: the next block waits for a free slot
             self.client._spawn(self._one(info, index))
 

@@ -535,6 +535,7 @@ class OpenRequest(Message):
     uri: str
     block_size: int
     size_hint: int = -1  # the size the file was listed with (-1: unknown): the buffer to read into
+    ahead: bool = False  # a client's prefetch, not a reader's open: it waits behind those
 
     def __post_init__(self) -> None:
         if not 0 < self.block_size <= MAX_BLOCK_SIZE:

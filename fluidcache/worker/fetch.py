@@ -211,15 +211,18 @@ class Fetcher:
             flight.urgent = True
         return flight
 
-    async def open(self, uri: str, block_size: int, size_hint: int = -1) -> tuple[UfsStatus, str]:
+    async def open(
+        self, uri: str, block_size: int, size_hint: int = -1, urgent: bool = True
+    ) -> tuple[UfsStatus, str]:
         """The file ``uri`` as its source has it now, its first block read in the same request
         and kept (one source request where a ``stat`` and a read took two). Returns the
         status and, as :meth:`ensure` does, where that block came from ("" if held).
         ``size_hint``: the size it was listed with (the first read's buffer; a file grown
-        since has the rest of its block read after, naming the version)."""
+        since has the rest of its block read after, naming the version). ``urgent`` False: a
+        client's prefetch, which waits for a source slot behind readers (:class:`Slots`)."""
         ufs, path = await self._resolve(uri)
         first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
-        async with self._source_slots.held(lambda: True):  # an open: a reader waits
+        async with self._source_slots.held(lambda: urgent):
             buf = memoryview(bytearray(first))
             status, got = await ufs.read_head(path, buf)
             ref = BlockRef(uri, status.version, 0, block_size, status.size)

@@ -297,7 +297,7 @@ async def open_files(request: web.Request) -> web.Response:
 
 async def _open_file(request: web.Request, ask: OpenRequest) -> OpenReply:
     fetcher = request.app[SERVICE].fetcher
-    status, origin = await fetcher.open(ask.uri, ask.block_size, ask.size_hint)
+    status, origin = await fetcher.open(ask.uri, ask.block_size, ask.size_hint, not ask.ahead)
     ref = BlockRef(ask.uri, status.version, 0, ask.block_size, status.size)
     block, fetched = await _ensured(request, ref.id, ref.length, origin)
     path = str(block.path) if block is not None else ""

@@ -11,7 +11,7 @@ import collections
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,10 +294,11 @@ async def test_lookups_in_one_directory_are_answered_from_one_listing(tmp_path: 
                     assert (await client.lookup(root.ino, f"f{i}.bin")).name == f"f{i}.bin"
 
 
-@pytest.mark.timeout(120)
-async def test_lookups_in_a_large_directory_list_a_page_per_thousand_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _lookups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: Callable[[list[str]], list[str]]
+) -> collections.Counter[str]:
+    """The calls a client makes looking up the 2,500 names of a directory in ``order(names)``,
+    then a name it does not hold."""
     src = tmp_path / "src"
     src.mkdir()
     names = [f"s{i:05d}.bin" for i in range(2500)]
@@ -315,16 +316,41 @@ async def test_lookups_in_a_large_directory_list_a_page_per_thousand_names(
                 return await call(self, path, *args, **kwargs)
 
             monkeypatch.setattr(RpcClient, "call", counted)
-            rest = names[1000:]
-            random.Random(3).shuffle(rest)
-            order = names[:1000] + rest  # sorted first, then scattered
-            for n in order:
+            for n in order(names):
                 assert (await client.lookup(root.ino, n)).name == n
             with pytest.raises(errors.NotFound):
                 await client.lookup(root.ino, "s99999.bin")
-            # Names past the first thousand are answered from pages too, not one call each.
-            assert calls[NS_LOOKUP] <= 3, calls
-            assert calls[NS_LIST] <= 12, calls
+    return calls
+
+
+@pytest.mark.timeout(120)
+async def test_lookups_in_a_large_directory_list_a_page_per_thousand_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scattered(names: list[str]) -> list[str]:
+        rest = names[1000:]
+        random.Random(3).shuffle(rest)
+        return names[:1000] + rest  # sorted first, then scattered
+
+    calls = await _lookups(tmp_path, monkeypatch, scattered)
+    # Names past the first thousand are answered from pages too, not one call each.
+    assert calls[NS_LOOKUP] <= 3, calls
+    assert calls[NS_LIST] <= 12, calls
+
+
+@pytest.mark.timeout(120)
+async def test_lookups_in_shuffled_order_list_a_directory_page_by_page_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def shuffled(names: list[str]) -> list[str]:
+        random.Random(7).shuffle(names)  # a shuffled epoch
+        return names
+
+    calls = await _lookups(tmp_path, monkeypatch, shuffled)
+    # Its three pages, listed once each (not a page from wherever a name fell); one lookup
+    # for the first name, before any listing, and one for the name it does not hold.
+    assert calls[NS_LIST] == 3, calls
+    assert calls[NS_LOOKUP] == 2, calls
 
 
 @pytest.mark.timeout(120)

@@ -1,0 +1,123 @@
+"""Directory read-ahead (:mod:`fluidcache.client.siblings`) against a recording HTTP source: a
+cold epoch's other small files are opened ahead of the readers, each once, within bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fluidcache.client import AsyncClient
+from fluidcache.client.siblings import SiblingPrefetcher
+from tests.integration.client.test_cold import Source, blob, cluster_over, serving
+
+
+def _gets(src: Source) -> set[str]:
+    """The files the source was asked for with a GET."""
+    return {k[4:] for k, n in src.hits.items() if k.startswith("GET ") and k != "GET /" and n}
+
+
+async def _until(check: object, seconds: float = 15.0) -> None:
+    """Wait (bounded) until ``check()`` is true."""
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _reading(
+    tmp_path: Path, count: int, size: int, large: int = 0
+) -> AsyncIterator[tuple[Source, list[str], AsyncClient]]:
+    """A source of ``count`` files of ``size`` bytes (their names, in order) and ``large``
+    files of two 1 MiB blocks (t0.bin, ...), a one-worker cluster over it and a client."""
+    async with serving() as src:
+        names = [f"f{i:02d}.bin" for i in range(count)]
+        for i, n in enumerate(names):
+            src.put(n, blob(i, size))
+        for i in range(large):
+            src.put(f"t{i}.bin", blob(100 + i, 2 * 2**20))
+        with cluster_over(src.url, tmp_path) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                yield src, names, client
+
+
+async def _read(client: AsyncClient, name: str) -> bytes:
+    return await (await client.open(f"/{name}")).read()
+
+
+@pytest.mark.timeout(120)
+async def test_a_directory_opened_cold_has_its_other_small_files_opened_ahead(
+    tmp_path: Path,
+) -> None:
+    async with _reading(tmp_path, 24, 1000) as (src, names, client):
+        for n in names[:3]:
+            assert await _read(client, n) == src.files[n]
+        await asyncio.sleep(0.5)
+        assert _gets(src) == set(names[:3])  # three cold opens: nothing ahead yet
+        assert await _read(client, names[3]) == src.files[names[3]]
+        siblings = client.siblings
+        assert siblings is not None
+        await _until(lambda: siblings.opened_ahead == 20)
+        assert _gets(src) == set(names)
+        assert all(src.hits[f"GET {n}"] == 1 for n in names), dict(src.hits)
+        src.reset()
+        # The readers' opens find every version known and every block held.
+        for n in reversed(names):
+            assert await _read(client, n) == src.files[n]
+        assert not src.hits, dict(src.hits)
+
+
+@pytest.mark.timeout(120)
+async def test_a_readers_open_joins_the_open_ahead_of_its_file(tmp_path: Path) -> None:
+    async with _reading(tmp_path, 8, 2000) as (src, names, client):
+        src.gates["f06.bin"] = asyncio.Event()  # its GET waits until the reader asks too
+        for n in names[:4]:
+            await _read(client, n)
+        await _until(lambda: src.hits["GET f06.bin"] == 1)
+        reading = asyncio.ensure_future(_read(client, "f06.bin"))
+        await asyncio.sleep(0.3)
+        assert not reading.done()
+        src.gates["f06.bin"].set()
+        assert await reading == src.files["f06.bin"]
+        assert src.hits["GET f06.bin"] == 1, dict(src.hits)
+        assert src.hits["HEAD f06.bin"] == 0
+
+
+@pytest.mark.timeout(120)
+async def test_opens_ahead_stay_within_the_window_beyond_what_readers_opened(
+    tmp_path: Path,
+) -> None:
+    async with _reading(tmp_path, 40, 500) as (src, names, client):
+        client.siblings = SiblingPrefetcher(client, window=5, idle=2.0)
+        for n in names[:4]:
+            await _read(client, n)
+        # Started at the fourth cold open; that open counts: 5 + 1 files ahead.
+        await _until(lambda: len(_gets(src)) >= 10)
+        await asyncio.sleep(0.5)
+        assert len(_gets(src)) == 10, sorted(_gets(src))
+        ahead = sorted(_gets(src) - set(names[:4]))
+        for n in ahead[:3]:  # each open of one lets one more go ahead
+            await _read(client, n)
+        await _until(lambda: len(_gets(src)) >= 13)
+        await asyncio.sleep(0.5)
+        assert len(_gets(src)) == 13, sorted(_gets(src))
+        await asyncio.sleep(2.5)  # no open for longer than ``idle``: it stopped
+        for n in ahead[3:]:
+            await _read(client, n)
+        await asyncio.sleep(0.5)
+        assert len(_gets(src)) == 13, sorted(_gets(src))
+
+
+@pytest.mark.timeout(120)
+async def test_files_larger_than_a_block_are_not_opened_ahead(tmp_path: Path) -> None:
+    async with _reading(tmp_path, 4, 100, large=3) as (src, names, client):
+        for n in names:
+            await _read(client, n)
+        await asyncio.sleep(1.0)
+        assert _gets(src) == set(names), dict(src.hits)
+        assert [e.name for e in await client.ls("/")][4:] == ["t0.bin", "t1.bin", "t2.bin"]
