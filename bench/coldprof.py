@@ -1,6 +1,7 @@
 """Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--profile DIR]``.
 
-A DIR is a cold epoch instead: every file in it read once, by 16 readers (``--readers``). With
+A DIR is a cold epoch instead: every file under it read once, in the shuffled order of bench's
+small-files scenario, by 16 readers (``--readers``). With
 ``--hub``, DIR is a safetensors model (scenario 4's): published as ``hf://bench/model`` the way
 the hub scenario does (olah behind nginx redirecting to ranged files, behind the
 per-connection shaper of ``--conn``), and loaded cold through the mount: a model cold start.
@@ -125,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _epoch(args: argparse.Namespace) -> int:
-    """A cold epoch over the files of directory ``args.file``, directly and through FUSE."""
-    names = sorted(p.name for p in args.file.iterdir())
-    random.Random(7).shuffle(names)  # the order of bench's small-files scenario
+    """A cold epoch over the files under directory ``args.file`` (its subdirectories too), in
+    the shuffled order of bench's small-files scenario, directly and through FUSE."""
+    names = sorted(str(p.relative_to(args.file)) for p in args.file.rglob("*") if p.is_file())
+    random.Random(7).shuffle(names)
     size = sum((args.file / n).stat().st_size for n in names)
     shutil.rmtree(args.work, ignore_errors=True)
     for n in names:
