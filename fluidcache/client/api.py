@@ -72,6 +72,8 @@ LIST_AFTER_MISSES = 2
 """Lookups that miss the metadata cache in one directory before its pages are listed."""
 SPANS_KEPT = 64  # listed pages remembered per directory
 PAGES_IN_ORDER = 8  # pages of a directory listed in name order before lookups list at the name
+AHEAD_BATCH = 4
+"""A read-ahead window asks for its next blocks once a quarter of it is due (at least one)."""
 SEEN_DELAY = 0.5
 """Seconds versions learnt at open wait to be told to the master, in one batch."""
 
@@ -662,7 +664,10 @@ class AsyncFile:
         bs = self.info.block_size
         nxt = (end + bs - 1) // bs
         stop = min(nxt + self._window, self.info.block_count)
-        self.client.prefetch_many(self.info, range(max(nxt, self._ahead), stop))
+        start = max(nxt, self._ahead)
+        if stop - start < self._window // AHEAD_BATCH and stop < self.info.block_count:
+            return  # a few more first: their holders are then asked in one call, not one each
+        self.client.prefetch_many(self.info, range(start, stop))
         self._ahead = max(self._ahead, stop)
 
     async def read(self, size: int = -1) -> bytes:

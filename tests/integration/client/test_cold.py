@@ -22,7 +22,7 @@ from aiohttp import web
 from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
-from fluidcache.common.protocol import FILE_OPEN, NS_LIST, NS_LOOKUP
+from fluidcache.common.protocol import BLOCK_LOCATIONS, FILE_OPEN, NS_LIST, NS_LOOKUP
 from tests.cluster import Cluster, cluster
 
 MIB = 2**20
@@ -163,6 +163,32 @@ async def test_sequential_cold_read_overlaps_source_requests_within_a_bound(tmp_
                 assert sorted(start for _, start in src.ranges) == [
                     i * MIB for i in (0, 3, 6, 11, 17, 22)
                 ]
+
+
+@pytest.mark.timeout(120)
+async def test_a_read_aheads_holders_are_asked_a_quarter_window_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving() as src:
+        src.put("seq.bin", blob(3, 48 * MIB))
+        with cluster_over(src.url, tmp_path, workers=2) as c:
+            async with AsyncClient(c.master_url, c.token, readahead_blocks=16) as client:
+                f = await client.open("/seq.bin")
+                calls: collections.Counter[str] = collections.Counter()
+                call = RpcClient.call
+
+                async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
+                    calls[path.partition("?")[0]] += 1
+                    return await call(self, path, *args, **kwargs)
+
+                monkeypatch.setattr(RpcClient, "call", counted)
+                got = bytearray()
+                while data := await f.read(MIB):
+                    got += data
+                assert got == src.files["seq.bin"]
+            # 48 blocks: a call for the window's first steps (1, 2, 4, 8 blocks), then one
+            # per 4 blocks due; not one per block.
+            assert calls[BLOCK_LOCATIONS] <= 16, calls
 
 
 @pytest.mark.timeout(120)
