@@ -267,6 +267,14 @@ class BlockReader:
                 self._locations.put(block_id, found[block_id])
         return found
 
+    def uncached(self, ref: BlockRef) -> bool:
+        """Whether block ``ref`` is known here to be held by no worker (asked within the TTL)
+        and no read of it is under way: a cold block."""
+        busy = ref.id in self._flight or ref.id in self._local_flight
+        if busy or self._paths.get(ref.id) is not None or self.buffer.get(ref.id) is not None:
+            return False
+        return self._locations.get(ref.id) == []
+
     async def warm(self, refs: list[BlockRef]) -> None:
         """Learn, in a few batched calls, where this node's workers keep these blocks, so that
         reading them later costs no call at all (used on directory listings)."""

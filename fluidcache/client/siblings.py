@@ -3,11 +3,13 @@
 A training epoch opens every file of its directories once, in an order of its own (often
 shuffled). A cold open of a small file waits for a source round trip (tens of ms from an
 object store or a hub), so the readers' own number caps how many are under way. Once a client
-has opened :data:`AFTER` files of one directory cold (listed without a version: a worker opened
-them at the source), this opens the directory's other unopened one-block files ahead of the
-readers, in name order, :data:`CONCURRENCY` at a time, marked as prefetches (a worker serves
-readers' opens first). A reader's open of a file being opened ahead joins that open; one that
-comes later finds its version known here and its block held: no source round trip.
+has opened :data:`AFTER` files of one directory cold, this opens the directory's other cold
+one-block files ahead of the readers, in name order, :data:`CONCURRENCY` at a time, marked as
+prefetches (a worker serves readers' opens first). Cold: listed without a version (an HTTP
+listing), which a worker learns with the first block (:meth:`AsyncClient.open_ahead`); or listed
+with it (S3, local) and held by no worker, whose block a worker then fetches. A reader's open
+(or read) of a file under way joins it; one that comes later finds its version known here and
+its block held: no source round trip.
 
 Bounded three ways: by the cache's room (:class:`~fluidcache.client.prefetch.Room`); by demand
 (at most :data:`WINDOW` files more than the readers have opened in the directory since it
@@ -103,6 +105,9 @@ class SiblingPrefetcher:
             cursor = ""
             while True:
                 page = await self.client.list_page(parent, cursor)
+                # Which of the files listed with their versions are cold: one batched call.
+                firsts = [e.block(0) for e in page.entries if self._small(e) and e.version]
+                await self.client.blocks.locate(firsts)
                 for entry in page.entries:
                     if not self._wanted(entry):
                         continue
@@ -129,10 +134,17 @@ class SiblingPrefetcher:
         finally:
             del self._runs[parent]
 
+    @staticmethod
+    def _small(entry: FileInfo) -> bool:
+        return not entry.is_dir and 0 < entry.size <= entry.block_size
+
     def _wanted(self, entry: FileInfo) -> bool:
-        """A one-block file listed without its version, not opened (or opening) here."""
-        if entry.is_dir or entry.version or not 0 < entry.size <= entry.block_size:
+        """A one-block file listed without its version and not opened (or opening) here, or
+        listed with it and held by no worker (nor being read here)."""
+        if not self._small(entry):
             return False
+        if entry.version:
+            return self.client.blocks.uncached(entry.block(0))
         return self.client.unopened(entry)
 
     async def _allowed(self, run: _Run) -> None:
@@ -146,7 +158,10 @@ class SiblingPrefetcher:
 
     async def _one(self, entry: FileInfo) -> None:
         try:
-            if await self.client.open_ahead(entry):
+            if entry.version:
+                await self.client.blocks.prefetch(entry.block(0))  # errors ignored there
+                self.opened_ahead += 1
+            elif await self.client.open_ahead(entry):
                 self.opened_ahead += 1
         finally:
             self._slots.release()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from fluidcache.client import AsyncClient
 from fluidcache.client.siblings import SiblingPrefetcher
+from tests.cluster import cluster
 from tests.integration.client.test_cold import Source, blob, cluster_over, serving
 
 
@@ -21,10 +22,15 @@ def _gets(src: Source) -> set[str]:
     return {k[4:] for k, n in src.hits.items() if k.startswith("GET ") and k != "GET /" and n}
 
 
-async def _until(check: object, seconds: float = 15.0) -> None:
-    """Wait (bounded) until ``check()`` is true."""
+async def _until(check: Callable[[], bool | Awaitable[bool]], seconds: float = 15.0) -> None:
+    """Wait (bounded) until ``check()`` (or what it returns, awaited) is true."""
     deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
+    while True:
+        done = check()
+        if not isinstance(done, bool):
+            done = await done
+        if done:
+            return
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
 
@@ -121,3 +127,33 @@ async def test_files_larger_than_a_block_are_not_opened_ahead(tmp_path: Path) ->
         await asyncio.sleep(1.0)
         assert _gets(src) == set(names), dict(src.hits)
         assert [e.name for e in await client.ls("/")][4:] == ["t0.bin", "t1.bin", "t2.bin"]
+
+
+@pytest.mark.timeout(120)
+async def test_files_listed_with_their_versions_are_fetched_ahead_when_cold(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = {f"f{i:02d}.bin": blob(i, 700 + i) for i in range(24)}
+    for name, body in data.items():
+        (src / name).write_bytes(body)
+    with cluster(tmp_path / "c") as c:
+        c.start_master(f"local://{src}")
+        c.start_worker("w1")
+        async with AsyncClient(c.master_url, c.token) as client:
+            listed = await client.ls("/")
+            assert all(e.version for e in listed)  # a local listing gives versions
+            await asyncio.sleep(0.5)  # the listing's lookup of holders (none) is done
+            for name in sorted(data)[:4]:
+                assert await _read(client, name) == data[name]
+            siblings = client.siblings
+            assert siblings is not None
+            await _until(lambda: siblings.opened_ahead == 20)
+
+            async def all_held() -> bool:  # as the master counts them, once workers report
+                return all([await client.cached_fraction(e) == 1.0 for e in listed])
+
+            await _until(all_held)
+            for name in sorted(data, reverse=True):
+                assert await _read(client, name) == data[name]
