@@ -426,10 +426,14 @@ class AsyncClient:
         request = ListRequest(ino=await self._master_ino(ino), cursor=cursor, limit=limit)
         page = await self._master.call(NS_LIST, request, ListReply, retry_for=MASTER_RETRY_WINDOW)
         entries = [self._remember(e) for e in page.entries]
+        if page.final:  # as the master would answer an open's check of them: no call for it
+            for e in entries:
+                if e.version and not e.is_dir:
+                    self._checked.put(e.ino, True)
         firsts = [e.block(0) for e in entries if not e.is_dir and e.size > 0 and e.version]
         if firsts:
             self._spawn(self._warm(firsts))
-        reply = ListReply(entries, page.cursor)
+        reply = ListReply(entries, page.cursor, page.final)
         self._pages.put(key, reply)
         return reply
 

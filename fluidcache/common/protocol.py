@@ -365,6 +365,9 @@ class ListRequest(Message):
 class ListReply(Message):
     entries: list[FileInfo]
     cursor: str = ""  # empty: no more pages
+    final: bool = False
+    """The versions given are final: their source is never checked again (``--ttl 0``), so
+    opening one of these files needs no check by the master."""
 
 
 # ---- blocks ------------------------------------------------------------------------------------

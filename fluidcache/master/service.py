@@ -238,7 +238,9 @@ class MasterService:
         limit = max(1, min(request.limit, MAX_PAGE))
         entries, more = self.ns.page(node.ino, request.cursor, limit)
         cursor = entries[-1].name if more else ""
-        return ListReply([self.ns.info(e) for e in entries], cursor)
+        mount = self.ns.mount_of(node.path)
+        final = mount is not None and mount.ttl <= 0
+        return ListReply([self.ns.info(e) for e in entries], cursor, final)
 
     # ---- blocks and workers ---------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
-from fluidcache.common.protocol import BLOCK_LOCATIONS, FILE_OPEN, NS_LIST, NS_LOOKUP
+from fluidcache.common.protocol import BLOCK_LOCATIONS, FILE_OPEN, NS_LIST, NS_LOOKUP, NS_STAT
 from tests.cluster import Cluster, cluster
 
 MIB = 2**20
@@ -124,6 +124,19 @@ def cluster_over(url: str, tmp_path: Path, workers: int = 1) -> Iterator[Cluster
         yield c
 
 
+def counting_calls(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """From now on, every call a client makes (its path, without a query), counted."""
+    calls: collections.Counter[str] = collections.Counter()
+    call = RpcClient.call
+
+    async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
+        calls[path.partition("?")[0]] += 1
+        return await call(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(RpcClient, "call", counted)
+    return calls
+
+
 def blob(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -174,14 +187,7 @@ async def test_a_read_aheads_holders_are_asked_a_quarter_window_at_a_time(
         with cluster_over(src.url, tmp_path, workers=2) as c:
             async with AsyncClient(c.master_url, c.token, readahead_blocks=16) as client:
                 f = await client.open("/seq.bin")
-                calls: collections.Counter[str] = collections.Counter()
-                call = RpcClient.call
-
-                async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
-                    calls[path.partition("?")[0]] += 1
-                    return await call(self, path, *args, **kwargs)
-
-                monkeypatch.setattr(RpcClient, "call", counted)
+                calls = counting_calls(monkeypatch)
                 got = bytearray()
                 while data := await f.read(MIB):
                     got += data
@@ -334,14 +340,7 @@ async def _lookups(
         c.start_master(f"local://{src}")
         async with AsyncClient(c.master_url, c.token) as client:
             root = await client.stat("/")
-            calls: collections.Counter[str] = collections.Counter()
-            call = RpcClient.call
-
-            async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
-                calls[path] += 1  # every call this client makes, made as it is
-                return await call(self, path, *args, **kwargs)
-
-            monkeypatch.setattr(RpcClient, "call", counted)
+            calls = counting_calls(monkeypatch)
             for n in order(names):
                 assert (await client.lookup(root.ino, n)).name == n
             with pytest.raises(errors.NotFound):
@@ -380,6 +379,30 @@ async def test_lookups_in_shuffled_order_list_a_directory_page_by_page_in_order(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize(("ttl", "checks"), [(0, 0), (300, 6)])
+async def test_versions_listed_as_final_are_opened_without_a_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ttl: int, checks: int
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(blob(60 + i, 3000))
+    with cluster(tmp_path / "c") as c:
+        c.start_master(f"local://{src}", extra=("--ttl", str(ttl)))
+        c.start_worker("w1")
+        async with AsyncClient(c.master_url, c.token, dir_prefetch=False) as client:
+            listed = await client.ls("/")
+            assert all(e.version for e in listed)  # a local listing gives versions
+            calls = counting_calls(monkeypatch)
+            for e in listed:
+                f = await client.open(e.path)
+                assert await f.read() == (src / e.name).read_bytes()
+            # --ttl 0: the source is never checked again, so neither is the version at open;
+            # with a TTL the master decides at each open whether to check it.
+            assert calls[NS_STAT] == checks, calls
+
+
+@pytest.mark.timeout(120)
 async def test_opens_waiting_for_a_worker_go_in_one_call_each_with_its_own_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -397,14 +420,7 @@ async def test_opens_waiting_for_a_worker_go_in_one_call_each_with_its_own_answe
                 listed = {i: await client.stat(f"/f{i:02d}.bin") for i in range(12)}
                 assert not any(info.version for info in listed.values())
                 del src.files["f05.bin"]  # gone from the source after it was listed
-                calls: collections.Counter[str] = collections.Counter()
-                call = RpcClient.call
-
-                async def counted(self: RpcClient, path: str, *args: Any, **kwargs: Any) -> Any:
-                    calls[path] += 1
-                    return await call(self, path, *args, **kwargs)
-
-                monkeypatch.setattr(RpcClient, "call", counted)
+                calls = counting_calls(monkeypatch)
 
                 async def read(i: int) -> bytes:
                     return await (await client.open(f"/f{i:02d}.bin")).read()
