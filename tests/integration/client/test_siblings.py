@@ -144,7 +144,8 @@ async def test_files_listed_with_their_versions_are_fetched_ahead_when_cold(
         async with AsyncClient(c.master_url, c.token) as client:
             listed = await client.ls("/")
             assert all(e.version for e in listed)  # a local listing gives versions
-            await asyncio.sleep(0.5)  # the listing's lookup of holders (none) is done
+            # The listing's lookup of holders (in the background) found none.
+            await _until(lambda: all(client.blocks.uncached(e.block(0)) for e in listed))
             for name in sorted(data)[:4]:
                 assert await _read(client, name) == data[name]
             siblings = client.siblings
