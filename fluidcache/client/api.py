@@ -604,12 +604,6 @@ class AsyncClient:
         if self._models is not None and self._models.wants(info):
             self._spawn(self._models.opened(info))
         if self.siblings is not None:
-            if (
-                info.version
-                and info.size <= info.block_size
-                and self.blocks.uncached(info.block(0))
-            ):
-                self.siblings.cold(info)  # listed with its version (S3, local): no worker has it
             self.siblings.opened(info)
 
 

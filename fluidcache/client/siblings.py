@@ -92,7 +92,15 @@ class SiblingPrefetcher:
             self.client._spawn(self._run(parent))
 
     def opened(self, info: FileInfo) -> None:
-        """A reader opened ``info`` (cold or not): its directory's read-ahead may go further."""
+        """A reader opened ``info`` (cold or not): its directory's read-ahead may go further.
+        A file listed with its version (S3, local) is cold when no worker holds its block;
+        one listed without is counted cold by :meth:`AsyncClient.validate`, which opens it."""
+        if (
+            info.version
+            and info.size <= info.block_size
+            and self.client.blocks.uncached(info.block(0))
+        ):
+            self.cold(info)
         run = self._runs.get(info.parent)
         if run is not None:
             run.opened += 1
