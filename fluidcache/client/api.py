@@ -559,6 +559,11 @@ class AsyncClient:
 
     async def pread(self, info: FileInfo, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of file ``info`` from ``offset`` (fewer only at end of file)."""
+        return _bytes(await self.pread_buffer(info, offset, size))
+
+    async def pread_buffer(self, info: FileInfo, offset: int, size: int) -> bytes | memoryview:
+        """As :meth:`pread`, but a read within a block held on this node comes as a view of its
+        file (:meth:`BlockReader.read_buffer`), for a caller that only copies it on."""
         self._ensure_open()
         if info.is_dir:
             raise errors.IsADirectory(info.path)
@@ -568,10 +573,11 @@ class AsyncClient:
         bs = info.block_size
         first, last = offset // bs, (end - 1) // bs
         if first == last:  # most reads: no task for a gather of one
-            return await self.blocks.read(info.block(first), offset - first * bs, end - offset)
+            ref = info.block(first)
+            return await self.blocks.read_buffer(ref, offset - first * bs, end - offset)
         parts = await asyncio.gather(
             *(
-                self.blocks.read(
+                self.blocks.read_buffer(
                     info.block(i),
                     max(offset, i * bs) - i * bs,
                     min(end, (i + 1) * bs) - max(offset, i * bs),
@@ -579,7 +585,7 @@ class AsyncClient:
                 for i in range(first, last + 1)
             )
         )
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
 
     async def cached_fraction(self, info: FileInfo) -> float:
         """The fraction of the file's blocks that some worker holds (1.0 for an empty file)."""
@@ -643,6 +649,10 @@ class AsyncFile:
 
     async def pread(self, offset: int, size: int) -> bytes:
         """Read at ``offset`` without moving the position; sequential access reads ahead."""
+        return _bytes(await self.pread_buffer(offset, size))
+
+    async def pread_buffer(self, offset: int, size: int) -> bytes | memoryview:
+        """As :meth:`pread`, as a view where :meth:`AsyncClient.pread_buffer` gives one."""
         end = min(offset + size, self.info.size)
         if abs(offset - self._next_sequential) <= self.info.block_size:
             room = self.client.blocks.ahead_room(self.info.block_size)
@@ -658,7 +668,7 @@ class AsyncFile:
             self._window, self._ahead = 0, 0
             self._next_sequential = end
         try:
-            return await self.client.pread(self.info, offset, size)
+            return await self.client.pread_buffer(self.info, offset, size)
         except errors.SourceChanged:
             # Never a mix of versions: this open fails; the next one reads the new version.
             await self.client.recheck(self.info)
@@ -695,3 +705,7 @@ class AsyncFile:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _bytes(data: bytes | memoryview) -> bytes:
+    return data if isinstance(data, bytes) else data.tobytes()

@@ -277,7 +277,9 @@ class BlockReader:
 
     async def warm(self, refs: list[BlockRef]) -> None:
         """Learn, in a few batched calls, where this node's workers keep these blocks, so that
-        reading them later costs no call at all (used on directory listings)."""
+        reading them later costs no call at all (used on directory listings); blocks whose
+        files are known here already are not asked for again."""
+        refs = [r for r in refs if self._paths.get(r.id) is None]
         if not self.short_circuit or not refs:
             return
         workers = {w.worker_id: w for w in await self.workers() if w.node == self.node}
@@ -347,6 +349,17 @@ class BlockReader:
         data = await self.fetch(ref)
         return data[start : start + length]
 
+    async def read_buffer(self, ref: BlockRef, start: int, length: int) -> bytes | memoryview:
+        """As :meth:`read`, but from a block file of this node open already, a view of the file
+        mapped: no copy here (the FUSE reply is written from the file's pages)."""
+        length = max(0, min(length, ref.length - start))
+        if self.short_circuit and self._local_fd(ref.id) is not None:
+            m = self.fds.mapped(ref.id)  # in the same step: the descriptor is still open
+            if m is not None:
+                self.touches.add(self.fds.owner(ref.id), ref.id, length)
+                return memoryview(m)[start : start + length]
+        return await self.read(ref, start, length)
+
     def _pread_local(
         self, block_id: str, start: int, length: int, found: LocalFile | None = None
     ) -> bytes | None:
@@ -356,6 +369,15 @@ class BlockReader:
         other read can close it (or reuse its number) in between. The read is noted for the
         worker that holds the file (:class:`Touches`).
         """
+        fd = self._local_fd(block_id, found)
+        if fd is None:
+            return None
+        data = os.pread(fd, length, start)
+        self.touches.add(self.fds.owner(block_id), block_id, len(data))
+        return data
+
+    def _local_fd(self, block_id: str, found: LocalFile | None = None) -> int | None:
+        """The open descriptor of this node's file of a block, if its file is known (or given)."""
         fd = self.fds.get(block_id)
         if fd is None:
             found = found or self._paths.get(block_id)
@@ -364,10 +386,7 @@ class BlockReader:
             fd = self.fds.open(block_id, found)
             if fd is None:
                 self._paths.pop(block_id)  # evicted since
-                return None
-        data = os.pread(fd, length, start)
-        self.touches.add(self.fds.owner(block_id), block_id, len(data))
-        return data
+        return fd
 
     async def _find_local(self, ref: BlockRef, ahead: bool = False) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from fluidcache.common.blockid import file_checksum
 log = logging.getLogger(__name__)
 
 VERIFIED_KEPT = 100_000  # block files known to match their checksum, at most
+POPULATED_BYTES = 64 * 1024 * 1024  # block files mapped with their pages up front, at most
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -104,6 +106,7 @@ class FdCache:
         self.bytes = 0
         # id -> (fd, file size, owner: the address of the worker whose file it is, mtime ns)
         self._fds: OrderedDict[str, tuple[int, int, str, int]] = OrderedDict()
+        self._maps: dict[str, mmap.mmap] = {}
         self._verified: OrderedDict[tuple[str, int, int, int], None] = OrderedDict()
 
     def get(self, block_id: str) -> int | None:
@@ -122,6 +125,24 @@ class FdCache:
             return None
         self._fds.move_to_end(block_id)
         return entry[0]
+
+    def mapped(self, block_id: str) -> mmap.mmap | None:
+        """The open file of ``block_id`` mapped read-only (kept while its descriptor is), so a
+        reply can be written from the file's pages without a copy; None for an empty file or
+        none open. Call after :meth:`get`, which checks the file is unchanged."""
+        m = self._maps.get(block_id)
+        if m is not None:
+            return m
+        entry = self._fds.get(block_id)
+        if entry is None or entry[1] == 0:
+            return None
+        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if entry[1] <= POPULATED_BYTES else 0)
+        try:
+            m = mmap.mmap(entry[0], entry[1], flags=flags, prot=mmap.PROT_READ)
+        except OSError:
+            return None
+        self._maps[block_id] = m
+        return m
 
     def owner(self, block_id: str) -> str:
         """The worker whose file ``block_id``'s descriptor reads ("" if none is open)."""
@@ -151,9 +172,7 @@ class FdCache:
         self._fds[block_id] = (fd, size, owner, s.st_mtime_ns)
         self.bytes += size
         while len(self._fds) > 1 and (len(self._fds) > self.size or self.bytes > self.max_bytes):
-            _, (stale, stale_size, _, _) = self._fds.popitem(last=False)
-            self.bytes -= stale_size
-            os.close(stale)
+            self.drop(next(iter(self._fds)))
         return fd
 
     def _verified_file(
@@ -180,15 +199,18 @@ class FdCache:
         return True
 
     def drop(self, block_id: str) -> None:
+        """Close ``block_id``'s descriptor and mapping (a mapping a reply still reads from is
+        unmapped when that reply lets go of it)."""
         entry = self._fds.pop(block_id, None)
         if entry is not None:
             self.bytes -= entry[1]
             with contextlib.suppress(OSError):
                 os.close(entry[0])
+        m = self._maps.pop(block_id, None)
+        if m is not None:
+            with contextlib.suppress(BufferError):
+                m.close()
 
     def close(self) -> None:
-        for fd, _, _, _ in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
-        self.bytes = 0
+        for block_id in list(self._fds):
+            self.drop(block_id)

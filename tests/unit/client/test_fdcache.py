@@ -32,3 +32,36 @@ def test_a_damaged_file_is_refused_unless_the_worker_stamped_it_as_it_is(tmp_pat
     # trusted without hashing (a worker that checked them would have dropped this file).
     assert fds.open("b2", LocalFile(str(damaged), "w0", stamp_of(damaged))) is not None
     fds.close()
+
+
+def test_a_mapped_file_serves_its_bytes_after_eviction_and_never_once_rewritten(
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(300_000)
+    path = tmp_path / f"b1.{checksum([data])}"
+    path.write_bytes(data)
+    fds = FdCache(8, 1 << 20)
+    assert fds.open("b1", LocalFile(str(path), "w0")) is not None
+    m = fds.mapped("b1")
+    assert m is not None and fds.mapped("b1") is m  # mapped once, kept with the descriptor
+    view = memoryview(m)[1000:201_000]  # a reply still writing from the file
+    path.unlink()  # the worker evicts the block
+    fds.drop("b1")  # and the cache lets go: the mapping lives on while the view does
+    assert view.tobytes() == data[1000:201_000]
+    view.release()
+    assert m.closed is False  # unmapped when the last view of it goes
+    del view, m
+
+    other = tmp_path / f"b2.{checksum([data])}"
+    other.write_bytes(data)
+    assert fds.open("b2", LocalFile(str(other), "w0")) is not None
+    assert fds.mapped("b2") is not None
+    with open(other, "r+b") as f:  # rewritten in place after the check
+        f.write(b"X" * 10)
+    os.utime(other, ns=(1, 1))
+    assert fds.get("b2") is None and fds.mapped("b2") is None  # neither descriptor nor mapping
+    empty = tmp_path / "b3"
+    empty.write_bytes(b"")
+    assert fds.open("b3", LocalFile(str(empty), "w0")) is not None
+    assert fds.mapped("b3") is None  # nothing to map: a read copies nothing anyway
+    fds.close()
