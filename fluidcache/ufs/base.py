@@ -14,11 +14,12 @@ raises only :mod:`fluidcache.common.errors` classes:
 from __future__ import annotations
 
 import abc
+import os
 import posixpath
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeAlias
 
 from fluidcache.common.errors import InvalidArgument, IsADirectory
 
@@ -44,6 +45,40 @@ def check_span(path: str, offset: int, length: int, chunk: int | None = None) ->
             raise InvalidArgument(f"{path}: negative offset or length")
     elif offset < 0 or length < 0 or chunk <= 0:
         raise InvalidArgument(f"{path}: negative offset, length or chunk")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRegion:
+    """Bytes ``[offset, offset + length)`` of an open file as the target of a read: what a
+    worker gives for a block going to memory, so that a source's bytes can be spliced into the
+    file (no page of it zeroed first, no copy through Python). Sliced and assigned like a
+    memoryview, so an adapter fills either alike."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, span: slice) -> FileRegion:
+        start, stop, step = span.indices(self.length)
+        if step != 1:
+            raise ValueError("a file region is sliced with step 1 only")
+        return FileRegion(self.fd, self.offset + start, max(0, stop - start))
+
+    def __setitem__(self, span: slice, data: bytes | bytearray | memoryview) -> None:
+        region = self[span]
+        if len(data) != region.length:
+            raise ValueError(f"{len(data)} bytes for a region of {region.length}")
+        view, at = memoryview(data), region.offset
+        while view:
+            n = os.pwrite(self.fd, view, at)
+            view, at = view[n:], at + n
+
+
+Into: TypeAlias = memoryview | FileRegion
+"""Where :meth:`UnderFileSystem.read_into` puts the bytes it reads."""
 
 
 class UnderFileSystem(abc.ABC):
@@ -125,8 +160,9 @@ class UnderFileSystem(abc.ABC):
     reads_into: ClassVar[bool] = False
     """Whether :meth:`read_into` is cheaper than :meth:`read_stream` (declared, not probed)."""
 
-    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
-        """Fill ``buf`` with the bytes from ``offset``; how many (fewer only at end of file).
+    async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
+        """Fill ``buf`` (memory, or a :class:`FileRegion`) with the bytes from ``offset``; how
+        many (fewer only at end of file).
 
         Same errors and ``version`` check as :meth:`read_stream`; by default its pieces, copied
         in. Adapters that can receive straight into ``buf`` set :attr:`reads_into`."""

@@ -65,7 +65,7 @@ from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_number, read_key_values
 from fluidcache.ufs._threaded import ThreadedReader
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
+from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
 
@@ -620,7 +620,7 @@ class HfUfs(UnderFileSystem):
 
     reads_into = True
 
-    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+    async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """Where the file's redirect target (its CDN URL) is known and honours Range, one ranged
         GET by a thread straight into ``buf``; otherwise, or when that answer is anything but
         the 206 asked for (an expired URL, an error), :meth:`read_stream` and its retries."""

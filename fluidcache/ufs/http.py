@@ -58,7 +58,7 @@ from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
 from fluidcache.ufs._threaded import Answer, ThreadedReader, content_range
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
+from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
 
@@ -731,7 +731,7 @@ class HttpUfs(UnderFileSystem):
 
     reads_into = True
 
-    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+    async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET received straight into ``buf`` by a thread (``http.client``: the
         socket's bytes land in ``buf`` with no Python per piece, the GIL released meanwhile).
         Anything but a plain 206 of the range asked (redirects, errors, a server without
@@ -758,7 +758,7 @@ class HttpUfs(UnderFileSystem):
         return replace(status, name=path.rpartition("/")[2]), n
 
     async def _read_into_thread(
-        self, path: str, offset: int, buf: memoryview, version: str
+        self, path: str, offset: int, buf: Into, version: str
     ) -> tuple[int, UfsStatus] | None:
         """The threads' read of ``[offset, offset + len(buf))``, and the status its answer
         tells; None for anything but a plain answer (the streaming path then reads)."""

@@ -42,7 +42,7 @@ from botocore import UNSIGNED  # type: ignore[import-untyped]
 from fluidcache.common import errors
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
 from fluidcache.ufs._threaded import Answer, ThreadedReader
-from fluidcache.ufs.base import UfsStatus, UnderFileSystem, check_span, clean_path
+from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404", "NoSuchBucket"})
 _DENIED = frozenset(
@@ -410,7 +410,7 @@ class S3Ufs(UnderFileSystem):
 
     reads_into = True
 
-    async def read_into(self, path: str, offset: int, buf: memoryview, version: str = "") -> int:
+    async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET of a presigned URL (signed here, no request), received straight into
         ``buf`` by a thread as the HTTP adapter does: no Python per piece of the body. The
         version goes out as ``If-Match``; anything but a plain 206 of the range (an error, a

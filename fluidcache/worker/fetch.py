@@ -312,12 +312,14 @@ class Fetcher:
             if ufs.reads_into:
                 # Received straight into the block's file when it goes to MEM (else into one
                 # buffer): no Python per piece, no second copy; readers following get it whole.
-                mapped = writer.mapped() if writer is not None else None
-                buf = mapped if mapped is not None else memoryview(bytearray(ref.length))
-                got = await ufs.read_into(path, ref.offset, buf, ref.version)
-                if mapped is not None and writer is not None:
-                    writer.filled(buf[:got])
+                region = writer.region() if writer is not None else None
+                if region is not None and writer is not None:
+                    got = await ufs.read_into(path, ref.offset, region, ref.version)
                     flight.sink = None  # already in the file
+                    flight.append(writer.received(got))
+                    return "source"
+                buf = memoryview(bytearray(ref.length))
+                got = await ufs.read_into(path, ref.offset, buf, ref.version)
                 flight.append(buf[:got])
                 return "source"
             chunks = ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK, ref.version)

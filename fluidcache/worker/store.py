@@ -31,6 +31,7 @@ import xxhash
 
 from fluidcache.common.blockid import checksum, is_block_id
 from fluidcache.common.protocol import TierUsage
+from fluidcache.ufs.base import FileRegion
 from fluidcache.worker.config import LevelConfig
 
 log = logging.getLogger(__name__)
@@ -371,20 +372,22 @@ class BlockWriter:
         if self.level.config.medium == "MEM":
             self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
 
-    def mapped(self) -> memoryview | None:
-        """The block's file on a MEM level as writable memory, to receive its bytes straight
-        into (then :meth:`filled`); None elsewhere. Views of it stay valid after commit."""
+    def region(self) -> FileRegion | None:
+        """The block's file on a MEM level, sized, as the target of a source's read (its bytes
+        spliced in; then :meth:`received`); None elsewhere."""
         if self._fd < 0 or self.written or self.size <= 0:
             return None
         os.ftruncate(self._fd, self.size)
-        # Not prefaulted: the pages are allocated as the bytes land, in the receiving thread.
-        self._map = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED)
-        return memoryview(self._map)
+        return FileRegion(self._fd, 0, self.size)
 
-    def filled(self, view: memoryview) -> None:
-        """``view`` (the start of :meth:`mapped`) now holds the block's first bytes."""
+    def received(self, n: int) -> memoryview:
+        """The first ``n`` bytes of :meth:`region` were written: hashed, counted, and given
+        back as a view of the file (it stays valid after commit)."""
+        self._map = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        view = memoryview(self._map)[:n]
         self._hash.update(view)
-        self.written += len(view)
+        self.written += n
+        return view
 
     def write(self, piece: bytes | memoryview) -> None:
         """Add the next piece; never awaits. OSError when the level cannot take it."""

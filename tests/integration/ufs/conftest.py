@@ -388,3 +388,13 @@ async def ufs(source: Source) -> AsyncIterator[UnderFileSystem]:
         yield adapter
     finally:
         await adapter.close()
+
+
+@pytest.fixture
+def block_fd(tmp_path: Path) -> Iterator[int]:
+    """An open, empty file: the target of reads into a FileRegion (a worker's block file)."""
+    fd = os.open(tmp_path / "block", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

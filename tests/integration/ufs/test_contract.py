@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from contextlib import aclosing
 
@@ -10,6 +11,7 @@ import pytest
 
 from fluidcache.common import errors
 from fluidcache.ufs import UfsStatus, UnderFileSystem
+from fluidcache.ufs.base import FileRegion
 from tests.integration.ufs.conftest import Source
 
 DATA = random.Random(3).randbytes(200_003)
@@ -228,6 +230,22 @@ async def test_read_head_gives_the_status_and_first_bytes(
         await ufs.read_head("nope.bin", buf)
     with pytest.raises(errors.IsADirectory):
         await ufs.read_head("dir", buf)
+
+
+async def test_a_file_region_is_filled_as_memory_is(
+    tree: Source, ufs: UnderFileSystem, block_fd: int
+) -> None:
+    """A block going to memory is read into its file (a FileRegion; adapters that can splice
+    the socket's bytes into it): the same bytes as into memory, read after read."""
+    size = 300_000
+    os.ftruncate(block_fd, size)
+    region = FileRegion(block_fd, 0, size)
+    for offset, at in ((0, 0), (7, 1_000), (150_000, 5), (len(DATA) - 3, 0)):
+        want = DATA[offset : offset + size - at]
+        assert await ufs.read_into("data.bin", offset, region[at:]) == len(want)
+        assert os.pread(block_fd, len(want), at) == want
+    assert await ufs.read_into("hello.txt", 0, region[10:22]) == 12
+    assert os.pread(block_fd, 12, 10) == TREE["hello.txt"]
 
 
 async def test_a_read_naming_a_version_never_gives_another(

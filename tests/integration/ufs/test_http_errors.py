@@ -7,10 +7,12 @@ and servers that ignore ``Range``.
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,10 @@ import pytest
 from aiohttp import web
 
 from fluidcache.common import errors
+from fluidcache.ufs.base import FileRegion
 from fluidcache.ufs.http import HttpUfs
 from tests.integration.ufs.conftest import free_port
+from tests.pki import make_pki
 
 BLOB = bytes(range(256)) * 40  # 10,240 bytes
 BIG_INDEX = 30_000  # entries of /big/, an nginx page with exact sizes: about 2 MB
@@ -219,6 +223,19 @@ def make_app(faults: Faults) -> web.Application:
             return resp
         return ranged(request, BLOB)
 
+    @route("/chunked/blob.bin")
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        full = ranged(request, BLOB)
+        if request.method == "HEAD":
+            return full
+        resp = web.StreamResponse(status=full.status, headers=full.headers)
+        resp.enable_chunked_encoding()  # a ranged body without a length: never spliced
+        await resp.prepare(request)
+        assert isinstance(full.body, bytes)
+        for i in range(0, len(full.body), 3000):
+            await resp.write(full.body[i : i + 3000])
+        return resp
+
     @route("/private/{name}")
     async def private(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") not in faults.accept_auth:
@@ -239,14 +256,30 @@ def make_app(faults: Faults) -> web.Application:
 
 @pytest.fixture
 async def faults() -> AsyncIterator[Faults]:
+    async with serving() as state:
+        yield state
+
+
+@pytest.fixture
+async def tls_faults(tmp_path: Path) -> AsyncIterator[tuple[Faults, Path]]:
+    """The same server on HTTPS (a throwaway CA's certificate), and the CA's file."""
+    pki = make_pki(tmp_path / "pki")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki["chain"], pki["key"])
+    async with serving(ctx) as state:
+        yield state, pki["ca"]
+
+
+@asynccontextmanager
+async def serving(tls: ssl.SSLContext | None = None) -> AsyncIterator[Faults]:
     state = Faults()
     runner = web.AppRunner(make_app(state), shutdown_timeout=1)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = runner.addresses[0][1]
-        state.url = f"http://127.0.0.1:{port}/"
+        state.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
         yield state
     finally:
         state.release.set()
@@ -314,6 +347,39 @@ async def test_truncated_body_resumes(faults: Faults) -> None:
     async with faults.ufs("trunc/") as ufs:
         assert await ufs.read("blob.bin", 100, 8000) == BLOB[100:8100]
     assert faults.hits["GET /trunc/blob.bin"] == 2
+
+
+@pytest.mark.parametrize("where", ["files/", "norange/", "trunc/", "chunked/", "stall/"])
+async def test_a_file_region_gets_what_memory_would_or_the_same_error(
+    faults: Faults, block_fd: int, where: str
+) -> None:
+    """Into a block's file: a plain answer, a server without Range, a body cut short (read
+    again), a chunked one (read through a buffer) or a stalled one (an error; the next read,
+    by the same one thread, is whole: nothing of the stalled answer is left in its pipe)."""
+    os.ftruncate(block_fd, len(BLOB))
+    region = FileRegion(block_fd, 0, len(BLOB))
+    async with faults.ufs("", timeout="0.3", retries="1", read_threads="1") as ufs:
+        if where == "stall/":
+            with pytest.raises(errors.SourceUnavailable, match="timed out"):
+                await ufs.read_into("stall/blob.bin", 0, region)
+            faults.release.set()
+            where = "files/"
+        assert await ufs.read_into(f"{where}blob.bin", 100, region[:8000]) == 8000
+        assert os.pread(block_fd, 8000, 0) == BLOB[100:8100]
+    assert faults.hits[f"GET /{where}blob.bin"] == (2 if where == "trunc/" else 1)
+
+
+async def test_a_file_region_over_tls_gets_the_bytes(
+    tls_faults: tuple[Faults, Path], block_fd: int
+) -> None:
+    """TLS bytes cannot be spliced: they go into the block's file through a buffer."""
+    faults, ca = tls_faults
+    os.ftruncate(block_fd, len(BLOB))
+    region = FileRegion(block_fd, 0, len(BLOB))
+    async with faults.ufs("files/", ca_file=str(ca)) as ufs:
+        assert await ufs.read_into("blob.bin", 10, region) == len(BLOB) - 10
+        assert os.pread(block_fd, len(BLOB), 0) == BLOB[10:] + bytes(10)
+    assert faults.hits["GET /files/blob.bin"] == 1
 
 
 async def test_listing_dropped_midway_yields_each_entry_once(faults: Faults) -> None:

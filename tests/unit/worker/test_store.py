@@ -178,17 +178,17 @@ async def test_a_block_touched_by_short_circuit_reads_outlives_colder_ones(tmp_p
 async def test_a_written_block_is_stamped_so_its_first_lookup_reads_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Blocks received through a writer (the cold path, into a MEM mapping) were hashed as they
-    arrived: their stamp is the file as written, so verify() does not read the file again;
-    a file rewritten in place afterwards is checked and dropped."""
+    """Blocks received through a writer (the cold path, into the MEM file's region) were hashed
+    as they arrived: their stamp is the file as written, so verify() does not read the file
+    again; a file rewritten in place afterwards is checked and dropped."""
     store = open_store(levels(tmp_path, 1024 * KIB))
     data = payload(7)
     writer = await store.writer(bid(7), len(data))
     assert writer is not None
-    view = writer.mapped()
-    assert view is not None
-    view[:] = data
-    writer.filled(view)
+    region = writer.region()
+    assert region is not None and len(region) == len(data)
+    region[: len(data)] = data
+    assert writer.received(len(data)) == data
     block = await writer.commit()
     assert block is not None
     s = block.path.stat()
