@@ -563,7 +563,7 @@ class AsyncClient:
 
     async def pread_buffer(self, info: FileInfo, offset: int, size: int) -> bytes | memoryview:
         """As :meth:`pread`, but a read within a block held on this node comes as a view of its
-        file (:meth:`BlockReader.read_buffer`), for a caller that only copies it on."""
+        file (:meth:`BlockReader.read`), for a caller that only copies it on."""
         self._ensure_open()
         if info.is_dir:
             raise errors.IsADirectory(info.path)
@@ -574,10 +574,10 @@ class AsyncClient:
         first, last = offset // bs, (end - 1) // bs
         if first == last:  # most reads: no task for a gather of one
             ref = info.block(first)
-            return await self.blocks.read_buffer(ref, offset - first * bs, end - offset)
+            return await self.blocks.read(ref, offset - first * bs, end - offset)
         parts = await asyncio.gather(
             *(
-                self.blocks.read_buffer(
+                self.blocks.read(
                     info.block(i),
                     max(offset, i * bs) - i * bs,
                     min(end, (i + 1) * bs) - max(offset, i * bs),

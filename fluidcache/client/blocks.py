@@ -331,53 +331,35 @@ class BlockReader:
 
     # ---- reads ------------------------------------------------------------------------------
 
-    async def read(self, ref: BlockRef, start: int, length: int) -> bytes:
-        """Bytes ``[start, start + length)`` of block ``ref`` (fewer only at its end)."""
+    async def read(self, ref: BlockRef, start: int, length: int) -> bytes | memoryview:
+        """Bytes ``[start, start + length)`` of block ``ref`` (fewer only at its end); from a
+        file of this node's of at least ``MAPPED_MIN_BYTES``, a view of the file mapped: no
+        copy here (a FUSE reply is written from the file's pages)."""
         length = max(0, min(length, ref.length - start))
         if self.short_circuit:
             data = self._pread_local(ref.id, start, length)
             if data is not None:
                 return data
-        data = self.buffer.get(ref.id)
-        if data is not None:
-            return data[start : start + length]
+        cached = self.buffer.get(ref.id)
+        if cached is not None:
+            return cached[start : start + length]
         if self.short_circuit:
             found = await self._local_flight.do(ref.id, lambda: self._find_local(ref))
             local = self._pread_local(ref.id, start, length, found)  # same step as the await
             if local is not None:
                 return local
-        data = await self.fetch(ref)
-        return data[start : start + length]
-
-    async def read_buffer(self, ref: BlockRef, start: int, length: int) -> bytes | memoryview:
-        """As :meth:`read`, but from a block file of this node open already, a view of the file
-        mapped: no copy here (the FUSE reply is written from the file's pages)."""
-        length = max(0, min(length, ref.length - start))
-        if self.short_circuit and self._local_fd(ref.id) is not None:
-            m = self.fds.mapped(ref.id)  # in the same step: the descriptor is still open
-            if m is not None:
-                self.touches.add(self.fds.owner(ref.id), ref.id, length)
-                return memoryview(m)[start : start + length]
-        return await self.read(ref, start, length)
+        fetched = await self.fetch(ref)
+        return fetched[start : start + length]
 
     def _pread_local(
         self, block_id: str, start: int, length: int, found: LocalFile | None = None
-    ) -> bytes | None:
+    ) -> bytes | memoryview | None:
         """Read this node's copy of a block when its file is known (or given), else None.
 
-        Never awaits: a descriptor is used in the same step it is taken from the cache, so no
-        other read can close it (or reuse its number) in between. The read is noted for the
-        worker that holds the file (:class:`Touches`).
+        Never awaits: a descriptor (and its mapping) is used in the same step it is taken from
+        the cache, so no other read can close it (or reuse its number) in between. The read is
+        noted for the worker that holds the file (:class:`Touches`).
         """
-        fd = self._local_fd(block_id, found)
-        if fd is None:
-            return None
-        data = os.pread(fd, length, start)
-        self.touches.add(self.fds.owner(block_id), block_id, len(data))
-        return data
-
-    def _local_fd(self, block_id: str, found: LocalFile | None = None) -> int | None:
-        """The open descriptor of this node's file of a block, if its file is known (or given)."""
         fd = self.fds.get(block_id)
         if fd is None:
             found = found or self._paths.get(block_id)
@@ -386,7 +368,11 @@ class BlockReader:
             fd = self.fds.open(block_id, found)
             if fd is None:
                 self._paths.pop(block_id)  # evicted since
-        return fd
+                return None
+        m = self.fds.mapped(block_id)
+        data = os.pread(fd, length, start) if m is None else memoryview(m)[start : start + length]
+        self.touches.add(self.fds.owner(block_id), block_id, len(data))
+        return data
 
     async def _find_local(self, ref: BlockRef, ahead: bool = False) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fluidcache.client.cache import FdCache, LocalFile
+from fluidcache.client.cache import MAPPED_MIN_BYTES, FdCache, LocalFile
 from fluidcache.common.blockid import checksum
 
 
@@ -37,10 +37,10 @@ def test_a_damaged_file_is_refused_unless_the_worker_stamped_it_as_it_is(tmp_pat
 def test_a_mapped_file_serves_its_bytes_after_eviction_and_never_once_rewritten(
     tmp_path: Path,
 ) -> None:
-    data = os.urandom(300_000)
+    data = os.urandom(MAPPED_MIN_BYTES + 300_000)
     path = tmp_path / f"b1.{checksum([data])}"
     path.write_bytes(data)
-    fds = FdCache(8, 1 << 20)
+    fds = FdCache(8, 1 << 30)
     assert fds.open("b1", LocalFile(str(path), "w0")) is not None
     m = fds.mapped("b1")
     assert m is not None and fds.mapped("b1") is m  # mapped once, kept with the descriptor
@@ -60,8 +60,8 @@ def test_a_mapped_file_serves_its_bytes_after_eviction_and_never_once_rewritten(
         f.write(b"X" * 10)
     os.utime(other, ns=(1, 1))
     assert fds.get("b2") is None and fds.mapped("b2") is None  # neither descriptor nor mapping
-    empty = tmp_path / "b3"
-    empty.write_bytes(b"")
-    assert fds.open("b3", LocalFile(str(empty), "w0")) is not None
-    assert fds.mapped("b3") is None  # nothing to map: a read copies nothing anyway
+    small = tmp_path / "b3"
+    small.write_bytes(data[: MAPPED_MIN_BYTES - 1])
+    assert fds.open("b3", LocalFile(str(small), "w0")) is not None
+    assert fds.mapped("b3") is None  # read once or twice: copied, cheaper than a mapping
     fds.close()
