@@ -246,7 +246,9 @@ class ThreadedReader:
                 n = os.splice(sock.fileno(), pipe[1], want, flags=_MOVE | os.SPLICE_F_NONBLOCK)
                 break
             except BlockingIOError:
-                if not select.select([sock], [], [], self.timeout)[0]:
+                ready = select.poll()  # not select(): descriptors past 1023 are common here
+                ready.register(sock, select.POLLIN)
+                if not ready.poll(self.timeout * 1000):
                     raise TimeoutError(f"no bytes in {self.timeout} s") from None
         moved = 0
         while moved < n:

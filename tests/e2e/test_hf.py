@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from huggingface_hub import snapshot_download
 from safetensors.numpy import save
 
@@ -35,6 +36,7 @@ DATA = "fc-test/tiny-data"
 GATED = "fc-gated/secret"
 SHARDS = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
 BLOCK = 1 << 20
+SAMPLE = Path(__file__).resolve().parents[2] / "k8s/samples/hf-model.yaml"
 
 
 def shard(seed: int, rows: int) -> bytes:
@@ -238,6 +240,35 @@ def test_up_serves_hub_repositories_once_per_content(
         **{f"data/{k}": v for k, v in expected_data.items()},
     }
     assert v2 != v1
+
+
+def test_the_hub_sample_runs_with_up_file_at_a_tag(
+    tmp_path: Path, hub: tuple[Olah, str, str]
+) -> None:
+    """k8s/samples/hf-model.yaml under ``up -f``: a Dataset whose mountPoint is ``hf://`` (the
+    repository and tag made the test's, the endpoint option added), its token from the Secret's
+    variable: every file as ``snapshot_download`` has it at that tag, the token shown nowhere."""
+    olah, v1, _ = hub
+    docs = list(yaml.safe_load_all(SAMPLE.read_text()))
+    mount = docs[1]["spec"]["mounts"][0]
+    mount["mountPoint"] = f"hf://{MODEL}@v1"
+    mount["options"] = {"endpoint": olah.endpoint}
+    spec, mnt, data = tmp_path / "hf.yaml", tmp_path / "mnt", tmp_path / "cluster"
+    spec.write_text(yaml.safe_dump_all(docs))
+    mnt.mkdir()
+    env = {"HF_HOME": str(tmp_path / "hf-home"), "FLUIDCACHE_SECRET_HF_TOKEN_TOKEN": TOKEN}
+    up = fluidcache(
+        "up", "-f", str(spec), "--mountpoint", str(mnt), "--data-dir", str(data), env=env
+    )
+    with running(up, mnt):
+        assert up.wait_for("workers:").split()[-1] == "2"  # the runtime's replicas
+        up.wait_for("mounted:")
+        got = digests(mnt / "llm")
+        assert getfattr(mnt / "llm", "user.fluidcache.commit") == v1
+        logs = "".join(p.read_text(errors="replace") for p in (data / "logs").glob("*.log"))
+    assert TOKEN not in up.output + logs
+    assert got == downloaded(tmp_path, olah.endpoint, MODEL, v1, "model")
+    assert set(got) >= {*SHARDS, "config.json"}
 
 
 def test_gated_repository_names_itself_and_the_token_options(

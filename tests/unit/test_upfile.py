@@ -52,6 +52,16 @@ def test_s3_secrets_come_from_env_or_a_secrets_dir(tmp_path: Path) -> None:
         credentials(spec, None, {})
 
 
+def test_hub_sample_gives_its_token_as_the_mounts_credentials_file(tmp_path: Path) -> None:
+    spec = load((SAMPLES / "hf-model.yaml").read_text())
+    env = {secret_env("hf-token", "token"): "hf_x"}
+    assert env.keys() == {"FLUIDCACHE_SECRET_HF_TOKEN_TOKEN"}
+    assert credentials(spec, None, env) == {"llm": "token=hf_x\n"}
+    sources, options = sources_and_options(spec, Path("/c"))
+    assert sources == ["llm=hf://Qwen/Qwen2.5-0.5B-Instruct@main"]
+    assert options == ["llm.credentials_file=/c/llm"]
+
+
 def test_a_runtime_profile_in_the_file_stands_in_for_the_runtime() -> None:
     spec = load((SAMPLES / "runtimeprofile.yaml").read_text())
     assert spec.dataset.meta.name == "docs" and spec.runtime.replicas == 1

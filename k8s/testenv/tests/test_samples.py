@@ -20,13 +20,15 @@ from support import NS, ROOT, Env, running_env, wait_for
 
 SAMPLES = ROOT / "k8s/samples"
 FILES = {f"llama/shard-{i}.safetensors": os.urandom(150_000 + i) for i in range(3)}
-DATASETS = ("hbase", "imagenet", "models", "docs")
+DATASETS = ("hbase", "imagenet", "models", "docs", "llm")
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("samples")
-    with running_env(root, FILES, master_dataset="models", nodes=6) as e:
+    # the samples' runtimes have 8 workers in all; Exclusive placement (Fluid's default) gives
+    # each node one dataset's workers
+    with running_env(root, FILES, master_dataset="models", nodes=8) as e:
         e.fc.start_worker("w2", f"MEM:{root / 'w2'}:64Mi", node="host2")  # replicas: 2
         e.token_secrets(*DATASETS)
         yield e
@@ -59,6 +61,7 @@ def reaches(env: Env, kind: str, name: str, phase: str, timeout: float = 120) ->
         ("http-dataset.yaml", "hbase"),
         ("s3-dataset.yaml", "imagenet"),
         ("runtimeprofile.yaml", "docs"),
+        ("hf-model.yaml", "llm"),
     ],
 )
 def test_dataset_samples_are_bound(env: Env, sample: str, dataset: str) -> None:
@@ -105,6 +108,7 @@ def test_every_sample_is_covered() -> None:
         "http-dataset.yaml",
         "s3-dataset.yaml",
         "runtimeprofile.yaml",
+        "hf-model.yaml",
         "dataload.yaml",
         "dataprocess.yaml",
     }

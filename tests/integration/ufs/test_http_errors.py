@@ -11,8 +11,8 @@ import os
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,6 +270,17 @@ async def tls_faults(tmp_path: Path) -> AsyncIterator[tuple[Faults, Path]]:
         yield state, pki["ca"]
 
 
+@contextmanager
+def descriptors_taken(n: int) -> Iterator[None]:
+    """``n`` more descriptors open meanwhile, so the next one opened is numbered past them."""
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 @asynccontextmanager
 async def serving(tls: ssl.SSLContext | None = None) -> AsyncIterator[Faults]:
     state = Faults()
@@ -360,7 +371,11 @@ async def test_a_file_region_gets_what_memory_would_or_the_same_error(
     region = FileRegion(block_fd, 0, len(BLOB))
     async with faults.ufs("", timeout="0.3", retries="1", read_threads="1") as ufs:
         if where == "stall/":
-            with pytest.raises(errors.SourceUnavailable, match="timed out"):
+            # Its connection's descriptor past 1023 (where select() fails): the wait is polled.
+            with (
+                descriptors_taken(1100),
+                pytest.raises(errors.SourceUnavailable, match="timed out"),
+            ):
                 await ufs.read_into("stall/blob.bin", 0, region)
             faults.release.set()
             where = "files/"
