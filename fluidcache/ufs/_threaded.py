@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_MAX = 256 * 1024  # bytes left in an answer worth reading to keep its connection
 PIPE_BYTES = 1 << 20  # each thread's pipe for splicing (Linux's default limit for a pipe)
-BOUNCE_BYTES = 256 * 1024  # a TLS answer into a file region: pieces through this buffer
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+BOUNCE_BYTES = 256 * 1024  # a TLS or chunked answer into a file region: through this buffer
 _MOVE = os.SPLICE_F_MOVE
 
 
@@ -261,7 +260,7 @@ class ThreadedReader:
         if pipe is None:
             pipe = os.pipe2(os.O_CLOEXEC)
             with contextlib.suppress(OSError):
-                fcntl.fcntl(pipe[1], _F_SETPIPE_SZ, PIPE_BYTES)
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             self._local.pipe = pipe
             self._pipes.extend(pipe)
         return pipe
