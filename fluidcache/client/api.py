@@ -573,8 +573,7 @@ class AsyncClient:
         bs = info.block_size
         first, last = offset // bs, (end - 1) // bs
         if first == last:  # most reads: no task for a gather of one
-            ref = info.block(first)
-            return await self.blocks.read(ref, offset - first * bs, end - offset)
+            return await self.blocks.read(info.block(first), offset - first * bs, end - offset)
         parts = await asyncio.gather(
             *(
                 self.blocks.read(

@@ -312,15 +312,14 @@ class Fetcher:
             if ufs.reads_into:
                 # Received straight into the block's file when it goes to MEM (else into one
                 # buffer): no Python per piece, no second copy; readers following get it whole.
-                region = writer.region() if writer is not None else None
-                if region is not None and writer is not None:
+                if writer is not None and (region := writer.region()) is not None:
                     got = await ufs.read_into(path, ref.offset, region, ref.version)
                     flight.sink = None  # already in the file
                     flight.append(writer.received(got))
-                    return "source"
-                buf = memoryview(bytearray(ref.length))
-                got = await ufs.read_into(path, ref.offset, buf, ref.version)
-                flight.append(buf[:got])
+                else:
+                    buf = memoryview(bytearray(ref.length))
+                    got = await ufs.read_into(path, ref.offset, buf, ref.version)
+                    flight.append(buf[:got])
                 return "source"
             chunks = ufs.read_stream(path, ref.offset, ref.length, STREAM_CHUNK, ref.version)
             async for chunk in chunks:
