@@ -21,7 +21,7 @@ from aiohttp import web
 
 from fluidcache.common import errors
 from fluidcache.ufs import UnderFileSystem, create_ufs
-from fluidcache.ufs.s3 import S3Ufs
+from fluidcache.ufs.s3 import PRESIGN_REUSE, S3Ufs
 from tests.integration.ufs.conftest import (
     ACCESS_KEY,
     BUCKET,
@@ -175,11 +175,15 @@ class FaultProxy:
         self.upstream, self.status, self.code, self.fail = upstream, status, code, fail
         self.later_pages = later_pages
         self.hits: Counter[str] = Counter()
+        self.signatures: list[str] = []  # of the presigned GETs, in order
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         kind = f"{request.method} {request.query.get('list-type', '') and 'list'}"
         self.hits[kind] += 1
+        signature = request.query.get("X-Amz-Signature") or request.query.get("Signature")
+        if signature:  # SigV4 or SigV2, as botocore chose
+            self.signatures.append(signature)
         if self.later_pages:
             failing = "continuation-token" in request.query
         else:
@@ -243,6 +247,49 @@ async def test_5xx_then_success_is_retried(moto_server: MotoServer, proxy_factor
         assert await names(ufs, "d") == [("f.bin", False)]
         assert (await ufs.stat("d/f.bin")).size == 10
     assert proxy.hits["GET "] == 2 and proxy.hits["GET list"] == 2 and proxy.hits["HEAD "] == 2
+
+
+async def test_a_file_is_read_through_one_presigned_url_for_a_while(
+    moto_server: MotoServer, proxy_factory: Any
+) -> None:
+    """Signing a URL is the costliest Python of a block's read: the blocks of one object share
+    one for PRESIGN_REUSE seconds; another object has its own; a later read, or one after the
+    store refused the URL (read then through the client), is signed afresh."""
+    src = moto_server.source()
+    data = bytes(range(256)) * 64
+    src.write("d/a.bin", data)
+    src.write("d/b.bin", b"b" * 100)
+    proxy = await proxy_factory(403, "AccessDenied", 0)
+    now = [1000.0]
+
+    async def block(path: str, offset: int) -> bytes:
+        buf = bytearray(4096)
+        got = await ufs.read_into(path, offset, memoryview(buf))
+        return bytes(buf[:got])
+
+    async with S3Ufs(src.uri, {**src.options, "endpoint_url": proxy.url, **FAST}) as ufs:
+        ufs.clock = lambda: now[0]
+        assert [await block("d/a.bin", o) for o in (0, 4096, 8192)] == [
+            data[o : o + 4096] for o in (0, 4096, 8192)
+        ]
+        assert await block("d/b.bin", 0) == b"b" * 100
+        await asyncio.sleep(1.1)  # a URL signed now would differ (its X-Amz-Date)
+        assert await block("d/a.bin", 12288) == data[12288:]
+        first, *same, other, kept = proxy.signatures
+        assert same == [first, first] and other != first and kept == first
+
+        now[0] += PRESIGN_REUSE
+        assert await block("d/a.bin", 0) == data[:4096]
+        assert proxy.signatures[-1] not in (first, other)
+
+        proxy.fail = proxy.hits["GET "] + 1  # the store refuses the next GET
+        signed = len(proxy.signatures)
+        assert await block("d/a.bin", 4096) == data[4096:8192]
+        assert len(proxy.signatures) == signed + 1 and proxy.hits["GET "] == proxy.fail + 1
+        refused = proxy.signatures[-1]
+        await asyncio.sleep(1.1)
+        assert await block("d/a.bin", 8192) == data[8192:12288]
+        assert proxy.signatures[-1] != refused
 
 
 async def test_throttling_is_retried(moto_server: MotoServer, proxy_factory: Any) -> None:
