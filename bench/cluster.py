@@ -114,6 +114,9 @@ def up(
     mnt.mkdir(parents=True)
     argv = [sys.executable, "-m", "fluidcache", "up", *sources, "--mountpoint", str(mnt)]
     argv += ["--workers", str(workers), "--mem-quota", f"{mem_quota_mib}Mi"]
+    # Every MEM level allocated before the cluster is up (to its low watermark): a cold read
+    # then writes into pages that are there, as on a cache node that has been running a while.
+    argv += ["--mem-prealloc", f"{mem_quota_mib}Mi"]
     argv += ["--ssd-quota", "0"]  # the scenarios size the cache by MEM alone, as measured so far
     argv += ["--data-dir", str(data), "--block-size", block_size, "--no-listing"]
     proc = Proc(argv, log=root / "up.log", env={**os.environ, **(env or {})})

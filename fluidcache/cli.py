@@ -25,6 +25,10 @@ M = TypeVar("M", bound="Message")
 T = TypeVar("T")
 
 EXIT_CONFIG = 2
+MEM_PREALLOC_HELP = (
+    "memory of each worker's MEM level allocated before it serves, up to the level's low "
+    "watermark, so that a cold read does not allocate its pages (default 0)"
+)
 
 
 def _ready_writer(path: str | None, log_format: str = "text") -> Callable[[str], None]:
@@ -94,6 +98,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         token=load_token(args.token_file),
+        mem_prealloc=parse_size(args.mem_prealloc, "mem-prealloc"),
     )
     if args.node:
         config.node = args.node
@@ -627,6 +632,7 @@ def parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    w.add_argument("--mem-prealloc", default="0", help=MEM_PREALLOC_HELP)
     _common(w)
     w.set_defaults(fn=cmd_worker)
 
@@ -785,6 +791,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--mountpoint", required=True, help="existing empty directory to mount on")
     u.add_argument("--workers", type=int, default=2, help="number of workers (default 2)")
     u.add_argument("--mem-quota", default="1Gi", help="MEM level quota per worker (default 1Gi)")
+    u.add_argument("--mem-prealloc", default="0", help=MEM_PREALLOC_HELP)
     u.add_argument(
         "--ssd-dir",
         help="where the SSD level lives, one subdirectory per worker (default: DATA_DIR/ssd)",

@@ -242,6 +242,7 @@ class LocalCluster:
     options: list[str] = field(default_factory=list)
     workers: int = 2
     mem_quota: str = "1Gi"
+    mem_prealloc: str = "0"
     ssd_dir: Path | None = None
     ssd_quota: str | None = None  # None: sized from free space (see ssd_level_size)
     data_dir: Path | None = None
@@ -277,6 +278,7 @@ class LocalCluster:
             mountpoint=Path(args.mountpoint).absolute(),
             workers=args.workers,
             mem_quota=args.mem_quota,
+            mem_prealloc=args.mem_prealloc,
             ssd_dir=Path(args.ssd_dir).absolute() if args.ssd_dir else None,
             ssd_quota=args.ssd_quota,
             data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
@@ -299,6 +301,7 @@ class LocalCluster:
             sources=[],
             mountpoint=Path(args.mountpoint).absolute(),
             workers=max(1, spec.runtime.replicas),
+            mem_prealloc=args.mem_prealloc,
             ssd_dir=Path(args.ssd_dir).absolute() if args.ssd_dir else None,
             data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
             master_port=args.master_port,
@@ -332,6 +335,7 @@ class LocalCluster:
         if self.workers < 1:
             raise errors.ConfigError("workers: need at least 1")
         parse_size(self.mem_quota, "mem-quota")
+        parse_size(self.mem_prealloc, "mem-prealloc")
         if self.ssd_quota is not None:
             parse_size(self.ssd_quota, "ssd-quota")
         parse_size(self.block_size, "block-size")
@@ -484,6 +488,8 @@ class LocalCluster:
                         self.host,
                         "--port",
                         str(port),
+                        "--mem-prealloc",
+                        self.mem_prealloc,
                     ],
                 )
             )

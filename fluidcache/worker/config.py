@@ -82,6 +82,7 @@ class WorkerConfig:
     node: str = field(default_factory=socket.gethostname)
     advertise: str = ""  # the URL others reach this worker at, when not the one it binds
     fetch_concurrency: int = 16  # source reads under way at once; more misses queue
+    mem_prealloc: int = 0  # bytes of each MEM level allocated before serving (BlockStore.prefill)
 
     def validate(self) -> None:
         if not self.worker_id or "/" in self.worker_id:
@@ -90,6 +91,8 @@ class WorkerConfig:
             raise ConfigError(f"master: {self.master_url!r} is not an http(s) URL")
         if self.advertise and not self.advertise.startswith(("http://", "https://")):
             raise ConfigError(f"advertise: {self.advertise!r} is not an http(s) URL")
+        if self.mem_prealloc < 0:
+            raise ConfigError(f"mem-prealloc: {self.mem_prealloc} must not be negative")
         if not self.levels:
             raise ConfigError("tiers: at least one storage level is needed")
         for i, level in enumerate(self.levels):

@@ -103,6 +103,9 @@ class WorkerService:
     async def start(self, address: str) -> None:
         """Register with the master (bounded retries) and start heartbeats."""
         self.address = self.config.advertise or address
+        if self.config.mem_prealloc:
+            made = await self.store.prefill(self.config.mem_prealloc)
+            log.info("%d MiB of memory allocated ahead of need", made >> 20)
         await self.reporter.register_with_retry(REGISTER_TIMEOUT)
         self.spawn(self.reporter.run())
 
@@ -119,6 +122,7 @@ class WorkerService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fetcher.close()
         await self.sources.close()
+        self.store.drop_spares()
 
     def count_read(self, request: web.Request, size: int, origin: str = "") -> None:
         """Count bytes sent to a reader: ``origin`` peer/source for a fetch, "" from the store

@@ -239,3 +239,29 @@ def test_up_says_when_the_dataset_exceeds_the_cache(tmp_path: Path) -> None:
         assert "SSD" not in up.wait_for("cache:")
         assert not (data / "ssd").exists()
     nothing_left(data)
+
+
+def test_up_with_mem_prealloc_writes_blocks_into_spares_and_removes_them(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_dataset(src, big=12 * 2**20 + 5, small=4, seed=9)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    argv = ["--mountpoint", str(mnt), "--workers", "1", "--mem-quota", "64Mi"]
+    up = fluidcache("up", f"local://{src}", *argv, "--mem-prealloc", "24Mi")
+    with running(up, mnt):
+        up.wait_for("mounted:")
+        level = mem_root(up) / "worker-0"
+        spares = sorted(p.name for p in level.iterdir() if p.name.startswith(".spare-"))
+        assert len(spares) == 6, spares  # 24 MiB of 4 MiB spares, made before the worker served
+        assert digests(mnt) == digests(src)  # the big file's 4 MiB blocks went into 3 of them
+        left = [p for p in level.iterdir() if p.name.startswith(".spare-")]
+        assert len(left) == 3 and all(p.stat().st_size == 4 * 2**20 for p in left)
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0, up.output
+    assert not mem_root(up).exists()
+
+
+def test_a_bad_mem_prealloc_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    proc = up_fails("local:///tmp", "--mountpoint", str(tmp_path / "mnt"), "--mem-prealloc", "lots")
+    assert "mem-prealloc" in proc.output, proc.output

@@ -9,7 +9,7 @@ import pytest
 
 from fluidcache.common.blockid import block_id
 from fluidcache.worker.config import LevelConfig
-from fluidcache.worker.store import BlockStore
+from fluidcache.worker.store import SPARE_BYTES, SPARE_PREFIX, BlockStore
 
 KIB = 1024
 
@@ -202,3 +202,65 @@ async def test_a_written_block_is_stamped_so_its_first_lookup_reads_nothing(
     reads.clear()
     assert not await store.verify(block)
     assert reads == [block.path]
+
+
+# ---- spare memory (BlockStore.prefill) ------------------------------------------------------
+
+MIB = 1024 * KIB
+
+
+def spares_on_disk(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.name.startswith(SPARE_PREFIX))
+
+
+async def written_through(store: BlockStore, block: str, data: bytes) -> None:
+    writer = await store.writer(block, len(data))
+    assert writer is not None
+    region = writer.region()
+    assert region is not None
+    region[: len(data)] = data
+    writer.received(len(data))
+    assert await writer.commit() is not None
+
+
+async def test_prefill_stops_at_the_low_watermark_and_counts_as_used(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 20 * MIB))  # low watermark: 10 MiB
+    assert await store.prefill(100 * MIB) == 8 * MIB  # two 4 MiB spares fit under it
+    assert [p.stat().st_size for p in spares_on_disk(tmp_path / "mem")] == [SPARE_BYTES] * 2
+    assert store.levels[0].used == 8 * MIB and not store.blocks
+    store.drop_spares()
+    assert spares_on_disk(tmp_path / "mem") == [] and store.levels[0].used == 0
+
+
+async def test_a_block_is_written_into_a_spare(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 40 * MIB))
+    assert await store.prefill(8 * MIB) == 8 * MIB
+    big, small = payload(1, SPARE_BYTES - 100), payload(2, 64 * KIB)
+    await written_through(store, bid(1), big)
+    await written_through(store, bid(2), small)  # too small to take one
+    assert len(spares_on_disk(tmp_path / "mem")) == 1
+    assert store.levels[0].used == SPARE_BYTES + len(big) + len(small)
+    for i, data in ((1, big), (2, small)):
+        block = store.get(bid(i))
+        assert block is not None and block.path.read_bytes() == data
+        assert await store.verify(block)
+
+
+async def test_spares_make_room_before_any_block_is_evicted(tmp_path: Path) -> None:
+    store = open_store(levels(tmp_path, 24 * MIB))  # low 12 MiB, high 21.6 MiB
+    assert await store.prefill(12 * MIB) == 12 * MIB
+    for i in range(3):  # 3 MiB each: 21 MiB in all, under the high watermark
+        assert await store.commit(bid(i), payload(i, 3 * MIB)) is not None
+    assert len(store.levels[0].spares) == 3
+    assert await store.commit(bid(3), payload(3, 3 * MIB)) is not None  # past it: 24 MiB
+    assert set(store.blocks) == {bid(i) for i in range(4)} and store.counters.evictions == 0
+    assert len(spares_on_disk(tmp_path / "mem")) == len(store.levels[0].spares) == 0
+    assert store.levels[0].used == 12 * MIB
+
+
+async def test_spares_left_by_a_stopped_worker_are_removed_on_start(tmp_path: Path) -> None:
+    config = levels(tmp_path, 40 * MIB)
+    store = open_store(config)
+    assert await store.prefill(8 * MIB) == 8 * MIB
+    again = open_store(config)  # as after a crash: the files are still there
+    assert spares_on_disk(tmp_path / "mem") == [] and again.levels[0].used == 0
