@@ -25,12 +25,18 @@ class _StoreCollector(Collector):
         used = GaugeMetricFamily("fluidcache_tier_used_bytes", "Bytes held", labels=["tier"])
         cap = GaugeMetricFamily("fluidcache_tier_capacity_bytes", "Quota", labels=["tier"])
         blocks = GaugeMetricFamily("fluidcache_tier_blocks", "Blocks held", labels=["tier"])
+        spare = GaugeMetricFamily(
+            "fluidcache_tier_spare_bytes",
+            "Allocated ahead of need (--mem-prealloc)",
+            labels=["tier"],
+        )
         for level in self.store.levels:
-            medium = level.config.medium
-            used.add_metric([medium], level.used)
+            medium, usage = level.config.medium, level.usage()
+            used.add_metric([medium], usage.used)
             cap.add_metric([medium], level.quota)
             blocks.add_metric([medium], len(level.lru))
-        yield from (used, cap, blocks)
+            spare.add_metric([medium], level.used - usage.used)
+        yield from (used, cap, blocks, spare)
         c = self.store.counters
         for name, value, doc in (
             ("evictions", c.evictions, "Blocks dropped from the store"),

@@ -89,7 +89,9 @@ class Level:
         return paths[int(block_id[:8], 16) % len(paths)]
 
     def usage(self) -> TierUsage:
-        return TierUsage(self.config.medium, self.quota, self.used, len(self.lru))
+        """Quota, bytes held, blocks. Spares are room (given up when needed), not held."""
+        held = self.used - len(self.spares) * SPARE_BYTES
+        return TierUsage(self.config.medium, self.quota, held, len(self.lru))
 
 
 @dataclass
