@@ -306,7 +306,8 @@ class BlockStore:
                     if level.used + SPARE_BYTES > level.config.low * level.quota:
                         break
                     level.used += SPARE_BYTES
-                path = level.config.paths[0] / f"{SPARE_PREFIX}{next(self._spare_names)}"
+                n = next(self._spare_names)
+                path = level.config.paths[n % len(level.config.paths)] / f"{SPARE_PREFIX}{n}"
                 try:
                     await asyncio.to_thread(_make_spare, path)
                 except OSError as e:
@@ -317,15 +318,28 @@ class BlockStore:
                 made += SPARE_BYTES
         return made
 
-    def take_spare(self, index: int, size: int) -> Path | None:
-        """A spare file for a block of ``size`` bytes on level ``index`` (its room reserved
-        already: the spare's is given back), if one is there and the block needs more than
-        half of it."""
+    def open_spare(self, index: int, size: int, path: Path) -> int:
+        """A spare file of level ``index`` renamed to ``path`` and cut to ``size`` bytes, open
+        for writing (a block's room is reserved already: the spare's is given back); -1 if
+        none is in that directory or the block needs no more than half of one."""
         level = self.levels[index]
-        if not level.spares or size <= SPARE_BYTES // 2 or size > SPARE_BYTES:
-            return None
-        level.used -= SPARE_BYTES
-        return level.spares.pop()
+        if not SPARE_BYTES // 2 < size <= SPARE_BYTES:
+            return -1
+        for i, spare in enumerate(level.spares):
+            if spare.parent != path.parent:
+                continue
+            del level.spares[i]
+            level.used -= SPARE_BYTES
+            try:
+                os.replace(spare, path)
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    spare.unlink()
+                return -1
+            os.ftruncate(fd, size)
+            return fd
+        return -1
 
     def drop_spares(self) -> None:
         """Delete every spare file (the worker stops)."""
@@ -435,12 +449,8 @@ class BlockWriter:
         self._fd = -1
         self._map: mmap.mmap | None = None
         if self.level.config.medium == "MEM":
-            spare = store.take_spare(index, size)
-            if spare is not None:
-                os.replace(spare, self._tmp)
-                self._fd = os.open(self._tmp, os.O_RDWR | os.O_CLOEXEC)
-                os.ftruncate(self._fd, size)
-            else:
+            self._fd = store.open_spare(index, size, self._tmp)
+            if self._fd < 0:
                 flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                 self._fd = os.open(self._tmp, flags)
 

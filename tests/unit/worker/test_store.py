@@ -265,3 +265,17 @@ async def test_spares_left_by_a_stopped_worker_are_removed_on_start(tmp_path: Pa
     assert await store.prefill(8 * MIB) == 8 * MIB
     again = open_store(config)  # as after a crash: the files are still there
     assert spares_on_disk(tmp_path / "mem") == [] and again.levels[0].used == 0
+
+
+async def test_a_level_on_two_directories_takes_spares_from_the_block_s_own(tmp_path: Path) -> None:
+    dirs = (tmp_path / "a", tmp_path / "b")
+    store = open_store([LevelConfig("MEM", dirs, 40 * MIB, high=0.9, low=0.5)])
+    assert await store.prefill(16 * MIB) == 16 * MIB
+    assert [len(spares_on_disk(d)) for d in dirs] == [2, 2]
+    data = payload(5, SPARE_BYTES)
+    await written_through(store, bid(5), data)
+    home = store.levels[0].directory(bid(5))
+    assert len(spares_on_disk(home)) == 1
+    assert [len(spares_on_disk(d)) for d in dirs if d != home] == [2]
+    block = store.get(bid(5))
+    assert block is not None and block.path.parent == home and block.path.read_bytes() == data
