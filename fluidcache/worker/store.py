@@ -309,7 +309,8 @@ class BlockStore:
                 n = next(self._spare_names)
                 path = level.config.paths[n % len(level.config.paths)] / f"{SPARE_PREFIX}{n}"
                 try:
-                    await asyncio.to_thread(_make_spare, path)
+                    # Written, not fallocated: tmpfs leaves a fallocated page untouched.
+                    await asyncio.to_thread(_write_file, path, [bytes(SPARE_BYTES)])
                 except OSError as e:
                     level.used -= SPARE_BYTES
                     log.warning("no spare memory on %s: %s", level.config.medium, e)
@@ -330,14 +331,17 @@ class BlockStore:
                 continue
             del level.spares[i]
             level.used -= SPARE_BYTES
+            fd = -1
             try:
                 os.replace(spare, path)
                 fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                os.ftruncate(fd, size)
             except OSError:
+                if fd >= 0:
+                    os.close(fd)
                 with contextlib.suppress(OSError):
                     spare.unlink()
                 return -1
-            os.ftruncate(fd, size)
             return fd
         return -1
 
@@ -366,13 +370,8 @@ class BlockStore:
         if size > level.quota:
             return False
         while level.used + size > level.quota:
-            if level.spares:
-                self._drop_spare(level)
-                continue
-            victim = _oldest_unpinned(level, exclude)
-            if victim is None:
+            if not await self._give_back(level, exclude):
                 return False
-            await self._evict(victim)
         level.used += size
         return True
 
@@ -383,13 +382,20 @@ class BlockStore:
             return
         target = level.config.low * level.quota
         while level.used > target:
-            if level.spares:
-                self._drop_spare(level)
-                continue
-            victim = _oldest_unpinned(level)
-            if victim is None:
+            if not await self._give_back(level):
                 return
-            await self._evict(victim)
+
+    async def _give_back(self, level: Level, exclude: Block | None = None) -> bool:
+        """Free some of ``level``: a spare if it has one, else its least recently used block
+        (demoted or dropped); False if nothing can go."""
+        if level.spares:
+            self._drop_spare(level)
+            return True
+        victim = _oldest_unpinned(level, exclude)
+        if victim is None:
+            return False
+        await self._evict(victim)
+        return True
 
     async def _evict(self, block: Block) -> None:
         """Demote ``block`` to the next level when it has room, else drop it."""
@@ -543,22 +549,6 @@ def _write_file(path: Path, parts: Sequence[bytes | memoryview]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a partial block never stays behind (ENOSPC)
         raise
-
-
-def _make_spare(path: Path) -> None:
-    """A file of :data:`SPARE_BYTES` whose pages are allocated and written (``fallocate``
-    alone leaves a tmpfs page untouched until its first write)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
-    try:
-        view = memoryview(bytes(SPARE_BYTES))
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    os.close(fd)
 
 
 def _copy_file(src: Path, dst: Path) -> None:
