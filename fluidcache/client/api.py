@@ -107,7 +107,7 @@ class AsyncClient:
         dataset: str = "default",
         meta_ttl: float = 5.0,
         buffer_bytes: int = 128 * 1024 * 1024,
-        readahead_blocks: int = 32,
+        readahead_blocks: int = 64,
         short_circuit: bool = True,
         node: str | None = None,
         clock: Callable[[], float] = time.monotonic,

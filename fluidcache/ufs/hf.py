@@ -64,7 +64,7 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_number, read_key_values
-from fluidcache.ufs._threaded import ThreadedReader
+from fluidcache.ufs._threaded import READ_THREADS, ThreadedReader
 from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _PIECE = 1 << 20
-READ_THREADS = 16  # blocks received at once by read_into (a worker reads 16 at most)
 _TOKEN_HINT = (
     "pass a token with access to it: set HF_TOKEN in the environment of the master and the "
     "workers, or the source option credentials_file=PATH"

@@ -22,7 +22,7 @@ Options (all strings):
 - ``connect_timeout`` (10);
 - ``retries`` (4 more attempts), ``backoff`` (0.2 s, doubled per attempt), ``backoff_max`` (5 s);
 - ``list_concurrency`` (32 HEADs at once while listing), ``max_listing_bytes`` (64Mi);
-- ``read_threads`` (16): threads that receive block reads straight into their buffers;
+- ``read_threads`` (32): threads that receive block reads straight into their buffers;
 - ``skip_missing_entries`` (false: a listed file that answers 404 raises NotFound; true skips it);
 - ``verify_tls`` (true), ``ca_file``;
 - ``credentials_file``: a file of ``username=`` / ``password=`` lines (Basic) or ``token=``
@@ -57,7 +57,7 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
-from fluidcache.ufs._threaded import Answer, ThreadedReader, content_range
+from fluidcache.ufs._threaded import READ_THREADS, Answer, ThreadedReader, content_range
 from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ class HttpUfs(UnderFileSystem):
             self._auth = self._read_credentials(opts["credentials_file"])
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        read_threads = max(1, int(option_number(opts, "read_threads", 16, 1)))
+        read_threads = max(1, int(option_number(opts, "read_threads", READ_THREADS, 1)))
         self._reader = ThreadedReader(read_threads, self.timeout, self._ssl)
         self._warned_no_range = False
 

@@ -81,7 +81,7 @@ class WorkerConfig:
     port: int = 0
     node: str = field(default_factory=socket.gethostname)
     advertise: str = ""  # the URL others reach this worker at, when not the one it binds
-    fetch_concurrency: int = 16  # source reads under way at once; more misses queue
+    fetch_concurrency: int = 32  # source reads at once (ufs._threaded.READ_THREADS threads)
     mem_prealloc: int = 0  # bytes of each MEM level allocated before serving (BlockStore.prefill)
 
     def validate(self) -> None:

@@ -23,10 +23,12 @@ from fluidcache.client import AsyncClient
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import BLOCK_LOCATIONS, FILE_OPEN, NS_LIST, NS_LOOKUP, NS_STAT
+from fluidcache.worker.config import WorkerConfig
 from tests.cluster import Cluster, cluster
 
 MIB = 2**20
 DELAY = 0.03  # seconds before each body: a remote store's time to first byte
+SLOTS = WorkerConfig.fetch_concurrency  # source reads a worker has under way at once
 
 
 @dataclass
@@ -202,8 +204,8 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Pa
     async with serving() as src:
         src.put("seq.bin", blob(11, 96 * MIB))
         src.put("rnd.bin", blob(12, 24 * MIB))
-        with cluster_over(src.url, tmp_path, workers=1) as c:  # 16 source reads at once
-            async with AsyncClient(c.master_url, c.token, readahead_blocks=32) as client:
+        with cluster_over(src.url, tmp_path, workers=1) as c:  # SLOTS source reads at once
+            async with AsyncClient(c.master_url, c.token, readahead_blocks=2 * SLOTS) as client:
                 await client.ls("/")
                 seq = await client.open("/seq.bin")
 
@@ -214,19 +216,19 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Pa
                     return bytes(got)
 
                 reading = asyncio.ensure_future(read_seq())
-                for _ in range(3000):  # until the window has grown to 32 blocks
+                for _ in range(3000):  # until the window has grown past SLOTS blocks
                     if seq.pos >= 8 * MIB:
                         break
                     await asyncio.sleep(0.01)
                 assert seq.pos >= 8 * MIB
-                # From now on every GET of seq.bin waits for a ticket: the worker's 16 slots
-                # fill with them, and its further read-aheads queue behind.
+                # From now on every GET of seq.bin waits for a ticket: the worker's slots fill
+                # with them, and its further read-aheads queue behind.
                 tickets = src.tickets["seq.bin"] = asyncio.Semaphore(0)
                 for _ in range(500):
-                    if src.inflight >= 16:
+                    if src.inflight >= SLOTS:
                         break
                     await asyncio.sleep(0.01)
-                assert src.inflight == 16
+                assert src.inflight == SLOTS
                 await asyncio.sleep(0.5)  # the client asks for the rest of its window
                 src.reset()
 
@@ -240,10 +242,10 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Pa
                     await asyncio.sleep(0.2)
                 assert await demand == src.files["rnd.bin"][offset : offset + 4096]
                 # The open's and the read's GETs took the next slots that came free, ahead of
-                # seq.bin's queued read-aheads (first come, they would wait for about 16).
+                # seq.bin's queued read-aheads (first come, they would wait for about SLOTS).
                 assert releases <= 3, f"the demand read waited for {releases} slots"
                 del src.tickets["seq.bin"]
-                for _ in range(64):
+                for _ in range(2 * SLOTS):
                     tickets.release()
                 assert await asyncio.wait_for(reading, 60) == src.files["seq.bin"]
 
