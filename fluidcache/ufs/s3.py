@@ -42,7 +42,7 @@ from botocore import UNSIGNED  # type: ignore[import-untyped]
 
 from fluidcache.common import errors
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
-from fluidcache.ufs._threaded import Answer, ThreadedReader
+from fluidcache.ufs._threaded import READ_THREADS, Answer, ThreadedReader
 from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 # A presigned GET is signed for its key, not for its Range or If-Match headers: one URL serves
@@ -207,19 +207,17 @@ class S3Ufs(UnderFileSystem):
             if opts.get("credentials_file")
             else None
         )
+        connections = int(option_number(opts, "max_connections", READ_THREADS, 1))
+        timeout = option_number(opts, "timeout", 30.0, 0.001)
         self._config = AioConfig(
             connect_timeout=option_number(opts, "connect_timeout", 10.0, 0.001),
-            read_timeout=option_number(opts, "timeout", 30.0, 0.001),
+            read_timeout=timeout,
             retries={"total_max_attempts": self.retries + 1, "mode": "standard"},
             s3={"addressing_style": style},
-            max_pool_connections=int(option_number(opts, "max_connections", 32, 1)),
+            max_pool_connections=connections,
             signature_version=UNSIGNED if anonymous else None,
         )
-        self._reader = ThreadedReader(
-            int(option_number(opts, "max_connections", 32, 1)),
-            option_number(opts, "timeout", 30.0, 0.001),
-            True,
-        )
+        self._reader = ThreadedReader(connections, timeout, True)
         self._stack: contextlib.AsyncExitStack | None = None
         self._client_obj: Any = None
         self._lock = asyncio.Lock()

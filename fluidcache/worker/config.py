@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fluidcache.common.config import parse_size
 from fluidcache.common.errors import ConfigError
+from fluidcache.ufs import READ_THREADS
 
 MEDIUMS = ("MEM", "SSD", "HDD")
 
@@ -81,7 +82,7 @@ class WorkerConfig:
     port: int = 0
     node: str = field(default_factory=socket.gethostname)
     advertise: str = ""  # the URL others reach this worker at, when not the one it binds
-    fetch_concurrency: int = 32  # source reads at once (ufs._threaded.READ_THREADS threads)
+    fetch_concurrency: int = READ_THREADS  # source reads at once (the adapters' threads)
     mem_prealloc: int = 0  # bytes of each MEM level allocated before serving (BlockStore.prefill)
 
     def validate(self) -> None:
