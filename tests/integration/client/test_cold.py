@@ -202,28 +202,34 @@ async def test_a_read_aheads_holders_are_asked_a_quarter_window_at_a_time(
 @pytest.mark.timeout(120)
 async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Path) -> None:
     async with serving() as src:
-        src.put("seq.bin", blob(11, 96 * MIB))
+        src.put("seq.bin", blob(11, 160 * MIB))
         src.put("rnd.bin", blob(12, 24 * MIB))
         with cluster_over(src.url, tmp_path, workers=1) as c:  # SLOTS source reads at once
             async with AsyncClient(c.master_url, c.token, readahead_blocks=2 * SLOTS) as client:
                 await client.ls("/")
                 seq = await client.open("/seq.bin")
+                paused, resume = asyncio.Event(), asyncio.Event()
 
                 async def read_seq() -> bytes:
                     got = bytearray()
                     while data := await seq.read(128 * 1024):
                         got += data
+                        if len(got) == 8 * MIB:  # the window has grown past SLOTS blocks
+                            paused.set()
+                            await resume.wait()
                     return bytes(got)
 
                 reading = asyncio.ensure_future(read_seq())
-                for _ in range(3000):  # until the window has grown past SLOTS blocks
-                    if seq.pos >= 8 * MIB:
+                await asyncio.wait_for(paused.wait(), 60)
+                for _ in range(500):  # the window's blocks fetched, none under way
+                    if src.inflight == 0:
                         break
                     await asyncio.sleep(0.01)
-                assert seq.pos >= 8 * MIB
-                # From now on every GET of seq.bin waits for a ticket: the worker's slots fill
-                # with them, and its further read-aheads queue behind.
+                assert src.inflight == 0
+                # From now on every GET of seq.bin waits for a ticket: once the reader goes on,
+                # the worker's slots fill with them, and its further read-aheads queue behind.
                 tickets = src.tickets["seq.bin"] = asyncio.Semaphore(0)
+                resume.set()
                 for _ in range(500):
                     if src.inflight >= SLOTS:
                         break
