@@ -31,9 +31,9 @@ from fluidcache.ufs.base import FileRegion, Into
 log = logging.getLogger(__name__)
 
 READ_THREADS = 32
-"""An adapter's threads by default, and how many blocks a worker reads from its sources at once
-(:class:`fluidcache.worker.config.WorkerConfig`): with fewer threads than that, the worker's
-further reads would wait for a thread while counted as under way."""
+"""An adapter's threads by default, and how many blocks a worker reads from a source at once
+(:class:`fluidcache.worker.config.WorkerConfig`; fewer for an adapter given fewer threads, see
+:attr:`fluidcache.ufs.UnderFileSystem.read_pool`)."""
 DRAIN_MAX = 256 * 1024  # bytes left in an answer worth reading to keep its connection
 PIPE_BYTES = 1 << 20  # each thread's pipe for splicing (Linux's default limit for a pipe)
 BOUNCE_BYTES = 256 * 1024  # a TLS or chunked answer into a file region: through this buffer

@@ -19,7 +19,7 @@ import posixpath
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import ClassVar, Self, TypeAlias
+from typing import ClassVar, Protocol, Self, TypeAlias
 
 from fluidcache.common.errors import InvalidArgument, IsADirectory
 
@@ -79,6 +79,15 @@ class FileRegion:
 
 Into: TypeAlias = memoryview | FileRegion
 """Where :meth:`UnderFileSystem.read_into` puts the bytes it reads."""
+
+
+class ReadPool(Protocol):
+    """The threads an adapter's reads run on (adapters of one repository may share them)."""
+
+    @property
+    def threads(self) -> int:
+        """How many reads run at once; further ones wait for a thread."""
+        ...
 
 
 class UnderFileSystem(abc.ABC):
@@ -159,6 +168,13 @@ class UnderFileSystem(abc.ABC):
 
     reads_into: ClassVar[bool] = False
     """Whether :meth:`read_into` is cheaper than :meth:`read_stream` (declared, not probed)."""
+
+    @property
+    def read_pool(self) -> ReadPool | None:
+        """The threads :meth:`read_into` runs on, None when its reads wait for no thread: a
+        worker counts a read as under way only once it has one (``Slots`` per pool), or else
+        a waiting read-ahead would hold up a reader's read queued behind it."""
+        return None
 
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """Fill ``buf`` (memory, or a :class:`FileRegion`) with the bytes from ``offset``; how

@@ -619,6 +619,10 @@ class HfUfs(UnderFileSystem):
 
     reads_into = True
 
+    @property
+    def read_pool(self) -> ThreadedReader:
+        return self._shared.reader
+
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """Where the file's redirect target (its CDN URL) is known and honours Range, one ranged
         GET by a thread straight into ``buf``; otherwise, or when that answer is anything but

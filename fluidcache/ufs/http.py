@@ -731,6 +731,10 @@ class HttpUfs(UnderFileSystem):
 
     reads_into = True
 
+    @property
+    def read_pool(self) -> ThreadedReader:
+        return self._reader
+
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET received straight into ``buf`` by a thread (``http.client``: the
         socket's bytes land in ``buf`` with no Python per piece, the GIL released meanwhile).

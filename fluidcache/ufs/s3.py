@@ -437,6 +437,10 @@ class S3Ufs(UnderFileSystem):
 
     reads_into = True
 
+    @property
+    def read_pool(self) -> ThreadedReader:
+        return self._reader
+
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET of a presigned URL (signed here, no request), received straight into
         ``buf`` by a thread as the HTTP adapter does: no Python per piece of the body. The

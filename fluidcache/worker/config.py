@@ -82,7 +82,7 @@ class WorkerConfig:
     port: int = 0
     node: str = field(default_factory=socket.gethostname)
     advertise: str = ""  # the URL others reach this worker at, when not the one it binds
-    fetch_concurrency: int = READ_THREADS  # source reads at once (the adapters' threads)
+    fetch_concurrency: int = READ_THREADS  # source reads at once, per source (at most its threads)
     mem_prealloc: int = 0  # bytes of each MEM level allocated before serving (BlockStore.prefill)
 
     def validate(self) -> None:

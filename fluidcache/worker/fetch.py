@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -27,7 +28,7 @@ from fluidcache.common.protocol import (
     LocationsRequest,
     WorkersReply,
 )
-from fluidcache.ufs import UfsStatus, UnderFileSystem
+from fluidcache.ufs import ReadPool, UfsStatus, UnderFileSystem
 from fluidcache.worker.metrics import Metrics
 from fluidcache.worker.sources import SourceMap
 from fluidcache.worker.store import Block, BlockStore, BlockWriter
@@ -168,7 +169,9 @@ class Fetcher:
         self.self_id = self_id
         self._refresh_mounts = refresh_mounts
         self._inflight: dict[str, Inflight] = {}
-        self._source_slots = Slots(concurrency)  # reads from sources at once
+        self._concurrency = concurrency
+        self._slots = Slots(concurrency)  # reads of the sources without threads of their own
+        self._pool_slots: weakref.WeakKeyDictionary[ReadPool, Slots] = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Task[None]] = set()
         self._peers: dict[str, str] = {}
         self._peers_at = -PEERS_TTL
@@ -222,7 +225,7 @@ class Fetcher:
         client's prefetch, which waits for a source slot behind readers (:class:`Slots`)."""
         ufs, path = await self._resolve(uri)
         first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
-        async with self._source_slots.held(lambda: urgent):
+        async with self._slots_for(ufs).held(lambda: urgent):
             buf = memoryview(bytearray(first))
             status, got = await ufs.read_head(path, buf)
             ref = BlockRef(uri, status.version, 0, block_size, status.size)
@@ -250,6 +253,17 @@ class Fetcher:
             await got.wait()
             return got.origin
         return ""
+
+    def _slots_for(self, ufs: UnderFileSystem) -> Slots:
+        """The slots of ``ufs``'s reads: ``concurrency`` per source, at most its threads (so a
+        read holding a slot never waits for a thread), shared by adapters sharing threads."""
+        pool = ufs.read_pool
+        if pool is None:
+            return self._slots
+        slots = self._pool_slots.get(pool)
+        if slots is None:
+            slots = self._pool_slots[pool] = Slots(min(self._concurrency, pool.threads))
+        return slots
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -306,7 +320,7 @@ class Fetcher:
     async def _from_source(self, flight: Inflight, writer: BlockWriter | None = None) -> str:
         ref = flight.ref
         ufs, path = await self._resolve(ref.uri)
-        async with self._source_slots.held(lambda: flight.urgent):
+        async with self._slots_for(ufs).held(lambda: flight.urgent):
             # The block's version goes with the read: bytes of a newer version never land
             # under this version's id (SourceChanged instead).
             if ufs.reads_into:

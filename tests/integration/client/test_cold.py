@@ -117,10 +117,14 @@ async def serving() -> AsyncIterator[Source]:
 
 
 @contextlib.contextmanager
-def cluster_over(url: str, tmp_path: Path, workers: int = 1) -> Iterator[Cluster]:
-    """A cluster of ``workers`` workers (w1, w2, ...) over ``url``, with 1 MiB blocks."""
+def cluster_over(
+    url: str, tmp_path: Path, workers: int = 1, options: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
+    """A cluster of ``workers`` workers (w1, w2, ...) over ``url``, with 1 MiB blocks and the
+    source's ``options`` (``KEY=VALUE``)."""
     with cluster(tmp_path / "c") as c:
-        c.start_master(url, extra=("--block-size", "1Mi"))
+        opts = [a for o in options for a in ("--option", o)]
+        c.start_master(url, extra=("--block-size", "1Mi", *opts))
         for i in range(workers):
             c.start_worker(f"w{i + 1}")
         yield c
@@ -200,12 +204,19 @@ async def test_a_read_aheads_holders_are_asked_a_quarter_window_at_a_time(
 
 
 @pytest.mark.timeout(120)
-async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [None, 4], ids=["default", "4-threads"])
+async def test_a_demand_read_goes_before_another_readers_read_ahead(
+    tmp_path: Path, threads: int | None
+) -> None:
+    """With a dataset's ``read_threads`` below the worker's slots too: a read-ahead waiting for
+    one of its threads would otherwise hold a slot, and the demand read queue behind it."""
+    slots = SLOTS if threads is None else threads
+    options = () if threads is None else (f"read_threads={threads}",)
     async with serving() as src:
         src.put("seq.bin", blob(11, 160 * MIB))
         src.put("rnd.bin", blob(12, 24 * MIB))
-        with cluster_over(src.url, tmp_path, workers=1) as c:  # SLOTS source reads at once
-            async with AsyncClient(c.master_url, c.token, readahead_blocks=2 * SLOTS) as client:
+        with cluster_over(src.url, tmp_path, options=options) as c:  # slots source reads at once
+            async with AsyncClient(c.master_url, c.token, readahead_blocks=2 * slots) as client:
                 await client.ls("/")
                 seq = await client.open("/seq.bin")
                 paused, resume = asyncio.Event(), asyncio.Event()
@@ -231,10 +242,10 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Pa
                 tickets = src.tickets["seq.bin"] = asyncio.Semaphore(0)
                 resume.set()
                 for _ in range(500):
-                    if src.inflight >= SLOTS:
+                    if src.inflight >= slots:
                         break
                     await asyncio.sleep(0.01)
-                assert src.inflight == SLOTS
+                assert src.inflight == slots
                 await asyncio.sleep(0.5)  # the client asks for the rest of its window
                 src.reset()
 
@@ -248,10 +259,10 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(tmp_path: Pa
                     await asyncio.sleep(0.2)
                 assert await demand == src.files["rnd.bin"][offset : offset + 4096]
                 # The open's and the read's GETs took the next slots that came free, ahead of
-                # seq.bin's queued read-aheads (first come, they would wait for about SLOTS).
+                # seq.bin's queued read-aheads (first come, they would wait for about as many).
                 assert releases <= 3, f"the demand read waited for {releases} slots"
                 del src.tickets["seq.bin"]
-                for _ in range(2 * SLOTS):
+                for _ in range(2 * slots):
                     tickets.release()
                 assert await asyncio.wait_for(reading, 60) == src.files["seq.bin"]
 
