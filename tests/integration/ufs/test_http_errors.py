@@ -369,7 +369,8 @@ async def test_a_file_region_gets_what_memory_would_or_the_same_error(
     by the same one thread, is whole: nothing of the stalled answer is left in its pipe)."""
     os.ftruncate(block_fd, len(BLOB))
     region = FileRegion(block_fd, 0, len(BLOB))
-    async with faults.ufs("", timeout="0.3", retries="1", read_threads="1") as ufs:
+    opts = {"timeout": "0.3", "retries": "1", "read_threads": "1", "loop_read_max": "0"}
+    async with faults.ufs("", **opts) as ufs:  # every read by the one thread
         if where == "stall/":
             # Its connection's descriptor past 1023 (where select() fails): the wait is polled.
             with (
@@ -391,7 +392,7 @@ async def test_a_file_region_over_tls_gets_the_bytes(
     faults, ca = tls_faults
     os.ftruncate(block_fd, len(BLOB))
     region = FileRegion(block_fd, 0, len(BLOB))
-    async with faults.ufs("files/", ca_file=str(ca)) as ufs:
+    async with faults.ufs("files/", ca_file=str(ca), loop_read_max="0") as ufs:
         assert await ufs.read_into("blob.bin", 10, region) == len(BLOB) - 10
         assert os.pread(block_fd, len(BLOB), 0) == BLOB[10:] + bytes(10)
     assert faults.hits["GET /files/blob.bin"] == 1
