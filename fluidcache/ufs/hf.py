@@ -265,7 +265,7 @@ class _Shared:
         return self.session
 
     async def close(self) -> None:
-        self.reader.close()
+        await self.reader.close()
         for body in self.bodies.values():
             if body.task is not None:
                 body.task.cancel()

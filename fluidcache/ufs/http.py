@@ -58,7 +58,13 @@ from yarl import URL
 from fluidcache.common import errors
 from fluidcache.common.config import parse_size
 from fluidcache.ufs._options import option_bool, option_number, read_key_values
-from fluidcache.ufs._threaded import READ_THREADS, Answer, ThreadedReader, content_range
+from fluidcache.ufs._threaded import (
+    LOOP_READ_MAX,
+    READ_THREADS,
+    Answer,
+    ThreadedReader,
+    content_range,
+)
 from fluidcache.ufs.base import Into, UfsStatus, UnderFileSystem, check_span, clean_path
 
 log = logging.getLogger(__name__)
@@ -68,10 +74,6 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _READ_PIECE = 256 * 1024
-LOOP_READ_MAX = "256Ki"
-"""Reads this size or smaller take aiohttp on the event loop, not a thread (``loop_read_max``):
-for 128 KiB a thread's hand-off and ``http.client``'s header parsing cost twice the CPU (340
-against 170 us per GET, 16 at once from nginx on loopback); from 1 MiB up the threads cost less."""
 _PARSE_PIECE = 16 * 1024  # characters of an index page parsed between turns of the event loop
 _LIST_BATCH = 64
 
@@ -359,10 +361,8 @@ class HttpUfs(UnderFileSystem):
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         read_threads = max(1, int(option_number(opts, "read_threads", READ_THREADS, 1)))
-        self._reader = ThreadedReader(read_threads, self.timeout, self._ssl)
-        self.loop_read_max = parse_size(
-            opts.get("loop_read_max", LOOP_READ_MAX), "option loop_read_max"
-        )
+        loop_max = parse_size(opts.get("loop_read_max", str(LOOP_READ_MAX)), "option loop_read_max")
+        self._reader = ThreadedReader(read_threads, self.timeout, self._ssl, loop_max)
         self._warned_no_range = False
 
     def __repr__(self) -> str:
@@ -752,7 +752,7 @@ class HttpUfs(UnderFileSystem):
         path = clean_path(path)
         if not len(buf):
             return 0
-        if not path or offset < 0 or len(buf) <= self.loop_read_max:
+        if not path or offset < 0:
             return await super().read_into(path, offset, buf, version)
         got = await self._read_into_thread(path, offset, buf, version)
         if got is None:
@@ -762,46 +762,13 @@ class HttpUfs(UnderFileSystem):
     async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
         """One ranged GET: the answer's headers (ETag, Last-Modified, Content-Range's total)
         are the file's status, its body the first bytes. Anything else (an empty file, a
-        directory, a server without Range) takes the ``stat`` and read way."""
+        directory, an error, a server without Range) takes the ``stat`` and read way."""
         path = clean_path(path)
-        if not path or not len(buf):
+        got = await self._read_into_thread(path, 0, buf, "") if path and len(buf) else None
+        if got is None:
             return await super().read_head(path, buf)
-        if len(buf) <= self.loop_read_max:
-            url = self.uri(path)
-            head = await self._retry(f"GET {url}", lambda: self._read_head_once(path, url, buf))
-        else:
-            got = await self._read_into_thread(path, 0, buf, "")
-            head = None if got is None else (replace(got[1], name=path.rpartition("/")[2]), got[0])
-        return head if head is not None else await super().read_head(path, buf)
-
-    async def _read_head_once(
-        self, path: str, url: str, buf: memoryview
-    ) -> tuple[UfsStatus, int] | None:
-        """:meth:`read_head` by one GET on the event loop; None for an answer that is not a
-        plain 206 from the start (or a 200 with a length)."""
-        async with self._get(url, {"Range": f"bytes=0-{len(buf) - 1}"}) as resp:
-            if resp.status == 416:
-                return None  # an empty file
-            self._check(resp, path, f"GET {url}")
-            if self._is_dir_answer(url, resp):
-                raise errors.IsADirectory(f"{path}: is a directory")
-            cr = content_range(resp.headers.get("Content-Range"))
-            if resp.status == 206 and cr is not None and cr[0] == 0 and cr[1] is not None:
-                total = cr[1]
-            elif resp.status == 200 and resp.content_length is not None:
-                total = resp.content_length
-            else:
-                return None
-            want, got = min(len(buf), total), 0
-            async for data in resp.content.iter_any():
-                n = min(len(data), want - got)
-                buf[got : got + n] = data[:n]
-                got += n
-                if got >= want:
-                    break
-            if got < want:
-                raise _Transient(f"body ended after {got} of {want} bytes")
-            return self._file_status(path.rpartition("/")[2], resp, total), got
+        n, status = got
+        return replace(status, name=path.rpartition("/")[2]), n
 
     async def _read_into_thread(
         self, path: str, offset: int, buf: Into, version: str
@@ -826,7 +793,7 @@ class HttpUfs(UnderFileSystem):
 
     async def close(self) -> None:
         self._closed = True
-        self._reader.close()
+        await self._reader.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

@@ -544,7 +544,7 @@ class S3Ufs(UnderFileSystem):
 
     async def close(self) -> None:
         self._closed = True
-        self._reader.close()
+        await self._reader.close()
         if self._stack is not None:
             stack, self._stack, self._client_obj = self._stack, None, None
             await stack.aclose()
