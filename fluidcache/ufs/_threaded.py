@@ -72,6 +72,17 @@ def content_range(value: str | None) -> tuple[int, int | None] | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Get:
+    """One ranged GET to make: bytes from ``offset`` of ``url`` into ``buf``."""
+
+    url: str
+    offset: int
+    buf: Into
+    headers: Mapping[str, str]  # the Range among them
+    check: Callable[[Answer], None] | None
+
+
 class _Fallback(Exception):
     """The thread's read cannot be used for this request: the caller's streaming path can."""
 
@@ -111,30 +122,29 @@ class ThreadedReader:
         the answer's validators before its body is read, and may raise (a changed file)."""
         if not len(buf):
             return None
+        ranged = {
+            **headers,
+            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
+            "Accept-Encoding": "identity",
+            "User-Agent": "fluidcache",
+        }
+        get = _Get(url, offset, buf, ranged, check)
         if len(buf) <= self.loop_max:
-            return await self._get_on_loop(url, offset, buf, headers, check)
+            return await self._get_on_loop(get)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.threads, thread_name_prefix="ranged-get"
             )
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._pool, self._get_into, url, offset, buf, headers, check
-            )
+            return await loop.run_in_executor(self._pool, self._get_into, get)
         except _Fallback:
             return None
 
-    async def _get_on_loop(
-        self,
-        url: str,
-        offset: int,
-        buf: Into,
-        extra: Mapping[str, str],
-        check: Callable[[Answer], None] | None,
-    ) -> Answer | None:
+    async def _get_on_loop(self, get: _Get) -> Answer | None:
         """:meth:`get_into` by aiohttp on the event loop (the same answers taken, the same
         None for the others)."""
+        url, offset, buf, check = get.url, get.offset, get.buf, get.check
         if url.startswith("https:") and self._tls is False:
             return None  # as the threads: no TLS without verification here
         if self._session is None:
@@ -145,15 +155,9 @@ class ThreadedReader:
                 ),
                 auto_decompress=False,
             )
-        headers = {
-            **extra,
-            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
-            "Accept-Encoding": "identity",
-            "User-Agent": "fluidcache",
-        }
         try:
             async with self._session.get(
-                URL(url, encoded=True), headers=headers, allow_redirects=False
+                URL(url, encoded=True), headers=get.headers, allow_redirects=False
             ) as resp:
                 cr = content_range(resp.headers.get("Content-Range"))
                 if resp.status != 206 or cr is None or cr[0] != offset or cr[1] is None:
@@ -213,26 +217,14 @@ class ThreadedReader:
             self._conns.append(conn)  # closed by close(), whichever thread made it
         return conn
 
-    def _get_into(
-        self,
-        url: str,
-        offset: int,
-        buf: Into,
-        extra: Mapping[str, str],
-        check: Callable[[Answer], None] | None,
-    ) -> Answer | None:
+    def _get_into(self, get: _Get) -> Answer | None:
+        url, offset, buf, check = get.url, get.offset, get.buf, get.check
         target = urlsplit(url)
         request_path = target.path + (f"?{target.query}" if target.query else "")
-        headers = {
-            **extra,
-            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
-            "Accept-Encoding": "identity",
-            "User-Agent": "fluidcache",
-        }
         for attempt in range(2):  # a kept-alive connection the server closed: once more
             conn = self._connection(url)
             try:
-                conn.request("GET", request_path, headers=headers)
+                conn.request("GET", request_path, headers=dict(get.headers))
                 resp = conn.getresponse()
                 break
             except (OSError, http.client.HTTPException):
