@@ -1,4 +1,4 @@
-"""Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--profile DIR]``.
+"""Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--conn|--link]``.
 
 A DIR is a cold epoch instead: every file under it read once, in the shuffled order of bench's
 small-files scenario, by 16 readers (``--readers``). With
@@ -7,7 +7,8 @@ the hub scenario does (olah behind nginx redirecting to ranged files, behind the
 per-connection shaper of ``--conn``), and loaded cold through the mount: a model cold start.
 
 Serves FILE's directory with an unshaped nginx on loopback (with ``--conn``: behind bench's
-per-connection shaper, and also read directly with ``--readers`` ranged streams), starts
+per-connection shaper, and also read directly with ``--readers`` ranged streams; with
+``--link``: behind bench's shared link, 200 MB/s and 5 ms per request), starts
 ``fluidcache up`` over it, reads FILE cold once through the client library (or the FUSE mount
 with ``--fuse``) and prints MB/s beside nginx read directly, the CPU seconds of each process
 and how busy the machine's CPUs were (and how much the hypervisor took). With ``--profile
@@ -36,7 +37,7 @@ from typing import Any
 from bench import cluster
 from bench import readers as rd
 from bench.config import Shaping
-from bench.shaper import shaped_per_conn
+from bench.shaper import shaped, shaped_per_conn
 from bench.sources import nginx
 
 WARM_LOADS = 3  # warm loads of the model with --hub --warm, and as many from the page cache
@@ -83,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the source behind the per-connection shaper (as bench's); a FILE is then also "
         "read directly with --readers ranged streams",
     )
+    ap.add_argument(
+        "--link",
+        action="store_true",
+        help="the source behind bench's shared link (200 MB/s, 5 ms per request) instead",
+    )
     args = ap.parse_args(argv)
+    if args.link and args.conn:
+        ap.error("--link and --conn are two different sources: one of them")
     if not args.file.exists():
         ap.error(f"{args.file}: no such file or directory")
     if args.hub:
@@ -199,7 +207,11 @@ def _warm_loads(paths: list[Path], local: list[Path]) -> None:
 
 def _conn(url: str, args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
     """``url`` behind the per-connection shaper with ``--conn`` (50 MB/s per connection,
-    20 ms to the first byte, 1 GB/s in all: bench's object-store-like source), else as is."""
+    20 ms to the first byte, 1 GB/s in all: bench's object-store-like source), behind the
+    shared link with ``--link`` (200 MB/s, 5 ms: bench's default source), else as is."""
+    if args.link:
+        s = Shaping()
+        return shaped(url, s.bandwidth, s.latency, args.work / "shaper.log")
     if not args.conn:
         return contextlib.nullcontext(url)
     return shaped_per_conn(url, Shaping(), args.work / "shaper.log")

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 AFTER = 4  # cold opens in one directory before its other files are opened ahead
 WINDOW = 64  # files opened ahead beyond those the readers opened there since
-CONCURRENCY = 16  # opens ahead under way at once, per client
+CONCURRENCY = 32  # opens ahead under way at once, per client
 IDLE = 5.0  # s without a reader's open in the directory: its read-ahead stops
 DONE_TTL = 60.0  # s a directory whose every file was scheduled is not listed for it again
 
