@@ -79,7 +79,7 @@ class _Get:
     url: str
     offset: int
     buf: Into
-    headers: Mapping[str, str]  # the Range among them
+    headers: dict[str, str]  # the Range among them
     check: Callable[[Answer], None] | None
 
 
@@ -162,13 +162,10 @@ class ThreadedReader:
                 cr = content_range(resp.headers.get("Content-Range"))
                 if resp.status != 206 or cr is None or cr[0] != offset or cr[1] is None:
                     return None  # a server without Range, too: the streaming path skips
+                etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
                 total = cr[1]
                 if check is not None:
-                    check(
-                        Answer(
-                            0, total, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-                        )
-                    )
+                    check(Answer(0, total, etag, modified))
                 want, got = max(0, min(len(buf), total - offset)), 0
                 async for data in resp.content.iter_any():
                     n = min(len(data), want - got)
@@ -178,9 +175,7 @@ class ThreadedReader:
                         break
                 if got < want:
                     return None  # cut short: the streaming path retries from the start
-                return Answer(
-                    got, total, resp.headers.get("ETag"), resp.headers.get("Last-Modified")
-                )
+                return Answer(got, total, etag, modified)
         except (aiohttp.ClientError, OSError, TimeoutError):
             return None
 
@@ -224,7 +219,7 @@ class ThreadedReader:
         for attempt in range(2):  # a kept-alive connection the server closed: once more
             conn = self._connection(url)
             try:
-                conn.request("GET", request_path, headers=dict(get.headers))
+                conn.request("GET", request_path, headers=get.headers)
                 resp = conn.getresponse()
                 break
             except (OSError, http.client.HTTPException):

@@ -18,7 +18,8 @@ ignores ``Range`` (answers 200 with the whole body, as the olah mirror does) is 
 file is then downloaded once into a spool file that serves every block of it, never once per
 block.
 Once a file's redirect target is known to honour Range, a block is read by a thread straight into
-the worker's buffer (:meth:`HfUfs.read_into`: ``http.client``, no Python per piece).
+the worker's buffer (:meth:`HfUfs.read_into`: ``http.client``, no Python per piece; a small one
+on the event loop).
 
 Versions are content digests from the Hub's object ids: ``sha256:HEX`` (the LFS oid) where there
 is one, else ``git-blob:HEX`` (the git blob id); block ids are derived from them
@@ -625,8 +626,9 @@ class HfUfs(UnderFileSystem):
 
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """Where the file's redirect target (its CDN URL) is known and honours Range, one ranged
-        GET by a thread straight into ``buf``; otherwise, or when that answer is anything but
-        the 206 asked for (an expired URL, an error), :meth:`read_stream` and its retries."""
+        GET straight into ``buf`` (by a thread, or on the event loop when small); otherwise, or
+        when that answer is anything but the 206 asked for (an expired URL, an error),
+        :meth:`read_stream` and its retries."""
         shared = self._shared
         path = clean_path(path)
         entry = await self._entry(path)

@@ -746,9 +746,10 @@ class HttpUfs(UnderFileSystem):
 
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET received straight into ``buf`` by a thread (``http.client``: the
-        socket's bytes land in ``buf`` with no Python per piece, the GIL released meanwhile).
-        Anything but a plain 206 of the range asked (redirects, errors, a server without
-        Range, TLS settings of its own) is left to :meth:`read_stream` and its retries."""
+        socket's bytes land in ``buf`` with no Python per piece, the GIL released meanwhile),
+        or on the event loop when small (``loop_read_max``). Anything but a plain 206 of the
+        range asked (redirects, errors, a server without Range, TLS settings of its own) is left
+        to :meth:`read_stream` and its retries."""
         path = clean_path(path)
         if not len(buf):
             return 0

@@ -443,7 +443,7 @@ class S3Ufs(UnderFileSystem):
 
     async def read_into(self, path: str, offset: int, buf: Into, version: str = "") -> int:
         """One ranged GET of a presigned URL (signed here, no request), received straight into
-        ``buf`` by a thread as the HTTP adapter does: no Python per piece of the body. The
+        ``buf`` by a thread (on the event loop when small) as the HTTP adapter does. The
         version goes out as ``If-Match``; anything but a plain 206 of the range (an error, a
         changed object) takes :meth:`read_stream`, which raises the adapter's errors."""
         path = clean_path(path)
