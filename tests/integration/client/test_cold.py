@@ -225,7 +225,7 @@ async def test_a_demand_read_goes_before_another_readers_read_ahead(
                     got = bytearray()
                     while data := await seq.read(128 * 1024):
                         got += data
-                        if len(got) == 8 * MIB:  # the window has grown past SLOTS blocks
+                        if len(got) == 8 * MIB:  # the window has grown past `slots` blocks
                             paused.set()
                             await resume.wait()
                     return bytes(got)
