@@ -34,14 +34,17 @@ from fluidcache.common.protocol import (
     BLOCK,
     BLOCK_CACHE,
     BLOCK_LOCATIONS,
+    BLOCKS_CACHE,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
     FILE_OPEN,
+    MAX_CACHES,
     MAX_OPENS,
     MAX_TOUCHES,
     READER_HEADER,
     WORKERS,
     BlockRef,
+    CacheBlocksRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
     LocationsReply,
@@ -190,6 +193,10 @@ class BlockReader:
         self._ahead_opens: Batcher[OpenRequest, OpenReply] = Batcher(
             self._open_files, AHEAD_OPENS_IN_FLIGHT, MAX_OPENS, OPEN_MAX_WAIT
         )
+        # the same for small files listed with their versions: their blocks, fetched ahead
+        self._ahead_caches: Batcher[BlockRef, LocalBlocksReply] = Batcher(
+            self._cache_blocks, AHEAD_OPENS_IN_FLIGHT, MAX_CACHES, OPEN_MAX_WAIT
+        )
 
     def _rpc(self, address: str, headers: Mapping[str, str] | None = None) -> RpcClient:
         return RpcClient(address, self._token, self._session(), headers=headers, ssl=self._ssl)
@@ -205,6 +212,7 @@ class BlockReader:
     async def close(self) -> None:
         await self._opens.close()
         await self._ahead_opens.close()
+        await self._ahead_caches.close()
         self.fds.close()
         self.buffer.clear()
         self._paths.clear()
@@ -326,6 +334,14 @@ class BlockReader:
         rpc = self._rpc(str(address), self._reader)
         return list((await rpc.call(FILE_OPEN, OpenFilesRequest(files), OpenFilesReply)).files)
 
+    async def _cache_blocks(
+        self, address: Hashable, refs: list[BlockRef]
+    ) -> list[LocalBlocksReply | BaseException]:
+        rpc = self._rpc(str(address), self._reader)
+        return [await rpc.call(BLOCKS_CACHE, CacheBlocksRequest(refs), LocalBlocksReply)] * len(
+            refs
+        )
+
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])
 
@@ -374,11 +390,14 @@ class BlockReader:
         self.touches.add(self.fds.owner(block_id), block_id, len(data))
         return data
 
-    async def _find_local(self, ref: BlockRef, ahead: bool = False) -> LocalFile | None:
+    async def _find_local(
+        self, ref: BlockRef, ahead: bool = False, batched: bool = False
+    ) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.
 
         A holder on this node is asked where its file is; a cold block whose placed worker is
-        on this node is fetched there first (the bytes then need no HTTP hop to us).
+        on this node is fetched there first (the bytes then need no HTTP hop to us): with
+        ``batched``, in one call with the others of its kind waiting for that worker.
         """
         known = self._paths.get(ref.id)
         if known is not None:
@@ -403,14 +422,11 @@ class BlockReader:
         placed = placement(ref.id, list(workers.values()))[0]
         if placed.node != self.node:
             return None
-        params = {**ref.to_query(), "peers": "0"}  # no holder: skip the P2P lookup
-        if ahead:
-            params[AHEAD_PARAM] = "1"
-        query = urlencode(params)
-        path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + query
-        rpc = self._rpc(placed.address, self._reader)
         try:
-            reply = await rpc.call(path_and_query, None, LocalBlocksReply)
+            if batched:
+                reply = await self._ahead_caches.call(placed.address, ref)
+            else:
+                reply = await self._cache_block(placed.address, ref, ahead)
         except errors.Unavailable:
             return None
         if ref.id in reply.fetched:
@@ -419,6 +435,13 @@ class BlockReader:
         if found is not None:
             self._locations.put(ref.id, [placed.worker_id])
         return found
+
+    async def _cache_block(self, address: str, ref: BlockRef, ahead: bool) -> LocalBlocksReply:
+        params = {**ref.to_query(), "peers": "0"}  # no holder: skip the P2P lookup
+        if ahead:
+            params[AHEAD_PARAM] = "1"
+        path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + urlencode(params)
+        return await self._rpc(address, self._reader).call(path_and_query, None, LocalBlocksReply)
 
     def _learn_path(self, block_id: str, reply: LocalBlocksReply, address: str) -> LocalFile | None:
         path = reply.paths.get(block_id)
@@ -447,8 +470,11 @@ class BlockReader:
 
         return await self._flight.do(ref.id, fetch)
 
-    async def prefetch(self, ref: BlockRef) -> None:
-        """Bring a block close (learn its local file, else fetch it); errors are ignored."""
+    async def prefetch(self, ref: BlockRef, batched: bool = False) -> None:
+        """Bring a block close (learn its local file, else fetch it); errors are ignored.
+        ``batched``: a whole small file's block, fetched at this node's worker in one call
+        with others (the call answers when its slowest block has arrived, so never the
+        read-ahead of a long file, whose reader waits for its blocks in order)."""
         if (
             self.fds.get(ref.id) is not None
             or self._paths.get(ref.id) is not None
@@ -457,7 +483,7 @@ class BlockReader:
             return
         try:
             if self.short_circuit and await self._local_flight.do(
-                ref.id, lambda: self._find_local(ref, ahead=True)
+                ref.id, lambda: self._find_local(ref, ahead=True, batched=batched)
             ):
                 return  # its path is known now: reads open it when they come
             await self.fetch(ref, ahead=True)

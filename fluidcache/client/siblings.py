@@ -167,7 +167,7 @@ class SiblingPrefetcher:
     async def _one(self, entry: FileInfo) -> None:
         try:
             if entry.version:
-                await self.client.blocks.prefetch(entry.block(0))  # errors ignored there
+                await self.client.blocks.prefetch(entry.block(0), batched=True)  # errors ignored
                 self.opened_ahead += 1
             elif await self.client.open_ahead(entry):
                 self.opened_ahead += 1

@@ -42,6 +42,7 @@ BLOCK_CACHE = API + "/blocks/{block_id}/cache"
 WORKER_STATS = f"{API}/stats"
 METRICS = "/metrics"
 BLOCKS_LOCAL = f"{API}/blocks-local"
+BLOCKS_CACHE = f"{API}/blocks-cache"
 BLOCKS_TOUCH = f"{API}/blocks-touch"
 FILE_OPEN = f"{API}/files/open"
 PEER_HEADER = "X-Fluidcache-Peer"  # set by a worker fetching from another worker
@@ -49,6 +50,7 @@ AHEAD_PARAM = "ahead"  # =1 on a block request: a read-ahead, served after reade
 READER_HEADER = "X-Fluidcache-Node"  # set by a client: the node it reads from (hit accounting)
 MAX_TOUCHES = 1024  # blocks in one TouchRequest
 MAX_OPENS = 64  # files in one OpenFilesRequest
+MAX_CACHES = 64  # blocks in one CacheBlocksRequest
 
 ROOT_INO = 1
 MAX_NAME_BYTES = 255  # POSIX NAME_MAX; keeps dentry keys far below LMDB's 511-byte limit
@@ -527,6 +529,20 @@ class LocalBlocksRequest(Message):
     """Short-circuit: a client on the worker's node asks where block files are."""
 
     block_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CacheBlocksRequest(Message):
+    """Fetch blocks into the worker's store (POST, ``BLOCKS_CACHE``): a same-node client's
+    opens ahead of its readers of small files listed with their versions, in one call (at most
+    :data:`MAX_CACHES`). Answered with a :class:`LocalBlocksReply` of those kept."""
+
+    blocks: list[BlockRef]
+    ahead: bool = True  # their source reads wait behind readers' demand reads
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.blocks) <= MAX_CACHES:
+            raise ValueError(f"blocks: {len(self.blocks)} blocks, 1 to {MAX_CACHES} a call")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from fluidcache.common.protocol import (
     AHEAD_PARAM,
     BLOCK,
     BLOCK_CACHE,
+    BLOCKS_CACHE,
     BLOCKS_FREE,
     BLOCKS_LOCAL,
     BLOCKS_TOUCH,
@@ -40,6 +41,7 @@ from fluidcache.common.protocol import (
     BlockRef,
     BlocksFreeReply,
     BlocksFreeRequest,
+    CacheBlocksRequest,
     LocalBlocksReply,
     LocalBlocksRequest,
     OpenFilesReply,
@@ -286,6 +288,34 @@ async def cache_block(request: web.Request) -> web.Response:
     return reply(LocalBlocksReply(paths, [ref.id] if fetched else [], stamps))
 
 
+async def cache_blocks(request: web.Request) -> web.Response:
+    """Blocks fetched into this worker's store, several in one call (a same-node client's
+    opens ahead of its readers of small files): the answer names the files of those kept. It
+    waits at most :data:`OPEN_ANSWER_WAIT` for the slowest; one still arriving then is absent
+    (its reader asks for it alone) and kept when it arrives; one that failed is absent too."""
+    ask = await read_message(request, CacheBlocksRequest)
+    svc = request.app[SERVICE]
+
+    async def one(ref: BlockRef) -> tuple[Block | None, bool]:
+        origin = await svc.fetcher.ensure(ref, peers=False, urgent=not ask.ahead)
+        return await _ensured(request, ref.id, ref.length, origin)
+
+    tasks = [svc.spawn(one(ref)) for ref in ask.blocks]
+    await asyncio.wait(tasks, timeout=OPEN_ANSWER_WAIT)
+    answer = LocalBlocksReply({})
+    for ref, task in zip(ask.blocks, tasks, strict=True):
+        got = _outcome(task, "caching")
+        if isinstance(got, errors.FluidcacheError):
+            continue
+        block, fetched = got
+        if block is not None:
+            answer.paths[ref.id] = str(block.path)
+            answer.stamps[ref.id] = list(block.stamp)
+        if fetched:
+            answer.fetched.append(ref.id)
+    return reply(answer)
+
+
 async def open_files(request: web.Request) -> web.Response:
     """Files listed without their versions, opened: each one's status and first block from
     one source request, the block kept here (its path in the answer, for a same-node reader).
@@ -310,17 +340,26 @@ async def _open_file(request: web.Request, ask: OpenRequest) -> OpenReply:
 
 
 def _opened(task: asyncio.Task[OpenReply]) -> OpenReply:
+    got = _outcome(task, "opening")
+    if isinstance(got, errors.FluidcacheError):
+        return OpenReply(0, 0.0, "", error=[got.code, got.message])
+    return got
+
+
+def _outcome(task: asyncio.Task[T], doing: str) -> T | errors.FluidcacheError:
+    """The result of one task of a batched call, else the error its item answers with:
+    Unavailable while it still runs (it goes on; what it keeps is kept), an unexpected
+    exception as an internal error (logged)."""
     if not task.done():
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # told: Unavailable
-        late = errors.Unavailable(f"still opening after {OPEN_ANSWER_WAIT:.0f} s")
-        return OpenReply(0, 0.0, "", error=[late.code, late.message])
+        return errors.Unavailable(f"still {doing} after {OPEN_ANSWER_WAIT:.0f} s")
     e = task.exception() if not task.cancelled() else errors.Unavailable("worker stopping")
     if e is None:
         return task.result()
     if not isinstance(e, errors.FluidcacheError):
-        log.error("opening a file failed", exc_info=e)
+        log.error("%s failed", doing, exc_info=e)
         e = errors.SourceError(f"internal error: {e}")
-    return OpenReply(0, 0.0, "", error=[e.code, e.message])
+    return e
 
 
 async def _ensured(
@@ -389,6 +428,7 @@ def make_app(config: WorkerConfig) -> web.Application:
     app.router.add_post(FILE_OPEN, open_files)
     app.router.add_post(WORKER_STATS, stats)
     app.router.add_post(BLOCKS_LOCAL, local_blocks)
+    app.router.add_post(BLOCKS_CACHE, cache_blocks)
     app.router.add_post(BLOCKS_FREE, free_blocks)
     app.router.add_post(BLOCKS_TOUCH, touch_blocks)
     app.router.add_get(METRICS, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,8 +14,16 @@ import pytest
 
 from fluidcache.client import AsyncClient
 from fluidcache.client.siblings import SiblingPrefetcher
+from fluidcache.common import errors
+from fluidcache.common.protocol import BLOCK_CACHE, BLOCKS_CACHE
 from tests.cluster import cluster
-from tests.integration.client.test_cold import Source, blob, cluster_over, serving
+from tests.integration.client.test_cold import (
+    Source,
+    blob,
+    cluster_over,
+    counting_calls,
+    serving,
+)
 
 
 def _gets(src: Source) -> set[str]:
@@ -158,3 +167,44 @@ async def test_files_listed_with_their_versions_are_fetched_ahead_when_cold(
             await _until(all_held)
             for name in sorted(data, reverse=True):
                 assert await _read(client, name) == data[name]
+
+
+@pytest.mark.timeout(120)
+async def test_blocks_fetched_ahead_go_in_few_calls_each_file_with_its_own_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = {f"f{i:02d}.bin": blob(i, 900 + i) for i in range(40)}
+    for name, body in data.items():
+        (src / name).write_bytes(body)
+    # Calls wait for those under way however long they take (not 5 ms): the count below
+    # then depends on batching alone, not on how busy the machine is.
+    monkeypatch.setattr("fluidcache.client.blocks.OPEN_MAX_WAIT", 60.0)
+    with cluster(tmp_path / "c") as c:
+        c.start_master(f"local://{src}")
+        c.start_worker("w1")
+        async with AsyncClient(c.master_url, c.token) as client:
+            listed = await client.ls("/")
+            await _until(lambda: all(client.blocks.uncached(e.block(0)) for e in listed))
+            (src / "f30.bin").unlink()  # gone from the source after it was listed
+            calls = counting_calls(monkeypatch)
+
+            def singles() -> int:  # calls for one block
+                one = BLOCK_CACHE.format(block_id="[0-9a-f]+")
+                return sum(n for path, n in calls.items() if re.fullmatch(one, path))
+
+            for name in sorted(data)[:4]:
+                assert await _read(client, name) == data[name]
+            siblings = client.siblings
+            assert siblings is not None
+            await _until(lambda: siblings.opened_ahead == 36)  # errors are the readers' to see
+            assert singles() == 4, calls  # the readers' four cold opens
+            assert calls[BLOCKS_CACHE] <= 12, calls  # 36 blocks: two calls, then batches
+            for name in sorted(data, reverse=True):
+                if name == "f30.bin":
+                    with pytest.raises(errors.NotFound):
+                        await _read(client, name)
+                else:
+                    assert await _read(client, name) == data[name]
+            assert singles() == 5, calls  # the file gone, asked for by its reader

@@ -174,6 +174,7 @@ REQUESTS: dict[str, type] = {
     protocol.BLOCKS_TOUCH: protocol.TouchRequest,
     protocol.NS_SEEN: protocol.SeenRequest,
     protocol.FILE_OPEN: protocol.OpenFilesRequest,
+    protocol.BLOCKS_CACHE: protocol.CacheBlocksRequest,
 }
 NO_BODY = {protocol.WORKERS, protocol.REPORT, protocol.WORKER_STATS, protocol.BLOCK_CACHE}
 
