@@ -338,9 +338,8 @@ class BlockReader:
         self, address: Hashable, refs: list[BlockRef]
     ) -> list[LocalBlocksReply | BaseException]:
         rpc = self._rpc(str(address), self._reader)
-        return [await rpc.call(BLOCKS_CACHE, CacheBlocksRequest(refs), LocalBlocksReply)] * len(
-            refs
-        )
+        reply = await rpc.call(BLOCKS_CACHE, CacheBlocksRequest(refs), LocalBlocksReply)
+        return [reply] * len(refs)
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
         return (await self.locate([ref], refresh)).get(ref.id, [])
@@ -425,6 +424,9 @@ class BlockReader:
         try:
             if batched:
                 reply = await self._ahead_caches.call(placed.address, ref)
+                failed = reply.errors.get(ref.id)
+                if failed:  # this block's own answer
+                    raise errors.from_wire(failed[0], " ".join(failed[1:]))
             else:
                 reply = await self._cache_block(placed.address, ref, ahead)
         except errors.Unavailable:

@@ -535,7 +535,8 @@ class LocalBlocksRequest(Message):
 class CacheBlocksRequest(Message):
     """Fetch blocks into the worker's store (POST, ``BLOCKS_CACHE``): a same-node client's
     opens ahead of its readers of small files listed with their versions, in one call (at most
-    :data:`MAX_CACHES`). Answered with a :class:`LocalBlocksReply` of those kept."""
+    :data:`MAX_CACHES`). Answered with a :class:`LocalBlocksReply`: the files of those kept, the
+    error of each that failed."""
 
     blocks: list[BlockRef]
     ahead: bool = True  # their source reads wait behind readers' demand reads
@@ -605,6 +606,8 @@ class LocalBlocksReply(Message):
     # Block id -> (inode, size, mtime ns) of its file when the worker last checked its bytes:
     # a reader that finds the file so need not hash it again (any other stat: it hashes).
     stamps: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # Block id -> [code, message] of a block a CacheBlocksRequest could not fetch.
+    errors: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -290,9 +290,9 @@ async def cache_block(request: web.Request) -> web.Response:
 
 async def cache_blocks(request: web.Request) -> web.Response:
     """Blocks fetched into this worker's store, several in one call (a same-node client's
-    opens ahead of its readers of small files): the answer names the files of those kept. It
-    waits at most :data:`OPEN_ANSWER_WAIT` for the slowest; one still arriving then is absent
-    (its reader asks for it alone) and kept when it arrives; one that failed is absent too."""
+    opens ahead of its readers of small files): the answer names the files of those kept and
+    the error of each that failed. It waits at most :data:`OPEN_ANSWER_WAIT` for the slowest;
+    one still arriving then answers Unavailable and is kept when it arrives."""
     ask = await read_message(request, CacheBlocksRequest)
     svc = request.app[SERVICE]
 
@@ -306,6 +306,7 @@ async def cache_blocks(request: web.Request) -> web.Response:
     for ref, task in zip(ask.blocks, tasks, strict=True):
         got = _outcome(task, "caching")
         if isinstance(got, errors.FluidcacheError):
+            answer.errors[ref.id] = [got.code, got.message]
             continue
         block, fetched = got
         if block is not None:

@@ -10,12 +10,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from fluidcache.client import AsyncClient
 from fluidcache.client.siblings import SiblingPrefetcher
 from fluidcache.common import errors
-from fluidcache.common.protocol import BLOCK_CACHE, BLOCKS_CACHE
+from fluidcache.common.http import RpcClient
+from fluidcache.common.protocol import (
+    BLOCK_CACHE,
+    BLOCKS_CACHE,
+    CacheBlocksRequest,
+    LocalBlocksReply,
+)
 from tests.cluster import cluster
 from tests.integration.client.test_cold import (
     Source,
@@ -208,3 +215,15 @@ async def test_blocks_fetched_ahead_go_in_few_calls_each_file_with_its_own_answe
                 else:
                     assert await _read(client, name) == data[name]
             assert singles() == 5, calls  # the file gone, asked for by its reader
+            # One call, each block its own answer: the file kept, the error of the one gone.
+            by_name = {e.name: e.block(0) for e in listed}
+            kept, gone = by_name["f31.bin"], by_name["f30.bin"]
+            async with aiohttp.ClientSession() as session:
+                rpc = RpcClient(c.urls["w1"], c.token, session)
+                got = await rpc.call(
+                    BLOCKS_CACHE, CacheBlocksRequest([kept, gone]), LocalBlocksReply
+                )
+            assert list(got.paths) == [kept.id], got
+            assert (
+                list(got.errors) == [gone.id] and got.errors[gone.id][0] == errors.NotFound.code
+            ), got
