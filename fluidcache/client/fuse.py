@@ -17,11 +17,12 @@ import functools
 import logging
 import os
 import re
+import select
 import signal
 import stat
 import subprocess
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -299,6 +300,41 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise errors.ConfigError(f"mountpoint: {mountpoint} is busy (something is mounted there)")
 
 
+READY_STREAK = 8  # waits for the device in a row that may skip the event loop
+
+
+class DeviceWait:
+    """pyfuse3's wait for its device to be readable, cheaper while requests are queued.
+
+    Under asyncio pyfuse3 waits for every request by registering a reader on the event loop
+    and removing it once woken: under uvloop seven system calls (``strace -c`` of a cold epoch:
+    58,089 ``epoll_ctl``, 9,822 ``ioctl`` and 9,689 ``io_uring_enter`` for 11,002 requests). A
+    zero-timeout ``poll`` comes first here; the event loop's wait only when nothing is queued,
+    and after :data:`READY_STREAK` requests taken in a row, so that the mount's other tasks
+    (answers from workers) run under a steady stream of requests as well.
+    """
+
+    def __init__(self, wait: Callable[[Any], Awaitable[None]]) -> None:
+        self._wait = wait
+        self._polls: dict[Any, select.poll] = {}
+        self._streak = 0
+
+    async def __call__(self, fd: Any) -> None:
+        if self._streak < READY_STREAK:
+            poll = self._polls.get(fd)
+            if poll is None:
+                poll = self._polls[fd] = select.poll()
+                poll.register(fd, select.POLLIN)
+            if poll.poll(0):
+                self._streak += 1
+                return
+        self._streak = 0
+        await self._wait(fd)
+
+
+_LOOP_WAIT = pyfuse3.asyncio.wait_readable
+
+
 def set_read_ahead(mountpoint: Path, kb: int) -> None:
     """Raise the kernel's read-ahead for the mount (default 128 KiB).
 
@@ -330,6 +366,7 @@ async def run_mount(
     check_mountpoint(mountpoint)
     await client.stat("/")  # fail before mounting when the master cannot be reached
     pyfuse3.asyncio.enable()
+    pyfuse3.asyncio.wait_readable = DeviceWait(_LOOP_WAIT)  # what pyfuse3 calls to wait
     ops = FluidcacheOperations(client, options)
     pyfuse3.init(ops, str(mountpoint), options.fuse_options())
     loop = asyncio.get_running_loop()
