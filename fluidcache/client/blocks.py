@@ -319,7 +319,7 @@ class BlockReader:
         opens = self._ahead_opens if ahead else self._opens
         opened = await opens.call(worker.address, OpenRequest(uri, block_size, size_hint, ahead))
         if opened.error:
-            raise errors.from_wire(opened.error[0], " ".join(opened.error[1:]))
+            raise errors.from_item(opened.error)
         ref = BlockRef(uri, opened.version, 0, block_size, opened.size)
         self._locations.put(ref.id, [worker.worker_id])
         if opened.fetched:
@@ -426,7 +426,7 @@ class BlockReader:
                 reply = await self._ahead_caches.call(placed.address, ref)
                 failed = reply.errors.get(ref.id)
                 if failed:  # this block's own answer
-                    raise errors.from_wire(failed[0], " ".join(failed[1:]))
+                    raise errors.from_item(failed)
             else:
                 reply = await self._cache_block(placed.address, ref, ahead)
         except errors.Unavailable:

@@ -132,3 +132,8 @@ _BY_CODE: dict[str, type[FluidcacheError]] = {
 def from_wire(code: str, message: str) -> FluidcacheError:
     """Rebuild the exception a server sent as ``{code, message}``."""
     return _BY_CODE.get(code, FluidcacheError)(message)
+
+
+def from_item(error: list[str]) -> FluidcacheError:
+    """Rebuild the exception one item of a batched answer carries as ``[code, message]``."""
+    return from_wire(error[0], " ".join(error[1:]))
