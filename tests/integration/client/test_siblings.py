@@ -21,9 +21,10 @@ from fluidcache.common.protocol import (
     BLOCK_CACHE,
     BLOCKS_CACHE,
     CacheBlocksRequest,
+    FileInfo,
     LocalBlocksReply,
 )
-from tests.cluster import cluster
+from tests.cluster import Cluster, cluster
 from tests.integration.client.test_cold import (
     Source,
     blob,
@@ -66,6 +67,29 @@ async def _reading(
         with cluster_over(src.url, tmp_path) as c:
             async with AsyncClient(c.master_url, c.token) as client:
                 yield src, names, client
+
+
+@contextlib.asynccontextmanager
+async def _reading_versioned(
+    tmp_path: Path, count: int, size: int
+) -> AsyncIterator[tuple[Path, Cluster, dict[str, bytes], list[FileInfo], AsyncClient]]:
+    """``count`` files of about ``size`` bytes in a local source (listed with their versions),
+    a one-worker cluster over it, their bytes by name, the listing once no worker holds them,
+    and a client."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = {f"f{i:02d}.bin": blob(i, size + i) for i in range(count)}
+    for name, body in data.items():
+        (src / name).write_bytes(body)
+    with cluster(tmp_path / "c") as c:
+        c.start_master(f"local://{src}")
+        c.start_worker("w1")
+        async with AsyncClient(c.master_url, c.token) as client:
+            listed = await client.ls("/")
+            assert all(e.version for e in listed)  # a local listing gives versions
+            # The listing's lookup of holders (in the background) found none.
+            await _until(lambda: all(client.blocks.uncached(e.block(0)) for e in listed))
+            yield src, c, data, listed, client
 
 
 async def _read(client: AsyncClient, name: str) -> bytes:
@@ -149,81 +173,55 @@ async def test_files_larger_than_a_block_are_not_opened_ahead(tmp_path: Path) ->
 async def test_files_listed_with_their_versions_are_fetched_ahead_when_cold(
     tmp_path: Path,
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    data = {f"f{i:02d}.bin": blob(i, 700 + i) for i in range(24)}
-    for name, body in data.items():
-        (src / name).write_bytes(body)
-    with cluster(tmp_path / "c") as c:
-        c.start_master(f"local://{src}")
-        c.start_worker("w1")
-        async with AsyncClient(c.master_url, c.token) as client:
-            listed = await client.ls("/")
-            assert all(e.version for e in listed)  # a local listing gives versions
-            # The listing's lookup of holders (in the background) found none.
-            await _until(lambda: all(client.blocks.uncached(e.block(0)) for e in listed))
-            for name in sorted(data)[:4]:
-                assert await _read(client, name) == data[name]
-            siblings = client.siblings
-            assert siblings is not None
-            await _until(lambda: siblings.opened_ahead == 20)
+    async with _reading_versioned(tmp_path, 24, 700) as (_, _, data, listed, client):
+        for name in sorted(data)[:4]:
+            assert await _read(client, name) == data[name]
+        siblings = client.siblings
+        assert siblings is not None
+        await _until(lambda: siblings.opened_ahead == 20)
 
-            async def all_held() -> bool:  # as the master counts them, once workers report
-                return all([await client.cached_fraction(e) == 1.0 for e in listed])
+        async def all_held() -> bool:  # as the master counts them, once workers report
+            return all([await client.cached_fraction(e) == 1.0 for e in listed])
 
-            await _until(all_held)
-            for name in sorted(data, reverse=True):
-                assert await _read(client, name) == data[name]
+        await _until(all_held)
+        for name in sorted(data, reverse=True):
+            assert await _read(client, name) == data[name]
 
 
 @pytest.mark.timeout(120)
 async def test_blocks_fetched_ahead_go_in_few_calls_each_file_with_its_own_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    data = {f"f{i:02d}.bin": blob(i, 900 + i) for i in range(40)}
-    for name, body in data.items():
-        (src / name).write_bytes(body)
     # Calls wait for those under way however long they take (not 5 ms): the count below
     # then depends on batching alone, not on how busy the machine is.
     monkeypatch.setattr("fluidcache.client.blocks.OPEN_MAX_WAIT", 60.0)
-    with cluster(tmp_path / "c") as c:
-        c.start_master(f"local://{src}")
-        c.start_worker("w1")
-        async with AsyncClient(c.master_url, c.token) as client:
-            listed = await client.ls("/")
-            await _until(lambda: all(client.blocks.uncached(e.block(0)) for e in listed))
-            (src / "f30.bin").unlink()  # gone from the source after it was listed
-            calls = counting_calls(monkeypatch)
+    async with _reading_versioned(tmp_path, 40, 900) as (src, c, data, listed, client):
+        (src / "f30.bin").unlink()  # gone from the source after it was listed
+        calls = counting_calls(monkeypatch)
 
-            def singles() -> int:  # calls for one block
-                one = BLOCK_CACHE.format(block_id="[0-9a-f]+")
-                return sum(n for path, n in calls.items() if re.fullmatch(one, path))
+        def singles() -> int:  # calls for one block
+            one = BLOCK_CACHE.format(block_id="[0-9a-f]+")
+            return sum(n for path, n in calls.items() if re.fullmatch(one, path))
 
-            for name in sorted(data)[:4]:
+        for name in sorted(data)[:4]:
+            assert await _read(client, name) == data[name]
+        siblings = client.siblings
+        assert siblings is not None
+        await _until(lambda: siblings.opened_ahead == 36)  # errors are the readers' to see
+        assert singles() == 4, calls  # the readers' four cold opens
+        assert calls[BLOCKS_CACHE] <= 12, calls  # 36 blocks: two calls, then batches
+        for name in sorted(data, reverse=True):
+            if name == "f30.bin":
+                with pytest.raises(errors.NotFound):
+                    await _read(client, name)
+            else:
                 assert await _read(client, name) == data[name]
-            siblings = client.siblings
-            assert siblings is not None
-            await _until(lambda: siblings.opened_ahead == 36)  # errors are the readers' to see
-            assert singles() == 4, calls  # the readers' four cold opens
-            assert calls[BLOCKS_CACHE] <= 12, calls  # 36 blocks: two calls, then batches
-            for name in sorted(data, reverse=True):
-                if name == "f30.bin":
-                    with pytest.raises(errors.NotFound):
-                        await _read(client, name)
-                else:
-                    assert await _read(client, name) == data[name]
-            assert singles() == 5, calls  # the file gone, asked for by its reader
-            # One call, each block its own answer: the file kept, the error of the one gone.
-            by_name = {e.name: e.block(0) for e in listed}
-            kept, gone = by_name["f31.bin"], by_name["f30.bin"]
-            async with aiohttp.ClientSession() as session:
-                rpc = RpcClient(c.urls["w1"], c.token, session)
-                got = await rpc.call(
-                    BLOCKS_CACHE, CacheBlocksRequest([kept, gone]), LocalBlocksReply
-                )
-            assert list(got.paths) == [kept.id], got
-            assert (
-                list(got.errors) == [gone.id] and got.errors[gone.id][0] == errors.NotFound.code
-            ), got
+        assert singles() == 5, calls  # the file gone, asked for by its reader
+        # One call, each block its own answer: the file kept, the error of the one gone.
+        by_name = {e.name: e.block(0) for e in listed}
+        kept, gone = by_name["f31.bin"], by_name["f30.bin"]
+        async with aiohttp.ClientSession() as session:
+            rpc = RpcClient(c.urls["w1"], c.token, session)
+            got = await rpc.call(BLOCKS_CACHE, CacheBlocksRequest([kept, gone]), LocalBlocksReply)
+        assert list(got.paths) == [kept.id], got
+        assert list(got.errors) == [gone.id] and got.errors[gone.id][0] == errors.NotFound.code, got
