@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fluidcache.client.fuse import MAX_BACKGROUND, fusectl
 from tests.procs import Proc, fluidcache, is_mounted, running, unmount
 from tests.sources import HttpSource, NginxSource, digests
 
@@ -179,6 +180,16 @@ def test_statfs_reports_capacity(mounted: Mounted) -> None:
     st = os.statvfs(mounted.mnt)
     assert st.f_blocks * st.f_frsize >= 2 * 2**30  # two workers with 1 GiB MEM each
     assert st.f_files >= 2500
+
+
+def test_the_kernel_keeps_many_read_ahead_requests_in_flight(mounted: Mounted) -> None:
+    """Past 9 background requests (the kernel's default) 16 readers of small files read 4 KiB
+    pages one at a time; the mount raises the bound, and leaves no fusectl mounted behind."""
+    assert "fluidcache-fusectl" not in Path("/proc/mounts").read_text()
+    with fusectl() as ctl:
+        conn = ctl / str(os.minor(os.stat(mounted.mnt).st_dev))
+        assert int((conn / "max_background").read_text()) == MAX_BACKGROUND
+        assert int((conn / "congestion_threshold").read_text()) == MAX_BACKGROUND * 3 // 4
 
 
 @pytest.mark.skipif(FIO is None, reason="fio is installed by scripts/bootstrap.sh")
