@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.procs import Proc
+
 NGINX_CONF = """
 daemon off;
 worker_processes 1;
@@ -116,3 +118,27 @@ def nginx(data: Path, workdir: Path, rate: str = "0", extra: str = "") -> Iterat
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@contextlib.contextmanager
+def resident(paths: list[Path], log: Path) -> Iterator[str]:
+    """Keep the files under ``paths`` in this machine's memory while the block runs, through
+    every cache drop (``vmtouch -l``): the sources stand for remote servers, whose memory
+    dropping this machine's caches would not empty, so a cold read measures the cache and the
+    network model, not this machine's disk. Yields a line for the run's set-up notes."""
+    binary = shutil.which("vmtouch")
+    present = [str(p) for p in paths if p.exists()]
+    if binary is None or not present:
+        yield "Sources read their files from disk after each cache drop (vmtouch not installed)."
+        return
+    # stdbuf: vmtouch says LOCKED once every page is locked, through a pipe only line-buffered.
+    proc = Proc(["stdbuf", "-oL", binary, "-l", *present], log=log)
+    try:
+        locked = proc.wait_for("LOCKED", timeout=300).split(maxsplit=1)[1]
+        yield (
+            f"The sources' files stay in memory through every cache drop (`vmtouch -l`, {locked}"
+            "), as a remote server's would: only this machine's caches (the mounts', the peers' "
+            "and the readers') are dropped before a cold read."
+        )
+    finally:
+        proc.stop()

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # nftables: their packet loss (a random drop rule), as kernels without sch_netem have no netem loss;
 # iptables and libnetfilter-queue-dev: their delay (an NFQUEUE rule feeding tests/netem.py, through
 # the netfilterqueue binding, which builds against libnetfilter_queue).
+# vmtouch: make bench keeps the sources' files in memory through its cache drops (bench/sources.py).
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config fio nginx-light attr rclone s3fs chromium iproute2
-    nftables iptables libnetfilter-queue-dev)
+    nftables iptables libnetfilter-queue-dev vmtouch)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -56,6 +56,8 @@ def test_quick_run_reports_every_scenario(workdir: Path, tmp_path: Path) -> None
     doc = json.loads((out / "results.json").read_text())
     assert doc["params"]["sizes"]["mode"] == "quick"
     assert doc["machine"]["cores"] and doc["versions"]["fluidcache"]
+    # The sources stand for remote servers: their files stay in memory through the cache drops.
+    assert any("`vmtouch -l`" in line for line in doc["setup"]), doc["setup"]
     assert set(doc["scenarios"]) == set(NAMES)
     for name, scenario in doc["scenarios"].items():
         assert scenario["error"] is None, f"{name}: {scenario['error']}"
