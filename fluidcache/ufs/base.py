@@ -203,6 +203,12 @@ class UnderFileSystem(abc.ABC):
         got = await self.read_into(path, 0, buf[:want], status.version) if want else 0
         return status, got
 
+    async def prepare(self) -> None:
+        """Make ready what the first request would need (a client), so that the first read
+        does not wait for it: called once a worker learns the source. Never raises; a failure
+        is left to that first request to report."""
+        return  # an optional capability: most adapters have nothing to set up
+
     async def close(self) -> None:
         """Release connections; the object is unusable afterwards."""
         return None

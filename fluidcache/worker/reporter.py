@@ -67,7 +67,7 @@ class Reporter:
             WORKER_REGISTER, RegisterRequest(self.info(), blocks), RegisterReply
         )
         self.interval = reply.heartbeat_interval
-        self.sources.update(reply.mounts)
+        await self.sources.update(reply.mounts)
 
     async def register_with_retry(self, within: float) -> None:
         """Register, retrying while the master cannot be reached, for at most ``within`` seconds."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fluidcache.common import errors
 from fluidcache.common.protocol import MountInfo
 from fluidcache.ufs import UnderFileSystem, create_ufs
@@ -13,11 +15,15 @@ class SourceMap:
     def __init__(self) -> None:
         self._ufs: dict[str, UnderFileSystem] = {}
 
-    def update(self, mounts: list[MountInfo]) -> None:
-        """Add adapters for new mounts (known ones are kept, with their connections)."""
+    async def update(self, mounts: list[MountInfo]) -> None:
+        """Add adapters for new mounts (known ones are kept, with their connections), each
+        made ready for its first read."""
+        added = []
         for m in mounts:
             if m.uri not in self._ufs:
-                self._ufs[m.uri] = create_ufs(m.uri, m.options)
+                self._ufs[m.uri] = ufs = create_ufs(m.uri, m.options)
+                added.append(ufs)
+        await asyncio.gather(*(ufs.prepare() for ufs in added))
 
     def resolve(self, uri: str) -> tuple[UnderFileSystem, str]:
         """The adapter and relative path of ``uri``; InvalidArgument if no mount holds it."""

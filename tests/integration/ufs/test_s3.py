@@ -20,8 +20,10 @@ import pytest
 from aiohttp import web
 
 from fluidcache.common import errors
+from fluidcache.common.protocol import MountInfo
 from fluidcache.ufs import UnderFileSystem, create_ufs
 from fluidcache.ufs.s3 import PRESIGN_REUSE, S3Ufs
+from fluidcache.worker.sources import SourceMap
 from tests.integration.ufs.conftest import (
     ACCESS_KEY,
     BUCKET,
@@ -420,3 +422,24 @@ async def test_full_object_sha256_checksums_address_the_content(moto_server: Mot
             async with aclosing(a.read_stream("w.bin", 0, 1000, 1000, va)) as stream:
                 async for _ in stream:
                     pass
+
+
+async def test_a_worker_makes_the_client_when_it_learns_the_source(moto_server: MotoServer) -> None:
+    """Making the client (botocore's service model and endpoint rules, ~75 ms of CPU) is done
+    when the worker learns the mount, not by the first read of the bucket."""
+    src = moto_server.source()
+    src.write("d/f.bin", b"abc")
+    sources = SourceMap()
+    try:
+        await sources.update([MountInfo("default", "s3", src.uri, src.options)])
+        ufs, path = sources.resolve(src.uri + "/d/f.bin")
+        assert isinstance(ufs, S3Ufs) and ufs._client_obj is not None
+        assert await ufs.read(path, 0, 3) == b"abc"
+    finally:
+        await sources.close()
+
+
+@pytest.mark.parametrize("endpoint", ["not a url", "http://[::1", "ftp://127.0.0.1:9"])
+def test_an_endpoint_that_is_not_an_http_url_is_refused_naming_the_option(endpoint: str) -> None:
+    with pytest.raises(errors.ConfigError, match="endpoint_url"):
+        S3Ufs(f"s3://{BUCKET}/x", {"endpoint_url": endpoint})
