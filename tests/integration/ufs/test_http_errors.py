@@ -50,6 +50,27 @@ def ranged(request: web.Request, body: bytes) -> web.Response:
     return web.Response(status=206, body=body[start : end + 1], headers=headers)
 
 
+async def in_pieces(
+    request: web.Request, size: int, gap: float = 0.0, chunked: bool = False
+) -> web.StreamResponse:
+    """``BLOB`` answered as :func:`ranged` does, its body written ``size`` bytes at a time,
+    ``gap`` seconds apart; with ``chunked``, in chunked encoding (no length)."""
+    full = ranged(request, BLOB)
+    if request.method == "HEAD":
+        return full
+    resp = web.StreamResponse(status=full.status, headers=full.headers)
+    assert isinstance(full.body, bytes)
+    if chunked:
+        resp.enable_chunked_encoding()
+    else:
+        resp.content_length = len(full.body)
+    await resp.prepare(request)
+    for i in range(0, len(full.body), size):
+        await resp.write(full.body[i : i + size])
+        await asyncio.sleep(gap)
+    return resp
+
+
 @dataclass
 class Faults:
     """The test server: requests per path, and an event that releases stalled handlers."""
@@ -124,6 +145,10 @@ def make_app(faults: Faults) -> web.Application:
         await resp.write(BLOB[:1000])
         await asyncio.wait_for(faults.release.wait(), 30)
         return resp
+
+    @route("/trickle/blob.bin")
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        return await in_pieces(request, 2048, gap=0.1)  # slower than the reader waits for
 
     @route("/trunc/blob.bin")
     async def trunc(request: web.Request) -> web.StreamResponse:
@@ -225,16 +250,7 @@ def make_app(faults: Faults) -> web.Application:
 
     @route("/chunked/blob.bin")
     async def chunked(request: web.Request) -> web.StreamResponse:
-        full = ranged(request, BLOB)
-        if request.method == "HEAD":
-            return full
-        resp = web.StreamResponse(status=full.status, headers=full.headers)
-        resp.enable_chunked_encoding()  # a ranged body without a length: never spliced
-        await resp.prepare(request)
-        assert isinstance(full.body, bytes)
-        for i in range(0, len(full.body), 3000):
-            await resp.write(full.body[i : i + 3000])
-        return resp
+        return await in_pieces(request, 3000, chunked=True)  # no length: never spliced
 
     @route("/private/{name}")
     async def private(request: web.Request) -> web.StreamResponse:
@@ -383,6 +399,25 @@ async def test_a_file_region_gets_what_memory_would_or_the_same_error(
         assert await ufs.read_into(f"{where}blob.bin", 100, region[:8000]) == 8000
         assert os.pread(block_fd, 8000, 0) == BLOB[100:8100]
     assert faults.hits[f"GET /{where}blob.bin"] == (2 if where == "trunc/" else 1)
+
+
+async def test_a_file_region_takes_a_body_that_trickles_and_the_next_answer_at_once(
+    faults: Faults, block_fd: int
+) -> None:
+    """A thread splicing into a block's file is woken once much of the body is queued, not for
+    every piece; a body coming in pieces slower than that is still taken, the wait's timeout
+    counting only time with no byte at all, and the next answer on the kept-alive connection
+    (a small one) comes at once: each read went through the thread, none again by the
+    streaming path."""
+    os.ftruncate(block_fd, len(BLOB))
+    region = FileRegion(block_fd, 0, len(BLOB))
+    opts = {"timeout": "0.3", "retries": "1", "read_threads": "1", "loop_read_max": "0"}
+    async with faults.ufs("", **opts) as ufs:
+        assert await ufs.read_into("trickle/blob.bin", 0, region) == len(BLOB)
+        assert os.pread(block_fd, len(BLOB), 0) == BLOB
+        assert await ufs.read_into("files/blob.bin", 5, region[:100]) == 100
+        assert os.pread(block_fd, 100, 0) == BLOB[5:105]
+    assert faults.hits["GET /trickle/blob.bin"] == 1 and faults.hits["GET /files/blob.bin"] == 1
 
 
 async def test_a_file_region_over_tls_gets_the_bytes(
