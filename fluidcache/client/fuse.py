@@ -338,22 +338,18 @@ class DeviceWait:
 _LOOP_WAIT = pyfuse3.asyncio.wait_readable
 
 
-def set_read_ahead(mountpoint: Path, kb: int) -> None:
-    """Raise the kernel's read-ahead for the mount (default 128 KiB).
+def set_read_ahead(mountpoint: Path, dev: int, kb: int) -> None:
+    """Raise the kernel's read-ahead for the mount on device ``dev`` (its ``st_dev``; default
+    128 KiB).
 
     Sequential reads then reach us as 1 MiB requests with several in flight: the largest single
     win on the FUSE read path. Needs root; without it the kernel default stays.
     """
-    device = ""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == str(mountpoint):
-                device = fields[2]
-    if not device or kb <= 0:
+    if kb <= 0:
         return
     try:
-        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(f"{kb}\n")
+        bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
+        (bdi / "read_ahead_kb").write_text(f"{kb}\n")
     except OSError as e:
         log.warning("cannot set read-ahead of %s to %d KiB: %s", mountpoint, kb, e.strerror)
 
@@ -423,7 +419,7 @@ async def run_mount(
         # The kernel sets the read-ahead from the INIT reply: change it once INIT is done, which
         # a first stat of the mount point (answered by our own loop) proves.
         st = await asyncio.to_thread(os.stat, mountpoint)
-        set_read_ahead(mountpoint, options.read_ahead_kb)
+        set_read_ahead(mountpoint, st.st_dev, options.read_ahead_kb)
         set_background(mountpoint, st.st_dev, MAX_BACKGROUND)
         log.info("mounted on %s", mountpoint)
         if ready is not None:

@@ -184,10 +184,14 @@ def test_statfs_reports_capacity(mounted: Mounted) -> None:
 
 def test_the_kernel_keeps_many_read_ahead_requests_in_flight(mounted: Mounted) -> None:
     """Past 9 background requests (the kernel's default) 16 readers of small files read 4 KiB
-    pages one at a time; the mount raises the bound, and leaves no fusectl mounted behind."""
+    pages one at a time; the mount raises the bound (and the read-ahead, 128 KiB by default),
+    and leaves no fusectl mounted behind."""
     assert "fluidcache-fusectl" not in Path("/proc/mounts").read_text()
+    dev = os.stat(mounted.mnt).st_dev
+    bdi = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}")
+    assert int((bdi / "read_ahead_kb").read_text()) == 4096
     with fusectl() as ctl:
-        conn = ctl / str(os.minor(os.stat(mounted.mnt).st_dev))
+        conn = ctl / str(os.minor(dev))
         assert int((conn / "max_background").read_text()) == MAX_BACKGROUND
         assert int((conn / "congestion_threshold").read_text()) == MAX_BACKGROUND * 3 // 4
 
