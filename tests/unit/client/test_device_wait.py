@@ -7,22 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pyfuse3.asyncio
 import pytest
 
 from fluidcache.client.fuse import READY_STREAK, DeviceWait
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    try:
-        yield r, w
-    finally:
-        os.close(r)
-        os.close(w)
-
 
 LOOP_WAIT = pyfuse3.asyncio.wait_readable  # pyfuse3's own (a mount replaces it in its process)
 
@@ -38,12 +28,31 @@ class Counted:
         await LOOP_WAIT(fd)
 
 
-async def test_queued_requests_skip_the_event_loop_a_bounded_number_of_times(
-    pipe: tuple[int, int],
-) -> None:
-    r, w = pipe
+@dataclass
+class Device:
+    """A pipe standing for the FUSE device, and the mount's wait on its read end."""
+
+    r: int
+    w: int
+    loop_wait: Counted
+    wait: DeviceWait
+
+
+@pytest.fixture
+def device() -> Iterator[Device]:
+    r, w = os.pipe()
     loop_wait = Counted()
-    wait = DeviceWait(loop_wait)
+    try:
+        yield Device(r, w, loop_wait, DeviceWait(loop_wait))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_queued_requests_skip_the_event_loop_a_bounded_number_of_times(
+    device: Device,
+) -> None:
+    r, w, loop_wait, wait = device.r, device.w, device.loop_wait, device.wait
     os.write(w, b"x")  # a request queued, never taken: readable throughout
     for _ in range(READY_STREAK):
         await wait(r)
@@ -55,11 +64,9 @@ async def test_queued_requests_skip_the_event_loop_a_bounded_number_of_times(
 
 
 async def test_with_nothing_queued_it_waits_until_the_device_is_readable(
-    pipe: tuple[int, int],
+    device: Device,
 ) -> None:
-    r, w = pipe
-    loop_wait = Counted()
-    wait = DeviceWait(loop_wait)
+    r, w, loop_wait, wait = device.r, device.w, device.loop_wait, device.wait
     waiting = asyncio.ensure_future(wait(r))
     await asyncio.sleep(0.2)
     assert not waiting.done()
