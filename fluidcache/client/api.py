@@ -74,6 +74,13 @@ SPANS_KEPT = 64  # listed pages remembered per directory
 PAGES_IN_ORDER = 8  # pages of a directory listed in name order before lookups list at the name
 AHEAD_BATCH = 4
 """A read-ahead window asks for its next blocks once a quarter of it is due (at least one)."""
+STREAMING_READ = 512 * 1024
+"""A read this large at a file's start is taken for a reader going through the file (the kernel
+asks this much when a program reads 128 KiB or more at once): its window starts wide."""
+START_WINDOW = 16
+"""The read-ahead window, in blocks, after such a first read: a source that caps each connection
+(an object store, a hub's CDN) fills its link only with many blocks under way, and the window
+would otherwise grow only as the first blocks arrive (the kernel asks for more as they do)."""
 SEEN_DELAY = 0.5
 """Seconds versions learnt at open wait to be told to the master, in one batch."""
 
@@ -660,7 +667,8 @@ class AsyncFile:
                 if room is None
                 else min(room, self.client.readahead_blocks)
             )
-            self._window = min(max(1, self._window * 2), limit)
+            start = START_WINDOW if offset == 0 and size >= STREAMING_READ else 1
+            self._window = min(max(start, self._window * 2), limit)
             self._next_sequential = max(self._next_sequential, end)
             self._read_ahead(self._next_sequential)
         else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import os
 import posixpath
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self, TypeAlias
@@ -190,15 +190,21 @@ class UnderFileSystem(abc.ABC):
                 got += len(piece)
         return got
 
-    async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
+    async def read_head(
+        self, path: str, buf: memoryview, on_status: Callable[[UfsStatus], None] | None = None
+    ) -> tuple[UfsStatus, int]:
         """The file's status as the source has it now and its first bytes, of that version,
         in ``buf`` (how many: ``min(len(buf), size)``): what opening a file listed without
         its version needs. Same errors as :meth:`stat` and :meth:`read_stream` (NotFound
-        when the file is gone). By default a ``stat`` then a read naming its version;
-        adapters whose read answers tell the version (HTTP, S3) do it in one request."""
+        when the file is gone). ``on_status``, if given, is told the status as soon as it is
+        known, before the bytes (from any thread; once more if a request is retried). By default a
+        ``stat`` then a read naming its version; adapters whose read answers tell the version
+        (HTTP, S3) do it in one request."""
         status = await self.stat(path)
         if status.is_dir:
             raise IsADirectory(f"{path}: is a directory")
+        if on_status is not None:
+            on_status(status)
         want = min(len(buf), status.size)
         got = await self.read_into(path, 0, buf[:want], status.version) if want else 0
         return status, got

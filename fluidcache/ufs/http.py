@@ -760,22 +760,37 @@ class HttpUfs(UnderFileSystem):
             return await super().read_into(path, offset, buf, version)
         return got[0]
 
-    async def read_head(self, path: str, buf: memoryview) -> tuple[UfsStatus, int]:
+    async def read_head(
+        self, path: str, buf: memoryview, on_status: Callable[[UfsStatus], None] | None = None
+    ) -> tuple[UfsStatus, int]:
         """One ranged GET: the answer's headers (ETag, Last-Modified, Content-Range's total)
-        are the file's status, its body the first bytes. Anything else (an empty file, a
-        directory, an error, a server without Range) takes the ``stat`` and read way."""
+        are the file's status (told to ``on_status`` before the body), its body the first
+        bytes. Anything else (an empty file, a directory, an error, a server without Range)
+        takes the ``stat`` and read way."""
         path = clean_path(path)
-        got = await self._read_into_thread(path, 0, buf, "") if path and len(buf) else None
+        name = path.rpartition("/")[2]
+
+        def told(status: UfsStatus) -> None:
+            if on_status is not None:
+                on_status(replace(status, name=name))
+
+        got = await self._read_into_thread(path, 0, buf, "", told) if path and len(buf) else None
         if got is None:
-            return await super().read_head(path, buf)
+            return await super().read_head(path, buf, on_status)
         n, status = got
-        return replace(status, name=path.rpartition("/")[2]), n
+        return replace(status, name=name), n
 
     async def _read_into_thread(
-        self, path: str, offset: int, buf: Into, version: str
+        self,
+        path: str,
+        offset: int,
+        buf: Into,
+        version: str,
+        on_status: Callable[[UfsStatus], None] | None = None,
     ) -> tuple[int, UfsStatus] | None:
         """The threads' read of ``[offset, offset + len(buf))``, and the status its answer
-        tells; None for anything but a plain answer (the streaming path then reads)."""
+        tells (to ``on_status`` too, from the reading thread, before the body); None for
+        anything but a plain answer (the streaming path then reads)."""
         url = self.uri(path)
 
         def check(answer: Answer) -> None:
@@ -784,6 +799,8 @@ class HttpUfs(UnderFileSystem):
                 raise errors.SourceChanged(
                     f"GET {url}: the source has version {seen!r}, not {version!r}"
                 )
+            if on_status is not None:
+                on_status(_status("", answer.total, answer.etag, answer.last_modified))
 
         answer = await self._reader.get_into(url, offset, buf, self._auth, check)
         if answer is None:

@@ -145,6 +145,18 @@ class Inflight:
         return b"".join(self.parts)
 
 
+def _tell(known: asyncio.Future[UfsStatus], status: UfsStatus) -> None:
+    if not known.done():
+        known.set_result(status)
+
+
+def _observed(task: asyncio.Task[memoryview]) -> None:
+    """A first block's read whose bytes nobody took (already held): its error, if any, is
+    the reader's to meet again, not one to log as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Fetcher:
     """Serves block references from the store, else through one :class:`Inflight` each."""
 
@@ -172,7 +184,7 @@ class Fetcher:
         self._concurrency = concurrency
         self._slots = Slots(concurrency)  # reads of the sources without threads of their own
         self._pool_slots: weakref.WeakKeyDictionary[ReadPool, Slots] = weakref.WeakKeyDictionary()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._peers: dict[str, str] = {}
         self._peers_at = -PEERS_TTL
 
@@ -188,7 +200,7 @@ class Fetcher:
         ref: BlockRef,
         peers: bool = True,
         peer: str = "",
-        data: memoryview | None = None,
+        data: Awaitable[memoryview] | None = None,
         urgent: bool = True,
     ) -> Block | Inflight:
         """The block ``ref`` from the store, or the one fetch of it under way.
@@ -196,7 +208,7 @@ class Fetcher:
         ``peers`` False skips asking the master for holders (the caller just learnt there are
         none); ``peer`` is the id of a worker said to hold it, tried first (a load's
         fan-out). A stale hint costs a source read, never wrong bytes. ``data``: the block's
-        bytes, read from the source already (:meth:`open`), kept instead of fetching them.
+        bytes, being read from the source already (:meth:`open`), kept instead of fetching them.
         ``urgent`` False: a read-ahead, which waits for a source slot behind urgent fetches
         (:class:`Slots`) until an urgent ``get`` of the same block comes.
         """
@@ -222,23 +234,65 @@ class Fetcher:
         status and, as :meth:`ensure` does, where that block came from ("" if held).
         ``size_hint``: the size it was listed with (the first read's buffer; a file grown
         since has the rest of its block read after, naming the version). ``urgent`` False: a
-        client's prefetch, which waits for a source slot behind readers (:class:`Slots`)."""
+        client's prefetch, which waits for a source slot behind readers (:class:`Slots`).
+
+        A reader's open of a file of several blocks answers as soon as the source has told
+        the status, the first block still arriving (as a fetch under way, which reads of it
+        follow): the reader's read-ahead starts meanwhile instead of after that block.
+        """
         ufs, path = await self._resolve(uri)
+        known: asyncio.Future[UfsStatus] = asyncio.get_running_loop().create_future()
+        reading = asyncio.ensure_future(
+            self._read_first(ufs, path, block_size, size_hint, urgent, known)
+        )
+        self._tasks.add(reading)
+        reading.add_done_callback(self._tasks.discard)
+        reading.add_done_callback(_observed)
+        await asyncio.wait((known, reading), return_when=asyncio.FIRST_COMPLETED)
+        if not known.done():
+            await reading  # failed before the source told the status: its error
+        status = known.result()
+        ref = BlockRef(uri, status.version, 0, block_size, status.size)
+        early = urgent and status.size > block_size and not reading.done()
+        if not early and not len(await reading):
+            return status, ""
+        got = await self.get(ref, False, data=reading)
+        if early:
+            return status, "" if isinstance(got, Block) else "source"
+        return status, await self._settle(got)
+
+    async def _read_first(
+        self,
+        ufs: UnderFileSystem,
+        path: str,
+        block_size: int,
+        size_hint: int,
+        urgent: bool,
+        known: asyncio.Future[UfsStatus],
+    ) -> memoryview:
+        """The first block of ``path`` with the version the source has now, told to
+        ``known`` as soon as the source tells it (before the bytes, where it can)."""
+        loop = asyncio.get_running_loop()
         first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
         async with self._slots_for(ufs).held(lambda: urgent):
             buf = memoryview(bytearray(first))
-            status, got = await ufs.read_head(path, buf)
-            ref = BlockRef(uri, status.version, 0, block_size, status.size)
-            if got == len(buf) < ref.length:
-                whole = memoryview(bytearray(ref.length))
+
+            def told(status: UfsStatus) -> None:
+                loop.call_soon_threadsafe(_tell, known, status)
+
+            status, got = await ufs.read_head(path, buf, told)
+            if known.done() and known.result().version != status.version:
+                raise errors.SourceChanged(f"{path}: changed while its first block was read")
+            _tell(known, status)
+            length = min(block_size, status.size)  # the first block's
+            if got == len(buf) < length:
+                whole = memoryview(bytearray(length))
                 whole[:got] = buf
                 buf = whole
                 got += await ufs.read_into(path, got, buf[got:], status.version)
-        if got != ref.length:
-            raise errors.SourceError(f"{uri}: got {got} bytes of its first block, not {ref.length}")
-        if not got:
-            return status, ""
-        return status, await self._settle(await self.get(ref, False, data=buf[:got]))
+        if got != length:
+            raise errors.SourceError(f"{path}: got {got} bytes of its first block, not {length}")
+        return buf[:got]
 
     async def ensure(
         self, ref: BlockRef, peers: bool = True, peer: str = "", urgent: bool = True
@@ -271,7 +325,7 @@ class Fetcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(
-        self, flight: Inflight, peers: bool, peer: str, data: memoryview | None = None
+        self, flight: Inflight, peers: bool, peer: str, data: Awaitable[memoryview] | None = None
     ) -> None:
         ref = flight.ref
         writer = None
@@ -282,7 +336,7 @@ class Fetcher:
                 flight.sink = writer.write
             origin = None
             if data is not None:
-                flight.append(data)
+                flight.append(await data)
                 origin = "source"
             if origin is None and peer and await self._from_peer(peer, flight):
                 origin = "peer"

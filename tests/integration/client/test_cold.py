@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from fluidcache.client import AsyncClient
+from fluidcache.client.api import START_WINDOW
 from fluidcache.common import errors
 from fluidcache.common.http import RpcClient
 from fluidcache.common.protocol import BLOCK_LOCATIONS, FILE_OPEN, NS_LIST, NS_LOOKUP, NS_STAT
@@ -44,6 +45,7 @@ class Source:
     url: str = ""
     gates: dict[str, asyncio.Event] = field(default_factory=dict)  # GETs of a name wait for it
     tickets: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # one GET per ticket
+    bodies: dict[str, asyncio.Event] = field(default_factory=dict)  # headers sent, body waits
 
     def put(self, name: str, data: bytes) -> None:
         self.files[name] = data
@@ -92,7 +94,14 @@ class Source:
             if name in self.tickets:
                 await self.tickets[name].acquire()
             await asyncio.sleep(DELAY)
-            return web.Response(status=status, body=data[start:stop], headers=headers)
+            if name not in self.bodies:
+                return web.Response(status=status, body=data[start:stop], headers=headers)
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = stop - start
+            await resp.prepare(request)
+            await self.bodies[name].wait()
+            await resp.write(data[start:stop])
+            return resp
         finally:
             self.inflight -= 1
 
@@ -308,6 +317,56 @@ async def test_versions_are_checked_at_open(tmp_path: Path) -> None:
                 t0 = time.monotonic()
                 assert await f.read() == src.files["c.bin"]
                 assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.timeout(120)
+async def test_a_file_of_several_blocks_is_opened_once_its_version_is_known(
+    tmp_path: Path,
+) -> None:
+    """Its reader reads ahead while the first block is still arriving; a file of one block
+    is opened with its bytes, as before (its reader needs nothing else)."""
+    async with serving() as src:
+        src.put("big.bin", blob(11, 5 * MIB))
+        src.put("small.bin", blob(12, 1000))
+        with cluster_over(src.url, tmp_path, workers=1) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                await client.ls("/")
+                for name in ("big.bin", "small.bin"):
+                    src.bodies[name] = asyncio.Event()
+                src.reset()
+                f = await asyncio.wait_for(client.open("/big.bin"), timeout=10)
+                assert f.info.version == f'"big.bin-v{src.versions["big.bin"]}"'
+                small = asyncio.ensure_future(client.open("/small.bin"))
+                await asyncio.sleep(0.5)
+                assert not small.done()  # waits for its bytes
+                src.bodies["big.bin"].set()
+                src.bodies["small.bin"].set()
+                assert (await small).size == 1000
+                assert await f.read() == src.files["big.bin"]
+                # The first block came with the open's request, not a second one; and the
+                # open did not give up waiting on the worker for a HEAD through the master.
+                assert [s for n, s in src.ranges if n == "big.bin"].count(0) == 1
+                assert src.hits["HEAD big.bin"] == 0
+
+
+@pytest.mark.timeout(120)
+async def test_a_large_first_read_at_the_start_reads_ahead_at_once(tmp_path: Path) -> None:
+    """A first read of 512 KiB or more at offset 0 asks for a wide window at once; a small
+    one (a header read) for its block and the next only."""
+    async with serving() as src:
+        src.put("stream.bin", blob(13, 40 * MIB))
+        src.put("header.bin", blob(14, 40 * MIB))
+        with cluster_over(src.url, tmp_path, workers=1) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                await client.ls("/")
+                f = await client.open("/header.bin")
+                assert await f.pread(0, 4096) == src.files["header.bin"][:4096]
+                f = await client.open("/stream.bin")
+                assert await f.pread(0, MIB) == src.files["stream.bin"][:MIB]
+                await asyncio.sleep(1.0)  # the window's fetches have all started by now
+                starts = collections.Counter(n for n, _ in src.ranges)
+                assert starts["header.bin"] <= 2, sorted(src.ranges)
+                assert starts["stream.bin"] == 1 + START_WINDOW, sorted(src.ranges)
 
 
 @pytest.mark.timeout(120)

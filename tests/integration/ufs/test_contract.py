@@ -212,8 +212,10 @@ async def test_read_head_gives_the_status_and_first_bytes(
     tree: Source, ufs: UnderFileSystem, size: int
 ) -> None:
     buf = memoryview(bytearray(size))
-    status, got = await ufs.read_head("data.bin", buf)
+    told: list[UfsStatus] = []
+    status, got = await ufs.read_head("data.bin", buf, told.append)
     assert status == await ufs.stat("data.bin")
+    assert told[:1] == [status]  # told the status it returns (a reader may start on it)
     assert got == min(size, len(DATA))
     assert bytes(buf[:got]) == DATA[:size]
     status, got = await ufs.read_head("hello.txt", buf)
