@@ -156,6 +156,7 @@ class AsyncClient:
         self.readahead_blocks = readahead_blocks
         self._models = ModelPrefetcher(self) if model_prefetch else None
         self._opening: SingleFlight[FileInfo | None] = SingleFlight()  # opens at a worker
+        self._opening_ahead: set[int] = set()  # inodes of those opened ahead of their readers
         self.siblings = SiblingPrefetcher(self, clock=clock) if dir_prefetch else None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -286,7 +287,15 @@ class AsyncClient:
         if not info.version and learnt is not None:
             return learnt  # opened here moments ago; the master is about to be told
         if not info.version and info.block_size > 0:
-            opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
+            joined_ahead = info.ino in self._opening_ahead
+            try:
+                opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
+            except errors.FluidcacheError as e:
+                # An open ahead that failed (the source away then, maybe back now) is not this
+                # reader's: it gets an open of its own (a file gone is gone for both).
+                if not joined_ahead or isinstance(e, errors.NotFound):
+                    raise
+                opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
             if opened is not None:
                 if self.siblings is not None:
                     self.siblings.cold(opened)
@@ -310,11 +319,14 @@ class AsyncClient:
         """Open file ``info`` (listed without its version) at a worker ahead of its reader,
         as :meth:`validate` would (the reader's open joins it, or finds it done); whether it
         opened. Errors are the reader's to see: ignored here."""
+        self._opening_ahead.add(info.ino)
         try:
             opening = self._opening.do(info.ino, lambda: self._open_at_worker(info, ahead=True))
             return await opening is not None
         except errors.FluidcacheError:
             return False
+        finally:
+            self._opening_ahead.discard(info.ino)
 
     def unopened(self, info: FileInfo) -> bool:
         """Whether file ``info`` is known here as listed only: no version learnt, no open of

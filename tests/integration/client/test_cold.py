@@ -46,6 +46,7 @@ class Source:
     gates: dict[str, asyncio.Event] = field(default_factory=dict)  # GETs of a name wait for it
     tickets: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # one GET per ticket
     bodies: dict[str, asyncio.Event] = field(default_factory=dict)  # headers sent, body waits
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)  # next 403s
 
     def put(self, name: str, data: bytes) -> None:
         self.files[name] = data
@@ -55,6 +56,11 @@ class Source:
         self.hits.clear()
         self.ranges.clear()
         self.peak = 0
+
+    def _refuse(self, name: str) -> None:
+        if self.refused[name] > 0:
+            self.refused[name] -= 1
+            raise web.HTTPForbidden()
 
     async def index(self, request: web.Request) -> web.Response:
         self.hits["GET /"] += 1
@@ -77,6 +83,7 @@ class Source:
             "Accept-Ranges": "bytes",
         }
         if request.method == "HEAD":
+            self._refuse(name)
             headers["Content-Length"] = str(len(data))
             return web.Response(headers=headers)
         start, stop = 0, len(data)
@@ -93,6 +100,7 @@ class Source:
                 await self.gates[name].wait()
             if name in self.tickets:
                 await self.tickets[name].acquire()
+            self._refuse(name)
             await asyncio.sleep(DELAY)
             if name not in self.bodies:
                 return web.Response(status=status, body=data[start:stop], headers=headers)

@@ -135,6 +135,25 @@ async def test_a_readers_open_joins_the_open_ahead_of_its_file(tmp_path: Path) -
 
 
 @pytest.mark.timeout(120)
+async def test_a_reader_that_joined_a_failed_open_ahead_opens_the_file_itself(
+    tmp_path: Path,
+) -> None:
+    """The open ahead's failure (the source refused it then) is not the reader's to see."""
+    async with _reading(tmp_path, 8, 2000) as (src, names, client):
+        src.gates["f06.bin"] = asyncio.Event()
+        src.refused["f06.bin"] = 2  # the open ahead's GET, then its HEAD
+        for n in names[:4]:
+            await _read(client, n)
+        await _until(lambda: src.hits["GET f06.bin"] == 1)
+        reading = asyncio.ensure_future(_read(client, "f06.bin"))
+        await asyncio.sleep(0.3)
+        assert not reading.done()  # joined the open ahead
+        src.gates["f06.bin"].set()
+        assert await reading == src.files["f06.bin"]
+        assert src.refused["f06.bin"] == 0 and src.hits["GET f06.bin"] >= 2, dict(src.hits)
+
+
+@pytest.mark.timeout(120)
 async def test_opens_ahead_stay_within_the_window_beyond_what_readers_opened(
     tmp_path: Path,
 ) -> None:
