@@ -128,7 +128,7 @@ class ModelPrefetcher:
             elif FIRST_SHARD.search(info.path):
                 index = posixpath.join(posixpath.dirname(info.path), "model.safetensors.index.json")
                 try:
-                    await self._shards(await self.client.stat(index), first=info)
+                    await self._shards(await self._opened(index), first=info)
                 except errors.NotFound:
                     await self._file(info)
             else:
@@ -147,7 +147,13 @@ class ModelPrefetcher:
         for name in names:
             path = posixpath.join(folder, name)
             info = first if first is not None and first.path == path else None
-            await self._file(info or await self.client.stat(path))
+            await self._file(info or await self._opened(path))
+
+    async def _opened(self, path: str) -> FileInfo:
+        """``path`` as an open would read it: with the version the source has now where it was
+        listed without one (blocks are keyed by version: fetched under another, they would be
+        fetched again for the loader)."""
+        return await self.client.validate(await self.client.stat(path))
 
     async def _file(self, info: FileInfo) -> None:
         key = (info.path, info.version)

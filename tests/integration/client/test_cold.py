@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
+from safetensors.numpy import save as st_save
 
 from fluidcache.client import AsyncClient
 from fluidcache.client.api import START_WINDOW
@@ -375,6 +378,29 @@ async def test_a_large_first_read_at_the_start_reads_ahead_at_once(tmp_path: Pat
                 starts = collections.Counter(n for n, _ in src.ranges)
                 assert starts["header.bin"] <= 2, sorted(src.ranges)
                 assert starts["stream.bin"] == 1 + START_WINDOW, sorted(src.ranges)
+
+
+@pytest.mark.timeout(120)
+async def test_a_sharded_model_listed_without_versions_is_fetched_once(tmp_path: Path) -> None:
+    """Opening its first shard prefetches every shard under the version its loader reads (the
+    other shards were only listed): no block is fetched twice."""
+    shards = [f"model-{i:05d}-of-00003.safetensors" for i in (1, 2, 3)]
+    async with serving() as src:
+        for i, name in enumerate(shards):
+            src.put(name, st_save({f"w{i}": np.frombuffer(blob(30 + i, 3 * MIB), np.uint8)}))
+        index = {"metadata": {}, "weight_map": {f"w{i}": name for i, name in enumerate(shards)}}
+        src.put("model.safetensors.index.json", json.dumps(index).encode())
+        with cluster_over(src.url, tmp_path, workers=1) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                await client.ls("/")
+                src.reset()
+                for name in shards:  # as a loader does, one shard after the other
+                    f = await client.open(f"/{name}")
+                    assert await f.read() == src.files[name]
+                await asyncio.sleep(1.0)  # the prefetch's last fetches have ended by now
+                fetched = collections.Counter(src.ranges)
+                assert fetched and max(fetched.values()) == 1, sorted(fetched.items())
+                assert {n for n, _ in fetched} == set(shards) | {"model.safetensors.index.json"}
 
 
 @pytest.mark.timeout(120)
