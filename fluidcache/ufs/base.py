@@ -197,9 +197,9 @@ class UnderFileSystem(abc.ABC):
         in ``buf`` (how many: ``min(len(buf), size)``): what opening a file listed without
         its version needs. Same errors as :meth:`stat` and :meth:`read_stream` (NotFound
         when the file is gone). ``on_status``, if given, is told the status as soon as it is
-        known, before the bytes (from any thread; once more if a request is retried). By default a
-        ``stat`` then a read naming its version; adapters whose read answers tell the version
-        (HTTP, S3) do it in one request."""
+        known, before the bytes (from any thread; once more if a request is retried). By
+        default a ``stat`` then a read naming its version; adapters whose read answers tell
+        the version (HTTP, S3) do it in one request."""
         status = await self.stat(path)
         if status.is_dir:
             raise IsADirectory(f"{path}: is a directory")
