@@ -49,6 +49,7 @@ class Source:
     gates: dict[str, asyncio.Event] = field(default_factory=dict)  # GETs of a name wait for it
     tickets: dict[str, asyncio.Semaphore] = field(default_factory=dict)  # one GET per ticket
     bodies: dict[str, asyncio.Event] = field(default_factory=dict)  # headers sent, body waits
+    cut: set[str] = field(default_factory=set)  # the next body of each breaks off half-way
     refused: collections.Counter[str] = field(default_factory=collections.Counter)  # next 403s
 
     def put(self, name: str, data: bytes) -> None:
@@ -111,6 +112,12 @@ class Source:
             resp.content_length = stop - start
             await resp.prepare(request)
             await self.bodies[name].wait()
+            if name in self.cut:
+                self.cut.discard(name)
+                await resp.write(data[start : (start + stop) // 2])
+                assert request.transport is not None
+                request.transport.close()  # the connection drops mid-body
+                return resp
             await resp.write(data[start:stop])
             return resp
         finally:
@@ -358,6 +365,27 @@ async def test_a_file_of_several_blocks_is_opened_once_its_version_is_known(
                 # open did not give up waiting on the worker for a HEAD through the master.
                 assert [s for n, s in src.ranges if n == "big.bin"].count(0) == 1
                 assert src.hits["HEAD big.bin"] == 0
+
+
+@pytest.mark.timeout(120)
+async def test_a_first_block_that_breaks_off_after_the_open_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    """The open answered with the version; the same answer's body then broke off: the reader
+    gets the file's bytes (the block fetched again), never a part of them."""
+    async with serving() as src:
+        src.put("big.bin", blob(15, 5 * MIB))
+        with cluster_over(src.url, tmp_path, workers=1) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                await client.ls("/")
+                src.bodies["big.bin"] = asyncio.Event()
+                src.cut.add("big.bin")
+                src.reset()
+                f = await asyncio.wait_for(client.open("/big.bin"), timeout=10)
+                src.bodies["big.bin"].set()
+                assert await f.read() == src.files["big.bin"]
+                assert not src.cut
+                assert [s for n, s in src.ranges if n == "big.bin"].count(0) == 2
 
 
 @pytest.mark.timeout(120)
