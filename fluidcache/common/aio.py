@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 A = TypeVar("A")
+
+
+def retrieved(fut: asyncio.Future[Any]) -> None:
+    """A done callback for work whose outcome may go unread: its exception is retrieved, so
+    asyncio does not log it as never retrieved (whoever awaits it still gets it)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class SingleFlight(Generic[T]):
@@ -31,7 +38,7 @@ class SingleFlight(Generic[T]):
             self._inflight[key] = fut
             fut.add_done_callback(lambda _f: self._inflight.pop(key, None))
             # The result is consumed by the waiters; never let an unread exception be logged.
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            fut.add_done_callback(retrieved)
         return await asyncio.shield(fut)
 
 

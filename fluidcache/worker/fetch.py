@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 
 from fluidcache.common import errors
+from fluidcache.common.aio import retrieved
 from fluidcache.common.http import RpcClient, auth_headers
 from fluidcache.common.protocol import (
     BLOCK,
@@ -150,13 +151,6 @@ def _tell(known: asyncio.Future[UfsStatus], status: UfsStatus) -> None:
         known.set_result(status)
 
 
-def _observed(task: asyncio.Task[memoryview]) -> None:
-    """A first block's read whose bytes nobody took (already held): its error, if any, is
-    the reader's to meet again, not one to log as never retrieved."""
-    if not task.cancelled():
-        task.exception()
-
-
 class Fetcher:
     """Serves block references from the store, else through one :class:`Inflight` each."""
 
@@ -247,7 +241,7 @@ class Fetcher:
         )
         self._tasks.add(reading)
         reading.add_done_callback(self._tasks.discard)
-        reading.add_done_callback(_observed)
+        reading.add_done_callback(retrieved)  # its bytes may go unused (the block was held)
         await asyncio.wait((known, reading), return_when=asyncio.FIRST_COMPLETED)
         if not known.done():
             await reading  # failed before the source told the status: its error

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from fluidcache.common import errors
+from fluidcache.common.aio import retrieved
 from fluidcache.common.http import (
     RpcClient,
     client_session,
@@ -352,7 +353,7 @@ def _outcome(task: asyncio.Task[T], doing: str) -> T | errors.FluidcacheError:
     Unavailable while it still runs (it goes on; what it keeps is kept), an unexpected
     exception as an internal error (logged)."""
     if not task.done():
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # told: Unavailable
+        task.add_done_callback(retrieved)  # told: Unavailable
         return errors.Unavailable(f"still {doing} after {OPEN_ANSWER_WAIT:.0f} s")
     e = task.exception() if not task.cancelled() else errors.Unavailable("worker stopping")
     if e is None:
