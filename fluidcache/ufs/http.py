@@ -274,6 +274,7 @@ def parse_json_index(dir_url: str, body: bytes) -> list[Listed]:
         ) from None
 
 
+@functools.lru_cache(maxsize=1024)  # a dataset's files share few dates; parsing one is slow
 def _http_date(value: str | None) -> float:
     if not value:
         return 0.0
@@ -792,20 +793,22 @@ class HttpUfs(UnderFileSystem):
         tells (to ``on_status`` too, from the reading thread, before the body); None for
         anything but a plain answer (the streaming path then reads)."""
         url = self.uri(path)
+        seen: list[UfsStatus] = []
 
         def check(answer: Answer) -> None:
-            seen = _version(answer.total, answer.etag, answer.last_modified)
-            if version and seen != version:
+            status = _status("", answer.total, answer.etag, answer.last_modified)
+            if version and status.version != version:
                 raise errors.SourceChanged(
-                    f"GET {url}: the source has version {seen!r}, not {version!r}"
+                    f"GET {url}: the source has version {status.version!r}, not {version!r}"
                 )
+            seen.append(status)
             if on_status is not None:
-                on_status(_status("", answer.total, answer.etag, answer.last_modified))
+                on_status(status)
 
         answer = await self._reader.get_into(url, offset, buf, self._auth, check)
         if answer is None:
             return None
-        return answer.got, _status("", answer.total, answer.etag, answer.last_modified)
+        return answer.got, seen[-1]
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -266,17 +267,22 @@ class Fetcher:
     ) -> memoryview:
         """The first block of ``path`` with the version the source has now, told to
         ``known`` as soon as the source tells it (before the bytes, where it can)."""
-        loop = asyncio.get_running_loop()
+        loop, here = asyncio.get_running_loop(), threading.get_ident()
         first = block_size if size_hint < 0 else max(1, min(block_size, size_hint))
         async with self._slots_for(ufs).held(lambda: urgent):
             buf = memoryview(bytearray(first))
 
             def told(status: UfsStatus) -> None:
-                loop.call_soon_threadsafe(_tell, known, status)
+                if threading.get_ident() == here:
+                    _tell(known, status)  # a small read, answered on the loop: no wake-up
+                else:
+                    loop.call_soon_threadsafe(_tell, known, status)
 
             status, got = await ufs.read_head(path, buf, told)
             if known.done() and known.result().version != status.version:
-                raise errors.SourceChanged(f"{path}: changed while its first block was read")
+                raise errors.SourceChanged(
+                    f"{ufs.uri(path)}: changed while its first block was read"
+                )
             _tell(known, status)
             length = min(block_size, status.size)  # the first block's
             if got == len(buf) < length:
@@ -285,7 +291,9 @@ class Fetcher:
                 buf = whole
                 got += await ufs.read_into(path, got, buf[got:], status.version)
         if got != length:
-            raise errors.SourceError(f"{path}: got {got} bytes of its first block, not {length}")
+            raise errors.SourceError(
+                f"{ufs.uri(path)}: got {got} bytes of its first block, not {length}"
+            )
         return buf[:got]
 
     async def ensure(
