@@ -288,14 +288,15 @@ class AsyncClient:
             return learnt  # opened here moments ago; the master is about to be told
         if not info.version and info.block_size > 0:
             joined_ahead = info.ino in self._opening_ahead
+            at_worker = functools.partial(self._open_at_worker, info)
             try:
-                opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
+                opened = await self._opening.do(info.ino, at_worker)
             except errors.FluidcacheError as e:
                 # An open ahead that failed (the source away then, maybe back now) is not this
                 # reader's: it gets an open of its own (a file gone is gone for both).
                 if not joined_ahead or isinstance(e, errors.NotFound):
                     raise
-                opened = await self._opening.do(info.ino, lambda: self._open_at_worker(info))
+                opened = await self._opening.do(info.ino, at_worker)
             if opened is not None:
                 if self.siblings is not None:
                     self.siblings.cold(opened)

@@ -47,7 +47,7 @@ import re
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -769,17 +769,13 @@ class HttpUfs(UnderFileSystem):
         bytes. Anything else (an empty file, a directory, an error, a server without Range)
         takes the ``stat`` and read way."""
         path = clean_path(path)
-        name = path.rpartition("/")[2]
-
-        def told(status: UfsStatus) -> None:
-            if on_status is not None:
-                on_status(replace(status, name=name))
-
-        got = await self._read_into_thread(path, 0, buf, "", told) if path and len(buf) else None
+        got = (
+            await self._read_into_thread(path, 0, buf, "", on_status) if path and len(buf) else None
+        )
         if got is None:
             return await super().read_head(path, buf, on_status)
         n, status = got
-        return replace(status, name=name), n
+        return status, n
 
     async def _read_into_thread(
         self,
@@ -789,14 +785,14 @@ class HttpUfs(UnderFileSystem):
         version: str,
         on_status: Callable[[UfsStatus], None] | None = None,
     ) -> tuple[int, UfsStatus] | None:
-        """The threads' read of ``[offset, offset + len(buf))``, and the status its answer
+        """The threads' read of ``[offset, offset + len(buf))``, and the file's status its answer
         tells (to ``on_status`` too, from the reading thread, before the body); None for
         anything but a plain answer (the streaming path then reads)."""
-        url = self.uri(path)
+        url, name = self.uri(path), path.rpartition("/")[2]
         seen: list[UfsStatus] = []
 
         def check(answer: Answer) -> None:
-            status = _status("", answer.total, answer.etag, answer.last_modified)
+            status = _status(name, answer.total, answer.etag, answer.last_modified)
             if version and status.version != version:
                 raise errors.SourceChanged(
                     f"GET {url}: the source has version {status.version!r}, not {version!r}"
