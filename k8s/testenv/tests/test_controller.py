@@ -165,8 +165,16 @@ def test_dataset_with_two_replicas_is_placed_bound_and_reports_the_cache(env: En
         "PHASE",
         "AGE",
     ]
-    rt = env.get("fluidcacheruntime", "demo", "-n", NS)
-    assert rt["status"]["workerPhase"] == "Ready"
+    # Bound needs one ready worker (Fluid's meaning); the runtime is Ready once both are.
+    rt = wait_for(
+        "runtime's workers Ready",
+        lambda: (
+            (r := env.get("fluidcacheruntime", "demo", "-n", NS))["status"]["workerPhase"]
+            == "Ready"
+            and r
+        ),
+    )
+    assert rt["status"]["workerNumberReady"] == 2
     assert rt["metadata"]["ownerReferences"][0]["kind"] == "Dataset"
 
 
