@@ -9,24 +9,35 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 
 class Proc:
-    """A child in its own process group; its output lines are kept and copied to ``log``."""
+    """A child in its own process group; its output lines are kept (the first ``keep_lines``,
+    every one if None) and copied to ``log`` when one is given. ``env`` is its whole environment
+    (this process's by default)."""
+
+    failure: type[Exception] = RuntimeError
+    """What :meth:`wait_for` raises when the line does not come."""
+    shown: int | None = 20
+    """Output lines (the last ones; None: all) that such an error shows."""
 
     def __init__(
         self,
         argv: list[str],
         *,
-        log: Path,
+        log: Path | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        keep_lines: int | None = 10_000,
     ) -> None:
         self.argv = argv
-        self.log = log
         self.lines: list[str] = []
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log, "a", buffering=1)  # noqa: SIM115 - closed in stop()
+        self._keep = keep_lines
+        self._log: TextIO | None = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log, "a", buffering=1)  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -45,10 +56,11 @@ class Proc:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
             line = line.rstrip("\n")
-            if len(self.lines) < 10_000:
+            if self._keep is None or len(self.lines) < self._keep:
                 self.lines.append(line)
-            with contextlib.suppress(ValueError):
-                self._log.write(line + "\n")
+            if self._log is not None:
+                with contextlib.suppress(ValueError):  # closed by stop() meanwhile
+                    self._log.write(line + "\n")
 
     @property
     def pid(self) -> int:
@@ -57,11 +69,16 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def tail(self, n: int = 20) -> str:
-        return "\n".join(self.lines[-n:])
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def tail(self, n: int | None = 20) -> str:
+        """The last ``n`` output lines kept (all of them if None)."""
+        return "\n".join(self.lines if n is None else self.lines[-n:])
 
     def wait_for(self, prefix: str, timeout: float = 60.0) -> str:
-        """The first output line starting with ``prefix``; RuntimeError if it does not come."""
+        """The first output line starting with ``prefix``; :attr:`failure` if it does not come."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in list(self.lines):
@@ -72,13 +89,20 @@ class Proc:
                 for line in self.lines:
                     if line.startswith(prefix):
                         return line
-                raise RuntimeError(
-                    f"{' '.join(self.argv[:4])} exited {self.popen.returncode}:\n{self.tail()}"
+                raise self.failure(
+                    f"{' '.join(self.argv[:4])} exited {self.popen.returncode}:\n"
+                    + self.tail(self.shown)
                 )
             time.sleep(0.05)
-        raise RuntimeError(
-            f"{' '.join(self.argv[:4])}: no {prefix!r} in {timeout} s:\n{self.tail()}"
+        raise self.failure(
+            f"{' '.join(self.argv[:4])}: no {prefix!r} in {timeout} s:\n{self.tail(self.shown)}"
         )
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Its exit code, once it has exited and its output is read."""
+        code = self.popen.wait(timeout)
+        self._reader.join(2)
+        return code
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Signal the group, wait, then kill whatever of the group is left."""
@@ -96,7 +120,8 @@ class Proc:
         self._reader.join(5)
         if self.popen.stdout is not None and not self._reader.is_alive():
             self.popen.stdout.close()
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
 
 def is_mounted(mountpoint: Path) -> bool:
