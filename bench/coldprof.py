@@ -1,7 +1,8 @@
 """Profile a cold read: ``python -m bench.coldprof FILE|DIR [--fuse] [--conn|--link]``.
 
 A DIR is a cold epoch instead: every file under it read once, in the shuffled order of bench's
-small-files scenario, by 16 readers (``--readers``). With
+small-files scenario, by 16 readers (``--readers``: tasks of one client, or threads on the mount
+with ``--fuse``). With
 ``--hub``, DIR is a safetensors model (scenario 4's): published as ``hf://bench/model`` the way
 the hub scenario does (olah behind nginx redirecting to ranged files, behind the
 per-connection shaper of ``--conn``), and loaded cold through the mount: a model cold start.
@@ -116,13 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.fuse:
                 n, t = rd.timed(lambda: rd.read_file(c.mountpoint / "web" / name))  # type: ignore[operator]
             else:
-                reader = [sys.executable, "-m", "bench.coldprof_read", c.master_url, f"/web/{name}"]
-                env = {**os.environ, "FLUIDCACHE_TOKEN": c.token}
-                proc = subprocess.Popen(reader, stdout=subprocess.PIPE, text=True, env=env)
-                if args.profile:
-                    spies.append(_spy(proc.pid, args.profile / "client.txt", False))
-                out, _ = proc.communicate()
-                n, t = int(out.split()[0]), float(out.split()[1])
+                n, t = _client_read(c, args, [f"/web/{name}"], 1, spies)
             what = "FUSE" if args.fuse else "client library"
             print(f"cold through the {what}: {n / t / 1e6:.0f} MB/s ({n} bytes)")
             if args.fuse and args.warm:
@@ -135,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _epoch(args: argparse.Namespace) -> int:
     """A cold epoch over the files under directory ``args.file`` (its subdirectories too), in
-    the shuffled order of bench's small-files scenario, directly and through FUSE."""
+    the shuffled order of bench's small-files scenario, directly and through the client library
+    (or FUSE, with ``--fuse``)."""
     names = sorted(str(p.relative_to(args.file)) for p in args.file.rglob("*") if p.is_file())
     random.Random(7).shuffle(names)
     size = sum((args.file / n).stat().st_size for n in names)
@@ -149,13 +145,35 @@ def _epoch(args: argparse.Namespace) -> int:
         urls = [url + n for n in names]
         n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
         print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
-        with _cluster(args, url, size) as c, _watched(c, args):
+        with _cluster(args, url, size) as c, _watched(c, args) as spies:
             assert c.mountpoint is not None
-            paths = [c.mountpoint / "web" / n for n in names]
-            n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
-            print(f"cold epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} files/s")
+            if args.fuse:
+                paths = [c.mountpoint / "web" / n for n in names]
+                n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
+            else:
+                n, t = _client_read(c, args, [f"/web/{n}" for n in names], args.readers, spies)
+            what = "FUSE" if args.fuse else "the client library"
+            print(
+                f"cold epoch through {what}, {args.readers} readers: {len(names) / t:.0f} files/s"
+            )
     _print_profiles(args)
     return 0
+
+
+def _client_read(
+    c: cluster.Cluster, args: argparse.Namespace, paths: list[str], readers: int, spies: list[Any]
+) -> tuple[int, float]:
+    """``paths`` read through the client library, ``readers`` at once, by a process of its own
+    (sampled with ``--profile``): bytes and seconds."""
+    reader = [sys.executable, "-m", "bench.coldprof_read", c.master_url, str(readers), *paths]
+    env = {**os.environ, "FLUIDCACHE_TOKEN": c.token}
+    proc = subprocess.Popen(reader, stdout=subprocess.PIPE, text=True, env=env)
+    if args.profile:
+        spies.append(_spy(proc.pid, args.profile / "client.txt", False))
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"bench.coldprof_read exited {proc.returncode}")
+    return int(out.split()[0]), float(out.split()[1])
 
 
 def _hub(args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
-"""The reader of ``bench.coldprof``: reads one path cold through the client library and prints
-``bytes seconds``. Token from $FLUIDCACHE_TOKEN."""
+"""The reader of ``bench.coldprof``: reads paths cold through the client library, ``READERS`` at
+once, and prints ``bytes seconds``:
+
+    python -m bench.coldprof_read MASTER READERS PATH [PATH ...]
+
+Token from $FLUIDCACHE_TOKEN."""
 
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from bench import readers as rd
 from fluidcache.client import AsyncClient
 
 
-async def main(master: str, path: str) -> None:
+async def main(master: str, readers: int, paths: list[str]) -> None:
     async with AsyncClient(master, os.environ["FLUIDCACHE_TOKEN"], dataset="default") as fc:
-        n, t = await rd.atimed(rd.fc_get(fc, path))
+        n, t = await rd.atimed(rd.fc_read(fc, paths, readers))
     print(n, t)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:]))
