@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from fluidcache.common.config import TOKEN_FILE_ENV, write_token
+from fluidcache.common.http import auth_headers
+from fluidcache.common.protocol import METRICS
 from tests.procs import Proc
 
 
@@ -50,6 +55,16 @@ class Cluster:
         self.procs[name] = proc
         self.urls[name] = _wait_file(ready, proc)
         return self.urls[name]
+
+    async def metric(self, name: str, series: str) -> float:
+        """The value of the unlabelled ``series`` on process ``name``'s metrics page (0 if
+        absent)."""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(self.urls[name] + METRICS, headers=auth_headers(self.token)) as resp,
+        ):
+            m = re.search(rf"^{re.escape(series)} (\S+)$", await resp.text(), re.M)
+        return float(m.group(1)) if m else 0.0
 
     def start_master(self, *sources: str, extra: tuple[str, ...] = ()) -> str:
         self._master_args = ["master", *sources, "--data-dir", str(self.root / "master"), *extra]

@@ -6,11 +6,9 @@ import asyncio
 import io
 import os
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import fsspec
 import numpy as np
 import pandas as pd
@@ -22,8 +20,6 @@ from safetensors.numpy import save_file as st_save
 
 from fluidcache.client import AsyncClient, Client
 from fluidcache.common import errors
-from fluidcache.common.http import auth_headers
-from fluidcache.common.protocol import METRICS
 from tests.cluster import Cluster, cluster
 
 
@@ -85,14 +81,6 @@ async def test_async_api(fc: Cluster, data: Path) -> None:
 
 
 async def test_warm_reads_short_circuit(fc: Cluster, data: Path) -> None:
-    async def served() -> float:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(fc.urls["w1"] + METRICS, headers=auth_headers(fc.token)) as resp,
-        ):
-            m = re.search(r"^fluidcache_served_bytes_total (\S+)$", await resp.text(), re.M)
-        return float(m.group(1)) if m else 0.0
-
     blob = (data / "blob.bin").read_bytes()
     async with AsyncClient(fc.master_url, fc.token) as client:
         f = await client.open("/blob.bin")
@@ -101,11 +89,12 @@ async def test_warm_reads_short_circuit(fc: Cluster, data: Path) -> None:
             if await client.cached_fraction(f.info) == 1.0:
                 break
             await asyncio.sleep(0.1)
-    before = await served()
+    before = await fc.metric("w1", "fluidcache_served_bytes_total")
     async with AsyncClient(fc.master_url, fc.token, meta_ttl=0.0) as client:
         f = await client.open("/blob.bin")
         assert await f.read() == blob
-    assert await served() == before, "warm reads went over the network"
+    after = await fc.metric("w1", "fluidcache_served_bytes_total")
+    assert after == before, "warm reads went over the network"
 
 
 def test_blocking_client(fc: Cluster, data: Path) -> None:

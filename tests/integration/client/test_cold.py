@@ -368,6 +368,27 @@ async def test_a_file_of_several_blocks_is_opened_once_its_version_is_known(
 
 
 @pytest.mark.timeout(120)
+async def test_a_first_block_still_arriving_is_read_from_its_file_on_this_node(
+    tmp_path: Path,
+) -> None:
+    """The open answered before the first block's bytes: a reader on the worker's node waits
+    for the block there and reads its file, with no copy of it sent over HTTP."""
+    async with serving() as src:
+        src.put("big.bin", blob(16, 3 * MIB))
+        with cluster_over(src.url, tmp_path, workers=1) as c:
+            async with AsyncClient(c.master_url, c.token) as client:
+                await client.ls("/")
+                src.bodies["big.bin"] = asyncio.Event()
+                f = await asyncio.wait_for(client.open("/big.bin"), timeout=10)
+                reading = asyncio.ensure_future(f.read())
+                await asyncio.sleep(0.3)
+                assert not reading.done()  # waits for the first block
+                src.bodies["big.bin"].set()
+                assert await asyncio.wait_for(reading, 30) == src.files["big.bin"]
+            assert await c.metric("w1", "fluidcache_served_bytes_total") == 0
+
+
+@pytest.mark.timeout(120)
 async def test_a_first_block_that_breaks_off_after_the_open_is_fetched_again(
     tmp_path: Path,
 ) -> None:
