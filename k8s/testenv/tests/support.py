@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trustme
-from cluster import ControlPlane, default_bin_dir, missing_binaries
+from cluster import ControlPlane, default_bin_dir, free_port, missing_binaries
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
@@ -166,11 +165,8 @@ def webhook_args(root: Path, host: str = "127.0.0.1") -> list[str]:
     cert.private_key_pem.write_to_path(str(root / "tls.key"))
     cert.cert_chain_pems[0].write_to_path(str(root / "tls.crt"))
     ca.cert_pem.write_to_path(str(root / "ca.crt"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     return [
-        f"--webhook-port={port}",
+        f"--webhook-port={free_port()}",
         f"--webhook-cert={root / 'tls.crt'}",
         f"--webhook-key={root / 'tls.key'}",
         f"--webhook-ca={root / 'ca.crt'}",
