@@ -57,8 +57,8 @@ class Cluster:
         return self.urls[name]
 
     async def metric(self, name: str, series: str) -> float:
-        """The value of the unlabelled ``series`` on process ``name``'s metrics page (0 if
-        absent)."""
+        """The value of ``series`` (its name and labels as written there) on process
+        ``name``'s metrics page; 0 if absent."""
         async with (
             aiohttp.ClientSession() as s,
             s.get(self.urls[name] + METRICS, headers=auth_headers(self.token)) as resp,

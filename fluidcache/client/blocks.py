@@ -394,11 +394,11 @@ class BlockReader:
     ) -> LocalFile | None:
         """The path of the block's file on this node's worker, if there is one.
 
-        A holder on this node is asked for the block: its file's path at once when held, once
-        it has arrived when still arriving (the first block of a file opened there, say), so
-        its bytes need no HTTP hop to us. A cold block whose placed worker is on this node is
-        fetched there first: with ``batched``, in one call with the others of its kind waiting
-        for that worker.
+        A holder on this node is asked where its file is, and if the block is still arriving
+        there (the first block of a file opened there, say), for its file once it is in: its
+        bytes need no HTTP hop to us. A cold block whose placed worker is on this node is
+        fetched there first (the bytes then need no HTTP hop either): with ``batched``, in one
+        call with the others of its kind waiting for that worker.
         """
         known = self._paths.get(ref.id)
         if known is not None:
@@ -410,10 +410,14 @@ class BlockReader:
             if w is None or w.node != self.node:
                 continue
             try:
-                reply = await self._cache_block(w.address, ref, ahead, peers=True)
+                reply = await self._rpc(w.address).call(
+                    BLOCKS_LOCAL, LocalBlocksRequest([ref.id]), LocalBlocksReply
+                )
+                if ref.id not in reply.paths:  # still arriving there: its file once it is in
+                    reply = await self._cache_block(w.address, ref, ahead, joining=True)
             except errors.FluidcacheError:
                 continue
-            found = self._kept(ref, reply, w.address)
+            found = self._learn_path(ref.id, reply, w.address)
             if found is not None:
                 return found
         if holders:
@@ -431,27 +435,27 @@ class BlockReader:
                 reply = await self._cache_block(placed.address, ref, ahead)
         except errors.Unavailable:
             return None
-        found = self._kept(ref, reply, placed.address)
+        if ref.id in reply.fetched:
+            self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
+        found = self._learn_path(ref.id, reply, placed.address)
         if found is not None:
             self._locations.put(ref.id, [placed.worker_id])
         return found
 
-    def _kept(self, ref: BlockRef, reply: LocalBlocksReply, address: str) -> LocalFile | None:
-        """The file of block ``ref`` that worker ``address`` answers it keeps, learnt."""
-        if ref.id in reply.fetched:
-            self.touches.credit(ref.id, ref.length)  # the worker counted this read as its fetch
-        return self._learn_path(ref.id, reply, address)
-
     async def _cache_block(
-        self, address: str, ref: BlockRef, ahead: bool, peers: bool = False
+        self, address: str, ref: BlockRef, ahead: bool, joining: bool = False
     ) -> LocalBlocksReply:
-        """The block kept at worker ``address`` (fetched there if it has it not): its file.
-        ``peers`` False: no worker held it a moment ago, so the P2P lookup is skipped."""
-        params = ref.to_query() if peers else {**ref.to_query(), "peers": "0"}
+        """The block kept at worker ``address``: its file. Fetched there if it has it not,
+        without asking for peers (no worker held it a moment ago), and counted there as this
+        node's reader's fetch (``fetched`` in the answer). ``joining``: the block is on its way
+        there already, fetched and counted for whoever asked first: its file once it is in
+        (peers asked if it has gone meanwhile), counted for no one."""
+        params = ref.to_query() if joining else {**ref.to_query(), "peers": "0"}
         if ahead:
             params[AHEAD_PARAM] = "1"
         path_and_query = BLOCK_CACHE.format(block_id=ref.id) + "?" + urlencode(params)
-        return await self._rpc(address, self._reader).call(path_and_query, None, LocalBlocksReply)
+        rpc = self._rpc(address) if joining else self._rpc(address, self._reader)
+        return await rpc.call(path_and_query, None, LocalBlocksReply)
 
     def _learn_path(self, block_id: str, reply: LocalBlocksReply, address: str) -> LocalFile | None:
         path = reply.paths.get(block_id)

@@ -372,7 +372,8 @@ async def test_a_first_block_still_arriving_is_read_from_its_file_on_this_node(
     tmp_path: Path,
 ) -> None:
     """The open answered before the first block's bytes: a reader on the worker's node waits
-    for the block there and reads its file, with no copy of it sent over HTTP."""
+    for the block there and reads its file, with no copy of it sent over HTTP; the block's
+    fetch counts once as a read from the source."""
     async with serving() as src:
         src.put("big.bin", blob(16, 3 * MIB))
         with cluster_over(src.url, tmp_path, workers=1) as c:
@@ -386,6 +387,8 @@ async def test_a_first_block_still_arriving_is_read_from_its_file_on_this_node(
                 src.bodies["big.bin"].set()
                 assert await asyncio.wait_for(reading, 30) == src.files["big.bin"]
             assert await c.metric("w1", "fluidcache_served_bytes_total") == 0
+            source = 'fluidcache_read_bytes_total{origin="source"}'
+            assert await c.metric("w1", source) == len(src.files["big.bin"])
 
 
 @pytest.mark.timeout(120)
