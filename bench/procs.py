@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import TextIO
+
+PORT_FLOOR = 20_000  # servers' ports are chosen from here up to the kernel's ephemeral range
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a server started moments later (the Kubernetes test
+    environment's too): below the kernel's ephemeral range, and never the same twice in this
+    process.
+
+    A port the kernel picks (``bind`` to port 0) is an ephemeral one: until the server binds
+    it, any outgoing connection may be given it (the Kubernetes suite's scheduler once lost its
+    port that way to a connection of etcd's). No connection is given a port below that range.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(PORT_FLOOR, max(low, PORT_FLOOR + 1_000))
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {PORT_FLOOR} and {low}")
 
 
 class Proc:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.procs import Proc
+from bench.procs import Proc, free_port
 
 NGINX_CONF = """
 daemon off;
@@ -38,12 +38,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_sample(root: Path, large_mb: int = 200, small: int = 300, small_kb: int = 256) -> int:

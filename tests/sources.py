@@ -14,13 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.procs import free_port
 from tests.procs import Proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_dataset(root: Path, big: int = 9 * 2**20 + 123, small: int = 40, seed: int = 7) -> None:

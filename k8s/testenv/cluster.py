@@ -22,11 +22,9 @@ import datetime
 import ipaddress
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parents[1]) not in sys.path:
+    sys.path.append(str(HERE.parents[1]))  # the repository, when run as a script: bench.procs
+from bench.procs import free_port  # noqa: E402 - after the path it needs
 
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 NODE_LABEL = "fluidcache.io/test-node"
@@ -84,34 +85,6 @@ def fluid_dir(bin_dir: Path | None = None) -> Path:
 def missing_binaries(bin_dir: Path | None = None) -> list[str]:
     bin_dir = bin_dir or default_bin_dir()
     return [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
-
-
-PORT_FLOOR = 20_000  # the control plane's ports are chosen from here up to the ephemeral range
-
-
-def free_port(taken: set[int] | None = None) -> int:
-    """A port free on 127.0.0.1 now, below the kernel's ephemeral range and not in ``taken``.
-
-    The control plane's ports are chosen seconds before their servers bind them; meanwhile etcd's
-    and the apiserver's outgoing connections take ephemeral ports, and one once took the
-    scheduler's (``bind: address already in use``). No connection is given a port below that
-    range."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32_768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(PORT_FLOOR, max(low, PORT_FLOOR + 1_000))
-        if port in (taken or ()):
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise ControlPlaneError(f"no free port on 127.0.0.1 between {PORT_FLOOR} and {low}")
 
 
 def _write_pki(d: Path) -> None:
@@ -304,7 +277,7 @@ class ControlPlane:
         tokens.write_text(f'{self.token},admin,admin,"system:masters"\n')
         tokens.chmod(0o600)
         for name in ("etcd_client", "etcd_peer", "apiserver", "kcm", "scheduler"):
-            self.ports[name] = free_port(set(self.ports.values()))
+            self.ports[name] = free_port()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         logf = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,16 +26,10 @@ import pytest
 
 from fluidcache.ufs import UnderFileSystem, create_ufs
 from tests.hub import HubRepo, Olah
-from tests.sources import NGINX_CONF, wait_port
+from tests.sources import NGINX_CONF, free_port, wait_port
 
 BUCKET = "fluidcache-test"
 ACCESS_KEY, SECRET_KEY = "AKIAFLUIDCACHETEST", "fluidcache-secret-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Output:
