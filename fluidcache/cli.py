@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -26,10 +25,6 @@ M = TypeVar("M", bound="Message")
 T = TypeVar("T")
 
 EXIT_CONFIG = 2
-GC_THRESHOLDS = (20_000, 20, 20)
-"""The cycle collector's thresholds in fluidcache's own processes (Python's are 700, 10, 10):
-a request allocates hundreds of objects, and a cold epoch of 2,000 small files through the
-mount ran 130-175 collections per process, 0.16 CPU-s in all (0.05 with these)."""
 MEM_PREALLOC_HELP = (
     "memory of each worker's MEM level allocated before it serves, up to the level's low "
     "watermark, so that a cold read does not allocate its pages (default 0)"
@@ -55,7 +50,6 @@ def _ready_writer(path: str | None, log_format: str = "text") -> Callable[[str],
 
 
 def _run(coro_fn: Callable[[], object]) -> None:
-    gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
 
