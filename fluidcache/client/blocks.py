@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 5  # over 0.1+0.3+0.9+2.7 s of pauses: a worker's restart takes about 1 s
 HEDGES = 2  # block requests at once to the holders of one block, at most
+FD_CACHE_FILES = 1024  # block files a client keeps open for short-circuit reads, at most
 FD_CACHE_BYTES = 64 * 1024 * 1024  # evicted blocks kept alive by open descriptors, at most
 LOCATE_BATCH = 512
 TOUCH_DELAY = 0.5  # seconds short-circuit reads wait to be told to their worker, in one batch
@@ -182,7 +183,7 @@ class BlockReader:
         self._paths: TtlCache[str, LocalFile] = TtlCache(ttl, 100_000, clock)
         self.touches = Touches(self._touch, TOUCH_DELAY)
         self.buffer = BlockCache(buffer_bytes)
-        self.fds = FdCache(1024, FD_CACHE_BYTES)
+        self.fds = FdCache(FD_CACHE_FILES, FD_CACHE_BYTES)
         self._flight: SingleFlight[bytes] = SingleFlight()
         self._local_flight: SingleFlight[LocalFile | None] = SingleFlight()
         # opens waiting for a worker go in one call (see Batcher), by its address
