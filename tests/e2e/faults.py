@@ -182,25 +182,29 @@ class Readers:
 BLOCK_FILE = re.compile(r"[0-9a-f]{32}\.[0-9a-f]{16}( \(deleted\))?")
 
 
-def rss_and_fds(pid: int) -> tuple[int, int, int]:
-    """(resident bytes, open descriptors of block files, other open descriptors) of a process.
+def rss_and_fds(pid: int) -> tuple[int, dict[str, tuple[int, int]], int]:
+    """(resident bytes, the block files open: path -> (descriptors, bytes), other open
+    descriptors) of a process.
 
-    A block file (``BLOCKID.DIGEST``, evicted or not) is told apart because a client keeps up
-    to :data:`~fluidcache.client.blocks.FD_CACHE_FILES` of them open by design."""
+    Block files (``BLOCKID.DIGEST``, evicted or not) are told apart because a client keeps some
+    open by design (:class:`fluidcache.client.cache.FdCache`)."""
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
-    blocks = other = 0
+    blocks: dict[str, tuple[int, int]] = {}
+    other = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
+        link = f"/proc/{pid}/fd/{fd}"
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(link)
+            if not BLOCK_FILE.fullmatch(target.rpartition("/")[2]):
+                other += 1
+                continue
+            size = os.stat(link).st_size
         except OSError:
             continue  # closed meanwhile
-        if BLOCK_FILE.fullmatch(target.rpartition("/")[2]):
-            blocks += 1
-        else:
-            other += 1
+        blocks[target] = (blocks.get(target, (0, 0))[0] + 1, size)
     return rss, blocks, other
 
 

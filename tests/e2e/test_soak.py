@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from fluidcache.client import AsyncClient
-from fluidcache.client.blocks import FD_CACHE_FILES
+from fluidcache.client.blocks import FD_CACHE_BYTES, FD_CACHE_FILES
 from tests.e2e.faults import child_pids, drop_caches, rss_and_fds, up
 from tests.reliability import Scenario
 
@@ -103,6 +103,11 @@ class Soak:
             self.check(name, offset, data, time.monotonic() - started)
 
 
+def descriptors(blocks: dict[str, tuple[int, int]]) -> int:
+    """Open descriptors of the block files of :func:`rss_and_fds`."""
+    return sum(n for n, _ in blocks.values())
+
+
 async def worker_metric(addresses: list[str], token: str, name: str) -> float:
     total = 0.0
     async with aiohttp.ClientSession() as session:
@@ -186,8 +191,9 @@ def test_soak_64_readers_with_eviction(
     for name in pids:
         (r0, b0, o0), (r1, b1, o1) = first[name], last[name]
         scenario.figure(
-            f"{name}: RSS / open fds (block files + others), at {warm:.0f} s -> end",
-            f"{r0 / 1e6:.0f} -> {r1 / 1e6:.0f} MB / {b0} + {o0} -> {b1} + {o1}",
+            f"{name}: RSS / open fds (of block files + others), at {warm:.0f} s -> end",
+            f"{r0 / 1e6:.0f} -> {r1 / 1e6:.0f} MB / {descriptors(b0)} + {o0} -> "
+            f"{descriptors(b1)} + {o1}",
         )
     scenario.note(f"{soak.reads - reads0} reads between the two measurements")
     assert hung == 0
@@ -196,11 +202,18 @@ def test_soak_64_readers_with_eviction(
     assert evictions > 0, "the cache never evicted: the soak did not exercise eviction"
     for name in pids:
         (r0, b0, o0), (r1, b1, o1) = first[name], last[name]
-        f0, f1 = b0 + o0, b1 + o1
+        f0, f1 = descriptors(b0) + o0, descriptors(b1) + o1
         if name == "mount":
-            # The client's descriptor cache keeps block files open by design: bounded, not flat
-            # (its count swings by dozens as evicted blocks give way to held ones).
-            assert b1 <= FD_CACHE_FILES, f"mount: {b1} block files open, over {FD_CACHE_FILES}"
+            # The client keeps block files open by design (FdCache): bounded, not flat (their
+            # count swings by dozens as evicted blocks give way to held ones). Its bounds: files
+            # and bytes (one block past them), each file by one descriptor and its mapping's.
+            sizes = [size for _, size in b1.values()]
+            assert len(b1) <= FD_CACHE_FILES, f"mount: {len(b1)} block files open"
+            assert sum(sizes) <= FD_CACHE_BYTES + max(sizes, default=0), (
+                f"mount: {sum(sizes)} bytes of block files open"
+            )
+            twice = [path for path, (n, _) in b1.items() if n > 2]
+            assert not twice, f"mount: block files open more than twice: {twice[:3]}"
             f0, f1 = o0, o1
         assert f1 <= f0 + 32, f"{name}: open fds grew from {f0} to {f1}"
         assert r1 <= r0 * 1.3 + 48e6, f"{name}: RSS grew from {r0 / 1e6:.0f} to {r1 / 1e6:.0f} MB"
