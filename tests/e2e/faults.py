@@ -8,7 +8,6 @@ import contextlib
 import errno
 import os
 import random
-import re
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fluidcache.client import AsyncClient
+from fluidcache.common.blockid import is_block_id
 from tests.procs import Proc, fluidcache, running
 
 READ_BOUND = 30.0  # seconds a read through the mount may take, even under a fault
@@ -179,7 +179,11 @@ class Readers:
                     self.log.wrong.append(name)
 
 
-BLOCK_FILE = re.compile(r"[0-9a-f]{32}\.[0-9a-f]{16}( \(deleted\))?")
+def is_block_file(target: str) -> bool:
+    """Whether an open descriptor's target is a worker's block file (``BLOCKID.DIGEST``, as
+    the store names them; evicted or not)."""
+    block_id, _, digest = target.rpartition("/")[2].removesuffix(" (deleted)").partition(".")
+    return is_block_id(block_id) and len(digest) == 16
 
 
 def rss_and_fds(pid: int) -> tuple[int, dict[str, tuple[int, int]], int]:
@@ -198,7 +202,7 @@ def rss_and_fds(pid: int) -> tuple[int, dict[str, tuple[int, int]], int]:
         link = f"/proc/{pid}/fd/{fd}"
         try:
             target = os.readlink(link)
-            if not BLOCK_FILE.fullmatch(target.rpartition("/")[2]):
+            if not is_block_file(target):
                 other += 1
                 continue
             size = os.stat(link).st_size
