@@ -15,7 +15,8 @@ with ``--fuse``) and prints MB/s beside nginx read directly, the CPU seconds of 
 and how busy the machine's CPUs were (and how much the hypervisor took). With ``--profile
 DIR``, ``py-spy record`` samples every fluidcache process (and, for the client library, the
 reader) during the cold read and writes collapsed stacks there; ``--top N`` prints the
-heaviest frames of each.
+heaviest frames of each. With ``--perf FILE``, ``perf record -a -g`` samples the whole machine
+(the kernel's share, the sources' too) meanwhile.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuse", action="store_true")
     ap.add_argument("--profile", type=Path)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--perf",
+        type=Path,
+        help="``perf record -a -g`` of the whole machine during the cold read, into this file "
+        "(``perf report -i FILE --sort comm,dso``)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--readers", type=int, default=16)
     ap.add_argument(
@@ -253,6 +260,9 @@ def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         spies.append(_spy(pid, args.profile / "cluster.txt", True))
+    if args.perf:
+        record = ["perf", "record", "-a", "-g", "-q", "-o", str(args.perf)]
+        spies.append(subprocess.Popen(record, stdin=subprocess.DEVNULL))
     try:
         yield spies
     finally:
