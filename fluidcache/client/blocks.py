@@ -194,7 +194,13 @@ class BlockReader:
         self._ahead_opens: Batcher[OpenRequest, OpenReply] = Batcher(
             self._open_files, AHEAD_OPENS_IN_FLIGHT, MAX_OPENS, OPEN_MAX_WAIT
         )
-        # the same for small files listed with their versions: their blocks, fetched ahead
+        # the same for small files listed with their versions: their blocks, read now and ahead
+        self._caches: Batcher[BlockRef, LocalBlocksReply] = Batcher(
+            functools.partial(self._cache_blocks, ahead=False),
+            OPENS_IN_FLIGHT,
+            MAX_CACHES,
+            OPEN_MAX_WAIT,
+        )
         self._ahead_caches: Batcher[BlockRef, LocalBlocksReply] = Batcher(
             self._cache_blocks, AHEAD_OPENS_IN_FLIGHT, MAX_CACHES, OPEN_MAX_WAIT
         )
@@ -213,6 +219,7 @@ class BlockReader:
     async def close(self) -> None:
         await self._opens.close()
         await self._ahead_opens.close()
+        await self._caches.close()
         await self._ahead_caches.close()
         self.fds.close()
         self.buffer.clear()
@@ -336,10 +343,10 @@ class BlockReader:
         return list((await rpc.call(FILE_OPEN, OpenFilesRequest(files), OpenFilesReply)).files)
 
     async def _cache_blocks(
-        self, address: Hashable, refs: list[BlockRef]
+        self, address: Hashable, refs: list[BlockRef], ahead: bool = True
     ) -> list[LocalBlocksReply | BaseException]:
         rpc = self._rpc(str(address), self._reader)
-        reply = await rpc.call(BLOCKS_CACHE, CacheBlocksRequest(refs), LocalBlocksReply)
+        reply = await rpc.call(BLOCKS_CACHE, CacheBlocksRequest(refs, ahead), LocalBlocksReply)
         return [reply] * len(refs)
 
     async def _holders(self, ref: BlockRef, refresh: bool = False) -> list[str]:
@@ -398,8 +405,9 @@ class BlockReader:
         A holder on this node is asked where its file is, and if the block is still arriving
         there (the first block of a file opened there, say), for its file once it is in: its
         bytes need no HTTP hop to us. A cold block whose placed worker is on this node is
-        fetched there first (the bytes then need no HTTP hop either): with ``batched``, in one
-        call with the others of its kind waiting for that worker.
+        fetched there first (the bytes then need no HTTP hop either): the block of a file of one
+        block (or with ``batched``) in one call with the others waiting for that worker, as
+        opens are (a cold epoch of small S3 objects made one call a file).
         """
         known = self._paths.get(ref.id)
         if known is not None:
@@ -427,8 +435,9 @@ class BlockReader:
         if placed.node != self.node:
             return None
         try:
-            if batched:
-                reply = await self._ahead_caches.call(placed.address, ref)
+            if batched or ref.length == ref.file_size:  # a whole file: with others for its worker
+                caches = self._ahead_caches if ahead else self._caches
+                reply = await caches.call(placed.address, ref)
                 failed = reply.errors.get(ref.id)
                 if failed:  # this block's own answer
                     raise errors.from_item(failed)

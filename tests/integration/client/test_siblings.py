@@ -8,6 +8,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -217,6 +218,15 @@ async def test_blocks_fetched_ahead_go_in_few_calls_each_file_with_its_own_answe
     async with _reading_versioned(tmp_path, 40, 900) as (src, c, data, listed, client):
         (src / "f30.bin").unlink()  # gone from the source after it was listed
         calls = counting_calls(monkeypatch)
+        urgent: list[list[str]] = []  # the blocks of each batch asked for by readers
+        counted = RpcClient.call
+
+        async def noted(self: RpcClient, path: str, request: Any = None, *a: Any, **k: Any) -> Any:
+            if isinstance(request, CacheBlocksRequest) and not request.ahead:
+                urgent.append([ref.uri.rpartition("/")[2] for ref in request.blocks])
+            return await counted(self, path, request, *a, **k)
+
+        monkeypatch.setattr(RpcClient, "call", noted)
 
         def singles() -> int:  # calls for one block
             one = BLOCK_CACHE.format(block_id="[0-9a-f]+")
@@ -227,15 +237,19 @@ async def test_blocks_fetched_ahead_go_in_few_calls_each_file_with_its_own_answe
         siblings = client.siblings
         assert siblings is not None
         await _until(lambda: siblings.opened_ahead == 36)  # errors are the readers' to see
-        assert singles() == 4, calls  # the readers' four cold opens
-        assert calls[BLOCKS_CACHE] <= 12, calls  # 36 blocks: two calls, then batches
+        # The readers' four cold reads (one after the other: a batch each), ahead of the rest.
+        assert urgent == [[n] for n in sorted(data)[:4]], urgent
+        assert singles() == 0, calls
+        assert calls[BLOCKS_CACHE] <= 4 + 12, calls  # and 36 blocks: two calls, then batches
+        before = calls[BLOCKS_CACHE]
         for name in sorted(data, reverse=True):
             if name == "f30.bin":
                 with pytest.raises(errors.NotFound):
                     await _read(client, name)
             else:
                 assert await _read(client, name) == data[name]
-        assert singles() == 5, calls  # the file gone, asked for by its reader
+        assert urgent[4:] == [["f30.bin"]], urgent  # the file gone, asked for by its reader
+        assert calls[BLOCKS_CACHE] == before + 1 and singles() == 0, calls
         # One call, each block its own answer: the file kept, the error of the one gone.
         by_name = {e.name: e.block(0) for e in listed}
         kept, gone = by_name["f31.bin"], by_name["f30.bin"]
