@@ -8,8 +8,8 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
