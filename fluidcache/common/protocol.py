@@ -534,9 +534,9 @@ class LocalBlocksRequest(Message):
 @dataclasses.dataclass(frozen=True, slots=True)
 class CacheBlocksRequest(Message):
     """Fetch blocks into the worker's store (POST, ``BLOCKS_CACHE``): a same-node client's
-    opens ahead of its readers of small files listed with their versions, in one call (at most
-    :data:`MAX_CACHES`). Answered with a :class:`LocalBlocksReply`: the files of those kept, the
-    error of each that failed."""
+    cold reads of files of one block listed with their versions (``ahead`` False), or its opens
+    of them ahead of its readers, in one call (at most :data:`MAX_CACHES`). Answered with a
+    :class:`LocalBlocksReply`: the files of those kept, the error of each that failed."""
 
     blocks: list[BlockRef]
     ahead: bool = True  # their source reads wait behind readers' demand reads

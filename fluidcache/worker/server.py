@@ -291,9 +291,10 @@ async def cache_block(request: web.Request) -> web.Response:
 
 async def cache_blocks(request: web.Request) -> web.Response:
     """Blocks fetched into this worker's store, several in one call (a same-node client's
-    opens ahead of its readers of small files): the answer names the files of those kept and
-    the error of each that failed. It waits at most :data:`OPEN_ANSWER_WAIT` for the slowest;
-    one still arriving then answers Unavailable and is kept when it arrives."""
+    cold reads of small files, or its opens of them ahead of its readers): the answer names the
+    files of those kept and the error of each that failed. It waits at most
+    :data:`OPEN_ANSWER_WAIT` for the slowest; one still arriving then answers Unavailable and is
+    kept when it arrives."""
     ask = await read_message(request, CacheBlocksRequest)
     svc = request.app[SERVICE]
 
