@@ -315,9 +315,9 @@ class S3Ufs(UnderFileSystem):
         key: the first key is signed both ways within one second (so the two must be equal,
         byte for byte) and only an exact match lets the next keys skip the pipeline; anything
         else (another signer, another URL form) keeps the pipeline for every key."""
-        client = await self._client()
         if self._signing is not None and self._signing.base:
             return await self._signing.sign(key)
+        client = await self._client()
         for _ in range(3):  # a second boundary between the two signings: again
             second = int(time.time())
             url: str = await client.generate_presigned_url(
@@ -326,13 +326,11 @@ class S3Ufs(UnderFileSystem):
                 ExpiresIn=PRESIGN_EXPIRES,
             )
             if self._signing is not None:
-                return url  # the pipeline for good
+                return url  # learnt already: the pipeline for good
             signing = _Signing.learn(client, self.bucket, key, url)
             quick = await signing.sign(key) if signing.base else ""
             if int(time.time()) == second:
-                if quick != url:
-                    signing.base = ""
-                self._signing = signing
+                self._signing = signing if quick == url else _Signing(None, self.bucket, "")
                 return url
         return url
 
@@ -592,6 +590,7 @@ class S3Ufs(UnderFileSystem):
     async def close(self) -> None:
         self._closed = True
         await self._reader.close()
+        self._signing = None  # the closed client's signer
         if self._stack is not None:
             stack, self._stack, self._client_obj = self._stack, None, None
             await stack.aclose()
@@ -619,8 +618,6 @@ class _Signing:
         quoted = _quote_key(key)
         url = self.base + quoted
         request = {
-            "url_path": urlsplit(url).path,
-            "query_string": {},
             "method": "GET",
             "headers": {},
             "body": b"",
