@@ -34,6 +34,7 @@ import pyfuse3
 import pyfuse3.asyncio
 
 from fluidcache.client.api import AsyncClient, AsyncFile
+from fluidcache.client.devfuse import DeviceRelay
 from fluidcache.common import errors
 from fluidcache.common.protocol import FileInfo
 
@@ -408,9 +409,17 @@ async def run_mount(
     check_mountpoint(mountpoint)
     await client.stat("/")  # fail before mounting when the master cannot be reached
     pyfuse3.asyncio.enable()
-    pyfuse3.asyncio.wait_readable = DeviceWait(_LOOP_WAIT)  # what pyfuse3 calls to wait
     ops = FluidcacheOperations(client, options)
-    pyfuse3.init(ops, str(mountpoint), options.fuse_options())
+    relay = DeviceRelay.mount(mountpoint, options.fuse_options())
+    try:
+        pyfuse3.init(ops, relay.path if relay else str(mountpoint), options.fuse_options())
+    except BaseException:
+        if relay is not None:
+            relay.close(libfuse_has_it=False)
+        raise
+    wait = DeviceWait(_LOOP_WAIT)
+    # what pyfuse3 calls to wait for its device
+    pyfuse3.asyncio.wait_readable = relay.waiting(wait) if relay is not None else wait
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pyfuse3.terminate)
@@ -433,4 +442,6 @@ async def run_mount(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         pyfuse3.close(unmount=True)
+        if relay is not None:
+            relay.close()
         log.info("unmounted %s", mountpoint)
