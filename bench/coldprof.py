@@ -39,7 +39,7 @@ from typing import Any
 from bench import cluster
 from bench import readers as rd
 from bench.config import Shaping
-from bench.shaper import shaped, shaped_per_conn
+from bench.shaper import EARLY, link_use, shaped, shaped_per_conn
 from bench.sources import nginx
 
 WARM_LOADS = 3  # warm loads of the model with --hub --warm, and as many from the page cache
@@ -145,26 +145,52 @@ def _epoch(args: argparse.Namespace) -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     for n in names:
         rd.read_file(args.file / n)
+    spans: dict[str, tuple[float, float]] = {}  # what -> its (start, end), for the link's use
     with (
         nginx(args.file, args.work / "nginx") as raw,
         _conn(raw, args) as url,
     ):
         urls = [url + n for n in names]
+        start = time.monotonic()
         n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
+        spans["nginx directly"] = (start, time.monotonic())
         print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
         with _cluster(args, url, size) as c, _watched(c, args) as spies:
             assert c.mountpoint is not None
+            start = time.monotonic()
             if args.fuse:
                 paths = [c.mountpoint / "web" / n for n in names]
                 n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
             else:
                 n, t = _client_read(c, args, [f"/web/{n}" for n in names], args.readers, spies)
             what = "FUSE" if args.fuse else "the client library"
+            spans[f"cold epoch through {what}"] = (start, time.monotonic())
             print(
                 f"cold epoch through {what}, {args.readers} readers: {len(names) / t:.0f} files/s"
             )
+    if args.link:
+        _print_link(args.work / LINK_TRACE, spans)
     _print_profiles(args)
     return 0
+
+
+LINK_TRACE = "link.trace"
+
+
+def _print_link(trace: Path, spans: dict[str, tuple[float, float]]) -> None:
+    """How each of ``spans`` used the shared link (the shaper's ``--trace``): the time to its
+    first byte, the link's idle time between its first and last byte (and in its first
+    moments), and the time after its last byte."""
+    for what, (start, end) in spans.items():
+        use = link_use(trace, start, end)
+        if use is None:
+            print(f"link, {what}: no byte crossed it")
+            continue
+        print(
+            f"link, {what}: first byte after {use.first * 1000:.0f} ms, idle "
+            f"{use.idle * 1000:.0f} ms ({use.idle_early * 1000:.0f} in the first "
+            f"{EARLY * 1000:.0f} ms), last byte {use.after * 1000:.0f} ms before the end"
+        )
 
 
 def _client_read(
@@ -236,7 +262,8 @@ def _conn(url: str, args: argparse.Namespace) -> contextlib.AbstractContextManag
     shared link with ``--link`` (200 MB/s, 5 ms: bench's default source), else as is."""
     if args.link:
         s = Shaping()
-        return shaped(url, s.bandwidth, s.latency, args.work / "shaper.log")
+        trace = args.work / LINK_TRACE
+        return shaped(url, s.bandwidth, s.latency, args.work / "shaper.log", trace=trace)
     if not args.conn:
         return contextlib.nullcontext(url)
     return shaped_per_conn(url, Shaping(), args.work / "shaper.log")

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -53,12 +54,14 @@ BURST = 0.004  # seconds of bandwidth that may go out at once
 
 
 class Link:
-    """A token bucket, thread-safe: ``reserve(n, now)`` books ``n`` bytes on it."""
+    """A token bucket, thread-safe: ``reserve(n, now)`` books ``n`` bytes on it. With
+    ``traced``, every booking's slot on the link is kept (:attr:`slots`)."""
 
-    def __init__(self, bandwidth: float) -> None:
+    def __init__(self, bandwidth: float, traced: bool = False) -> None:
         self.bandwidth = bandwidth
         self._free_at = time.monotonic()
         self._lock = threading.Lock()
+        self.slots: list[tuple[float, float]] | None = [] if traced else None
 
     def reserve(self, n: int, now: float) -> float:
         """Book ``n`` bytes on the link; the time at which they may go out."""
@@ -66,7 +69,10 @@ class Link:
             return now
         with self._lock:
             # The next slot on the link; a reservation in the past is idle time, not credit.
-            self._free_at = max(self._free_at, now - BURST) + n / self.bandwidth
+            start = max(self._free_at, now - BURST)
+            self._free_at = start + n / self.bandwidth
+            if self.slots is not None:
+                self.slots.append((start, self._free_at))
             return self._free_at
 
     def send(self, n: int, *more: Link) -> None:
@@ -138,9 +144,14 @@ def _connection(
 
 
 def serve(
-    upstream: tuple[str, int], bandwidth: float, latency: float, port: int, per_conn: float = 0.0
+    upstream: tuple[str, int],
+    bandwidth: float,
+    latency: float,
+    port: int,
+    per_conn: float = 0.0,
+    trace: Path | None = None,
 ) -> None:
-    link = Link(bandwidth)
+    link = Link(bandwidth, traced=trace is not None)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -159,6 +170,8 @@ def serve(
             client.settimeout(None)
             args = (client, upstream, link, latency, per_conn)
             threading.Thread(target=_connection, args=args, daemon=True).start()
+    if trace is not None and link.slots is not None:
+        trace.write_text("".join(f"{a:.6f} {b:.6f}\n" for a, b in list(link.slots)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,17 +181,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
     ap.add_argument("--per-conn", type=float, default=0.0, help="bytes/s of each connection")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        help="on exit, write the shared link's slots there: one line per booking, its start "
+        "and end (time.monotonic(), the machine's clock): see link_use()",
+    )
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
-    serve((host, int(port)), args.bandwidth, args.latency, args.port, args.per_conn)
+    serve((host, int(port)), args.bandwidth, args.latency, args.port, args.per_conn, args.trace)
     return 0
+
+
+@dataclass(frozen=True)
+class LinkUse:
+    """How a span of time used the shared link (from a ``--trace``)."""
+
+    first: float  # s from the span's start to its first byte on the link
+    idle: float  # s the link stood idle between the first and the last byte
+    idle_early: float  # of which in the span's first EARLY seconds
+    after: float  # s from the last byte on the link to the span's end
+
+
+EARLY = 0.25
+
+
+def link_use(trace: Path, start: float, end: float) -> LinkUse | None:
+    """How the link was used from ``start`` to ``end`` (time.monotonic()), by the slots in
+    ``trace``; None when no byte crossed it then."""
+    slots = []
+    for line in trace.read_text().splitlines():
+        a, b = (float(x) for x in line.split())
+        if a < end and b > start:
+            slots.append((a, b))
+    if not slots:
+        return None
+    slots.sort()
+    gaps, busy_until = [], slots[0][0]
+    for a, b in slots:
+        if a > busy_until:
+            gaps.append((busy_until, a))
+        busy_until = max(busy_until, b)
+    early = start + EARLY
+    idle = sum(b - a for a, b in gaps)
+    idle_early = sum(max(0.0, min(b, early) - max(a, start)) for a, b in gaps)
+    first = max(0.0, slots[0][0] - start)
+    return LinkUse(first, idle, idle_early, max(0.0, end - busy_until))
 
 
 @contextlib.contextmanager
 def shaped(
-    url: str, bandwidth: float, latency: float, log: Path, per_conn: float = 0.0
+    url: str,
+    bandwidth: float,
+    latency: float,
+    log: Path,
+    per_conn: float = 0.0,
+    trace: Path | None = None,
 ) -> Iterator[str]:
-    """``url`` seen through a shaper (the same URL with the proxy's port); ``url`` if no limits."""
+    """``url`` seen through a shaper (the same URL with the proxy's port); ``url`` if no limits.
+    ``trace``: where the shaper writes its link's slots when it stops (``--trace``)."""
     from bench.procs import Proc
 
     if bandwidth <= 0 and latency <= 0 and per_conn <= 0:
@@ -188,6 +249,8 @@ def shaped(
     upstream = f"{parts.hostname}:{parts.port}"
     argv = [sys.executable, "-m", "bench.shaper", "--upstream", upstream]
     argv += ["--bandwidth", str(bandwidth), "--latency", str(latency), "--per-conn", str(per_conn)]
+    if trace is not None:
+        argv += ["--trace", str(trace)]
     proc = Proc(argv, log=log)
     try:
         port = int(proc.wait_for("ready:", timeout=20).split()[-1])

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.shaper import shaped
+from bench.shaper import LinkUse, link_use, shaped
 from tests.sources import NginxSource, free_port
 
 SIZE = 3 * 2**20 + 17
@@ -120,3 +120,41 @@ def test_a_dead_upstream_closes_the_connection_and_stop_ends_the_shaper(tmp_path
             assert answer == b""  # closed, not hung
     with pytest.raises(OSError):  # the shaper is gone with the context
         socket.create_connection(("127.0.0.1", parts.port), timeout=2).close()
+
+
+def test_the_trace_books_every_byte_on_the_link_once(
+    nginx: tuple[NginxSource, bytes], tmp_path: Path
+) -> None:
+    source, data = nginx
+    trace = tmp_path / "link.trace"
+    began = time.monotonic()
+    with shaped(source.url, 50e6, 0.0, tmp_path / "link.log", trace=trace) as url:
+        conn = _conn(url)
+        try:
+            assert _get(conn, 0, SIZE - 1)[0] == data
+        finally:
+            conn.close()
+    ended = time.monotonic()
+    slots = [tuple(float(x) for x in line.split()) for line in trace.read_text().splitlines()]
+    booked = sum(b - a for a, b in slots)
+    assert booked >= SIZE / 50e6 * 0.99  # the body (and the headers) crossed the link
+    assert booked <= (SIZE + 4096) / 50e6 * 1.01
+    use = link_use(trace, began, ended)
+    assert use is not None and 0 <= use.first < ended - began
+    assert link_use(trace, ended, ended + 1) is None
+
+
+def test_link_use_counts_the_link_idle_between_bytes_and_after_the_last(tmp_path: Path) -> None:
+    trace = tmp_path / "link.trace"
+    # From 10.0: bytes 10.1-10.2 and 10.2-10.3, idle to 10.5, bytes 10.5-10.6; end at 11.0.
+    trace.write_text("10.2 10.3\n10.1 10.2\n10.5 10.6\n20.0 20.1\n")
+    use = link_use(trace, 10.0, 11.0)
+    assert use == LinkUse(
+        first=pytest.approx(0.1),
+        idle=pytest.approx(0.2),
+        idle_early=pytest.approx(0.0),
+        after=pytest.approx(0.4),
+    )
+    # The first quarter second holds the idle 10.3-10.5 when the span starts at 10.25.
+    early = link_use(trace, 10.25, 11.0)
+    assert early is not None and early.idle_early == pytest.approx(0.2)
