@@ -181,9 +181,22 @@ def _listing_date(text: str) -> float:
     return 0.0
 
 
+_LINK = re.compile(r'<a href="([^"<>&]*)">([^<&]*)</a>([^<&]*)(?=<)')
+"""A link as nginx's index lists an entry, with the text up to the next tag: what the HTML
+parser would make of it is plain (no character references, no other tag), so it is taken
+without the parser."""
+
+
 class IndexParser(HTMLParser):
     """Collects the direct children linked from a directory index page, fed incrementally,
-    with the exact size and date a page prints after an entry's link, when it does."""
+    with the exact size and date a page prints after an entry's link, when it does.
+
+    Plain entry links (:data:`_LINK`, nginx's every line) are taken directly while the HTML
+    parser has nothing pending (no partial tag, comment or script): the same calls the parser
+    would make, at a third of its cost. ``fast = False`` leaves everything to the parser.
+    """
+
+    fast = True
 
     def __init__(self, dir_url: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -192,6 +205,28 @@ class IndexParser(HTMLParser):
         self._found: list[tuple[str, bool]] = []
         self._texts: list[list[str]] = []  # text after each entry's link, until the next entry
         self._in_link = False
+
+    def feed(self, data: str) -> None:
+        if not self.fast:
+            super().feed(data)
+            return
+        text, self.rawdata = self.rawdata + data, ""
+        pos = 0
+        while self.cdata_elem is None and not self.rawdata:
+            link = _LINK.match(text, pos)
+            if link is not None:
+                self.handle_starttag("a", [("href", link[1])])
+                self.handle_data(link[2])
+                self.handle_endtag("a")
+                self.handle_data(link[3])
+                pos = link.end()
+                continue
+            ahead = text.find('<a href="', pos + 1)
+            if ahead < 0:
+                break
+            super().feed(text[pos:ahead])  # up to the next link, which may be plain
+            pos = ahead
+        super().feed(text[pos:])
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag != "a":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from fluidcache.common import errors
 from fluidcache.ufs.http import (
     HttpUfs,
+    IndexParser,
     _child,
     _linked_child,
     parse_index,
@@ -165,3 +167,64 @@ def test_plain_names_are_read_as_the_links_they_are(href: str, dir_url: str) -> 
     link = href.strip()
     if link and not link.startswith(("?", "#")):  # not links to entries, whatever they are
         assert _child(dir_url, href) == _linked_child(dir_url, link)
+
+
+_PIECES = [
+    '<a href="f-1.bin">f-1.bin</a>     05-Dec-2026 21:27    131072\r\n',
+    '<a href="d/">d/</a>     05-Dec-2026 21:27       -\r\n',
+    '<a href="a&amp;b">a&amp;b</a>  05-Dec-2026 21:27  12\r\n',
+    '<a href="x%20y.txt">x y.txt</a>  2026-12-05 21:27  7\n',
+    '<a href="../">../</a>\r\n',
+    '<A HREF="up.txt">UP</A> 05-Dec-2026 21:27 3\n',
+    '<tr><td><a href="t.txt">t.txt</a></td><td align="right">2026-12-05 21:27  </td>'
+    '<td align="right">99</td></tr>\n',
+    '<!-- <a href="hidden.txt">hidden</a> 05-Dec-2026 21:27 5 -->',
+    "<script>var s = '<a href=\"js.txt\">js</a> 1';</script>",
+    '<li><a href="li.txt">li.txt</a></li>\n',
+    '<a href="q.txt">q &lt; r</a> 05-Dec-2026 21:27 &#49;2\n',
+    "<html><head><title>Index of /d/</title></head><body><h1>Index of /d/</h1><hr><pre>",
+    "</pre><hr></body></html>\n",
+    "text & more ",
+    "<",
+]
+
+
+def _parsed(page: str, cuts: list[int], fast: bool) -> list[object]:
+    parser = IndexParser("http://h/d/")
+    parser.fast = fast
+    bounds = [0, *sorted(c % (len(page) + 1) for c in cuts), len(page)]
+    for a, b in itertools.pairwise(bounds):
+        parser.feed(page[a:b])
+    parser.close()
+    return list(parser.take(final=True))
+
+
+@settings(max_examples=500)
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),
+)
+def test_plain_links_taken_without_the_html_parser_read_as_the_parser_reads_them(
+    pieces: list[str], cuts: list[int]
+) -> None:
+    """nginx's lines taken directly give what the HTML parser gives, however the page is cut
+    into pieces, beside tables, comments, scripts, character references and upper case."""
+    page = "".join(pieces)
+    assert _parsed(page, cuts, fast=True) == _parsed(page, [], fast=False)
+
+
+def test_nginx_page_of_many_entries_read_alike_both_ways() -> None:
+    page = page_of(500)
+    whole = _parsed(page, [], fast=False)
+    assert len(whole) == 500
+    assert _parsed(page, [4096 * i for i in range(1, 40)], fast=True) == whole
+
+
+def page_of(n: int) -> str:
+    lines = [
+        f'<a href="f-{i:05d}.bin">f-{i:05d}.bin</a>   05-Dec-2026 21:27   {i}\r\n' for i in range(n)
+    ]
+    return (
+        "<html>\r\n<head><title>Index of /d/</title></head>\r\n<body>\r\n<h1>Index of /d/</h1>"
+        '<hr><pre><a href="../">../</a>\r\n' + "".join(lines) + "</pre><hr></body>\r\n</html>\r\n"
+    )
