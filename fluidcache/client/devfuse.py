@@ -43,7 +43,8 @@ _KERNEL_OPTIONS = {"allow_other", "default_permissions"}  # passed in mount(2)'s
 _LIBFUSE_OPTIONS = {"debug"}  # libfuse's own, not the kernel's
 
 
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, with errno kept for ``ctypes.get_errno()`` (mount(2) and its kin)."""
     return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
@@ -92,9 +93,8 @@ class DeviceRelay:
             return None
         data = [f"fd={device}", "rootmode=40000", f"user_id={os.getuid()}"]
         data += [f"group_id={os.getgid()}", *extra]
-        libc = _libc()
         target = os.fsencode(mountpoint)
-        if libc.mount(source.encode(), target, fstype.encode(), flags, ",".join(data).encode()):
+        if libc().mount(source.encode(), target, fstype.encode(), flags, ",".join(data).encode()):
             err = ctypes.get_errno()
             os.close(device)
             log.info("mounting %s here: %s; libfuse mounts it", mountpoint, os.strerror(err))
@@ -138,9 +138,9 @@ class DeviceRelay:
     def close(self, libfuse_has_it: bool = True) -> None:
         """Unmount (lazily when busy) and close what is open here; libfuse's descriptor too
         unless ``libfuse_has_it`` (a session made on it closes it)."""
-        libc = _libc()
         target = os.fsencode(self.mountpoint)
-        if libc.umount2(target, 0) and libc.umount2(target, MNT_DETACH):
+        c = libc()
+        if c.umount2(target, 0) and c.umount2(target, MNT_DETACH):
             err = ctypes.get_errno()
             if err not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more): nothing to do
                 log.warning("unmounting %s: %s", self.mountpoint, os.strerror(err))

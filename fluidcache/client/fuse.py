@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import functools
 import logging
@@ -34,7 +33,7 @@ import pyfuse3
 import pyfuse3.asyncio
 
 from fluidcache.client.api import AsyncClient, AsyncFile
-from fluidcache.client.devfuse import DeviceRelay
+from fluidcache.client.devfuse import DeviceRelay, libc
 from fluidcache.common import errors
 from fluidcache.common.protocol import FileInfo
 
@@ -365,15 +364,15 @@ def fusectl() -> Iterator[Path]:
     if os.path.ismount(FUSECTL):
         yield FUSECTL
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    c = libc()
     with tempfile.TemporaryDirectory(prefix="fluidcache-fusectl-") as tmp:
-        if libc.mount(b"fusectl", tmp.encode(), b"fusectl", 0, None) != 0:
+        if c.mount(b"fusectl", tmp.encode(), b"fusectl", 0, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), "fusectl")
         try:
             yield Path(tmp)
         finally:
-            if libc.umount2(tmp.encode(), 0) != 0:
+            if c.umount2(tmp.encode(), 0) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err), f"unmount {tmp}")
 
