@@ -1,5 +1,6 @@
-"""A tiny pyfuse3 file system mounted through :class:`fluidcache.client.devfuse.DeviceRelay`,
-run as its own process (pyfuse3 has one session per process):
+"""A tiny pyfuse3 file system mounted as fluidcache's mount is
+(:func:`fluidcache.client.fuse.fuse_session`, through its ``DeviceRelay``), run as its own
+process (pyfuse3 has one session per process):
 
     python -m tests.fuse_probe MOUNTPOINT N
 
@@ -23,7 +24,7 @@ from typing import Any
 import pyfuse3
 import pyfuse3.asyncio
 
-from fluidcache.client.devfuse import DeviceRelay
+from fluidcache.client.fuse import fuse_session
 
 HOLD = 10.0  # s a lookup waits for the others
 
@@ -68,27 +69,17 @@ def _stat_all(mountpoint: Path, n: int) -> None:
 async def _serve(mountpoint: Path, n: int) -> int:
     ops = Probe(n)
     options = {"fsname=probe", "subtype=probe", "ro", "default_permissions"}
-    relay = DeviceRelay.mount(mountpoint, options)
-    if relay is None:
-        raise SystemExit("mount(2) refused: run as root")
-    try:
-        pyfuse3.init(ops, relay.path, options)
-    except BaseException:
-        relay.close(libfuse_has_it=False)
-        raise
-    pyfuse3.asyncio.wait_readable = relay.waiting(pyfuse3.asyncio.wait_readable)
+    with fuse_session(ops, mountpoint, options) as relay:
+        if relay is None:
+            raise SystemExit("mount(2) refused: run as root")
 
-    async def probe() -> None:
-        await asyncio.to_thread(_stat_all, mountpoint, n)
-        pyfuse3.terminate()
+        async def probe() -> None:
+            await asyncio.to_thread(_stat_all, mountpoint, n)
+            pyfuse3.terminate()
 
-    task = asyncio.ensure_future(probe())
-    try:
+        task = asyncio.ensure_future(probe())
         await pyfuse3.main()
         await task
-    finally:
-        pyfuse3.close(unmount=True)
-        relay.close()
     return ops.most
 
 

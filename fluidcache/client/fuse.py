@@ -409,38 +409,51 @@ async def run_mount(
     await client.stat("/")  # fail before mounting when the master cannot be reached
     pyfuse3.asyncio.enable()
     ops = FluidcacheOperations(client, options)
-    relay = DeviceRelay.mount(mountpoint, options.fuse_options())
+    with fuse_session(ops, mountpoint, options.fuse_options()):
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, pyfuse3.terminate)
+
+        async def after_init() -> None:
+            # The kernel sets the read-ahead from the INIT reply: change it once INIT is done,
+            # which a first stat of the mount point (answered by our own loop) proves.
+            st = await asyncio.to_thread(os.stat, mountpoint)
+            set_read_ahead(mountpoint, st.st_dev, options.read_ahead_kb)
+            set_background(mountpoint, st.st_dev, MAX_BACKGROUND)
+            log.info("mounted on %s", mountpoint)
+            if ready is not None:
+                ready()
+
+        started = asyncio.ensure_future(after_init())
+        try:
+            await pyfuse3.main()
+        finally:
+            started.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    log.info("unmounted %s", mountpoint)
+
+
+@contextlib.contextmanager
+def fuse_session(
+    ops: pyfuse3.Operations, mountpoint: Path, options: set[str]
+) -> Iterator[DeviceRelay | None]:
+    """pyfuse3's session for ``ops`` on ``mountpoint``, mounted through a
+    :class:`~fluidcache.client.devfuse.DeviceRelay` where allowed (yielded; lookups in one
+    directory at once), else by libfuse (None); pyfuse3 waits for its device through
+    :class:`DeviceWait`. Closed and unmounted on exit."""
+    relay = DeviceRelay.mount(mountpoint, options)
     try:
-        pyfuse3.init(ops, relay.path if relay else str(mountpoint), options.fuse_options())
+        pyfuse3.init(ops, relay.path if relay else str(mountpoint), options)
     except BaseException:
         if relay is not None:
             relay.close(libfuse_has_it=False)
         raise
     wait = DeviceWait(_LOOP_WAIT)
-    # what pyfuse3 calls to wait for its device
     pyfuse3.asyncio.wait_readable = relay.waiting(wait) if relay is not None else wait
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, pyfuse3.terminate)
-
-    async def after_init() -> None:
-        # The kernel sets the read-ahead from the INIT reply: change it once INIT is done, which
-        # a first stat of the mount point (answered by our own loop) proves.
-        st = await asyncio.to_thread(os.stat, mountpoint)
-        set_read_ahead(mountpoint, st.st_dev, options.read_ahead_kb)
-        set_background(mountpoint, st.st_dev, MAX_BACKGROUND)
-        log.info("mounted on %s", mountpoint)
-        if ready is not None:
-            ready()
-
-    started = asyncio.ensure_future(after_init())
     try:
-        await pyfuse3.main()
+        yield relay
     finally:
-        started.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         pyfuse3.close(unmount=True)
         if relay is not None:
             relay.close()
-        log.info("unmounted %s", mountpoint)
