@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fluidcache.common import protocol
 from fluidcache.common.protocol import (
     FileInfo,
     ListReply,
@@ -53,3 +58,58 @@ def test_missing_required_field_is_refused() -> None:
         FileInfo.from_wire({"ino": 1})
     with pytest.raises(TypeError):
         ListReply.from_wire({"entries": "not a list"})
+
+
+def _shape_by_definition(data: Any, depth: int = 0) -> None:
+    """What ``_check_shape`` must refuse, as plainly as it can be said: a value deeper than
+    MAX_DEPTH, or a map key that is not a string."""
+    if depth > protocol.MAX_DEPTH:
+        raise ValueError("deep")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise TypeError("key")
+            _shape_by_definition(value, depth + 1)
+    elif isinstance(data, list):
+        for value in data:
+            _shape_by_definition(value, depth + 1)
+
+
+def _verdict(check: Any, data: Any) -> str:
+    try:
+        check(data)
+    except (TypeError, ValueError) as e:
+        return type(e).__name__
+    return "ok"
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3)
+_keys = st.text(max_size=3) | st.integers(0, 3) | st.binary(max_size=2)
+
+
+def _nested(depth: int) -> st.SearchStrategy[Any]:
+    """Values nested exactly around MAX_DEPTH: ``depth`` single-item wrappers over a tree."""
+    tree = st.recursive(
+        _scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+        max_leaves=8,
+    )
+    wrap = st.sampled_from(["list", "dict"])
+    return st.tuples(st.lists(wrap, min_size=depth, max_size=depth), tree).map(_wrapped)
+
+
+def _wrapped(parts: tuple[list[str], Any]) -> Any:
+    wrappers, value = parts
+    for kind in reversed(wrappers):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(protocol.MAX_DEPTH - 3, protocol.MAX_DEPTH + 1).flatmap(_nested)
+    | st.integers(0, 3).flatmap(_nested)
+)
+def test_shape_check_refuses_exactly_what_its_definition_does(data: Any) -> None:
+    # the same verdict (and the same error) as the definition, at and around the depth limit
+    assert _verdict(protocol._check_shape, data) == _verdict(_shape_by_definition, data)
