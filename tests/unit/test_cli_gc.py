@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from fluidcache.cli import GC_YOUNG
+
 PROBE = """
 import gc
 from fluidcache import cli
@@ -18,8 +20,6 @@ def test_tune_gc_freezes_start_up_and_raises_the_young_threshold() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    from fluidcache.cli import GC_YOUNG
-
     assert out[0] == "700"  # Python's default, which the servers do not keep
     assert int(out[1]) == GC_YOUNG
     assert out[2] == "True"  # the older generations' thresholds are left alone
