@@ -7,7 +7,6 @@ bytes. Master, workers and clients all import this module and nothing else to ta
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 import types
@@ -112,8 +111,7 @@ class Message:
     def decode(cls: type[T], body: bytes) -> T:
         data = msgpack.unpackb(body, max_str_len=MAX_STR, max_bin_len=MAX_STR)
         _check_shape(data)
-        _check_fields(cls, data)
-        return cls.from_wire(data)  # type: ignore[attr-defined, no-any-return]
+        return _codec(cls)[2](data)  # type: ignore[no-any-return]
 
 
 def _check_shape(data: Any, depth: int = 0) -> None:
@@ -137,61 +135,27 @@ def _check_shape(data: Any, depth: int = 0) -> None:
                 _check_shape(value, depth + 1)
 
 
-def _check_fields(cls: type, data: Any) -> None:
-    """ValueError naming the first field of ``data`` (a map for ``cls``) that ``cls`` lacks,
-    in nested messages too."""
-    if not isinstance(data, Mapping):
-        return
-    fields = _fields(cls)
-    for name, value in data.items():
-        field = fields.get(name)
-        if field is None:
-            raise ValueError(f"{cls.__name__}: unknown field {name!r}")
-        is_dict, inners = field
-        for inner in inners:
-            values = value if isinstance(value, list) else [value]
-            if isinstance(value, Mapping) and is_dict:
-                values = list(value.values())
-            for v in values:
-                _check_fields(inner, v)
-
-
-@functools.cache
-def _fields(cls: type) -> dict[str, tuple[bool, list[type]]]:
-    """Field name -> (is a dict, the message classes in its type), resolved once per class
-    (``get_type_hints`` per decoded message was a good part of the master's time)."""
-    return {
-        name: (get_origin(tp) is dict, _message_types(tp))
-        for name, tp in get_type_hints(cls).items()
-    }
-
-
-def _message_types(tp: Any) -> list[type]:
-    """The message classes in a field type (``X``, ``list[X]``, ``dict[str, X]``, ``X | None``)."""
-    if isinstance(tp, type) and issubclass(tp, Message):
-        return [tp]
-    return [t for a in get_args(tp) for t in _message_types(a)]
-
-
 Convert = Callable[[Any], Any]
 
 
-_CODECS: dict[type, tuple[Convert, Convert]] = {}
+_CODECS: dict[type, tuple[Convert, Convert, Convert]] = {}
 
 
-def _codec(cls: type) -> tuple[Convert, Convert]:
-    """(encode, decode) of a message class, planned once from its resolved field types."""
+def _codec(cls: type) -> tuple[Convert, Convert, Convert]:
+    """(encode, decode, strict decode) of a message class, planned once from its resolved field
+    types. The strict one refuses an unknown field, in nested messages too."""
     codec = _CODECS.get(cls)
     if codec is None:
         codec = _CODECS[cls] = _plan(cls)
     return codec
 
 
-def _plan(cls: type) -> tuple[Convert, Convert]:
+def _plan(cls: type) -> tuple[Convert, Convert, Convert]:
     hints = get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     encoders = [(name, _encoder(hints[name])) for name in fields]
-    decoders = [(name, _decoder(hints[name])) for name in fields]
+    decoders = [(name, _decoder(hints[name], strict=False)) for name in fields]
+    strict = {name: _decoder(hints[name], strict=True) for name in fields}
 
     def encode(obj: Any) -> dict[str, Any]:
         return {name: enc(getattr(obj, name)) for name, enc in encoders}
@@ -201,7 +165,18 @@ def _plan(cls: type) -> tuple[Convert, Convert]:
             raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
         return cls(**{name: dec(data[name]) for name, dec in decoders if name in data})
 
-    return encode, decode
+    def decode_strict(data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+        values = {}
+        for name, value in data.items():
+            dec = strict.get(name)
+            if dec is None:
+                raise ValueError(f"{cls.__name__}: unknown field {name!r}")
+            values[name] = dec(value)
+        return cls(**values)
+
+    return encode, decode, decode_strict
 
 
 def _identity(value: Any) -> Any:
@@ -224,12 +199,14 @@ def _encoder(tp: Any) -> Convert:
     return _identity
 
 
-def _decoder(tp: Any) -> Convert:
+def _decoder(tp: Any, strict: bool) -> Convert:
+    """The check and conversion of one field's value; ``strict``: nested messages refuse
+    unknown fields (a message from the wire), else they ignore them (a stored record)."""
     origin = get_origin(tp)
     if isinstance(tp, type) and issubclass(tp, Message):
-        return tp.from_wire
+        return (lambda v: _codec(tp)[2](v)) if strict else tp.from_wire
     if origin is list:
-        item = _decoder(get_args(tp)[0])
+        item = _decoder(get_args(tp)[0], strict)
 
         def as_list(v: Any) -> Any:
             if not isinstance(v, list):
@@ -238,7 +215,7 @@ def _decoder(tp: Any) -> Convert:
 
         return as_list
     if origin is dict:
-        value = _decoder(get_args(tp)[1])
+        value = _decoder(get_args(tp)[1], strict)
 
         def as_dict(v: Any) -> Any:
             if not isinstance(v, Mapping):
@@ -247,7 +224,7 @@ def _decoder(tp: Any) -> Convert:
 
         return as_dict
     if origin in (types.UnionType, typing.Union):
-        inner = _decoder(next(a for a in get_args(tp) if a is not type(None)))
+        inner = _decoder(next(a for a in get_args(tp) if a is not type(None)), strict)
         return lambda v: None if v is None else inner(v)
     if tp is float:
 

@@ -18,6 +18,7 @@ from fluidcache.common.protocol import (
     RegisterReply,
     TierUsage,
     WorkerInfo,
+    WorkersReply,
 )
 
 
@@ -58,6 +59,26 @@ def test_missing_required_field_is_refused() -> None:
         FileInfo.from_wire({"ino": 1})
     with pytest.raises(TypeError):
         ListReply.from_wire({"entries": "not a list"})
+
+
+def test_unknown_fields_are_refused_from_the_wire_and_ignored_in_stored_records() -> None:
+    info = FileInfo(5, 1, "a", "/d/a", False, 10).to_wire()
+    page = {"entries": [info, {**info, "colour": "red"}], "cursor": ""}
+    with pytest.raises(ValueError, match="FileInfo: unknown field 'colour'"):
+        ListReply.decode(msgpack.packb(page))
+    with pytest.raises(ValueError, match="ListReply: unknown field 'extra'"):
+        ListReply.decode(msgpack.packb({"entries": [], "extra": 1}))
+    tiers = [
+        {"medium": "MEM", "capacity": 1, "used": 0},
+        {"medium": "SSD", "capacity": 1, "used": 0, "x": 1},
+    ]
+    workers = {"workers": [{"worker_id": "w", "address": "http://h:1", "tiers": tiers}]}
+    with pytest.raises(ValueError, match="TierUsage: unknown field 'x'"):
+        WorkersReply.decode(msgpack.packb(workers))
+    # a record an older or newer version stored is read with what this version knows of it
+    assert ListReply.from_wire(page).entries[1] == FileInfo(5, 1, "a", "/d/a", False, 10)
+    tiers[1].pop("x")
+    assert WorkersReply.decode(msgpack.packb(workers)).workers[0].tiers[1] == TierUsage("SSD", 1, 0)
 
 
 def _shape_by_definition(data: Any, depth: int = 0) -> None:
