@@ -89,11 +89,11 @@ MAX_DEPTH = 32
 class Message:
     """Mixin: msgpack encoding of a dataclass, nested messages included.
 
-    Each class gets an encoder and a decoder built once from its field types (reflection per
+    Each class gets an encoder and two decoders built once from its field types (reflection per
     object made listing pages slow), and decoding checks every field's type. A message from the
-    wire (:meth:`decode`) is strict: an unknown field, an integer outside 64 bits (booleans are
-    not integers), a string over :data:`MAX_STR` characters or nesting deeper than
-    :data:`MAX_DEPTH` raises ValueError or TypeError, which servers answer with a 400.
+    wire (:meth:`decode`) is strict, in one pass: an unknown field, an integer outside 64 bits
+    (booleans are not integers), a string over :data:`MAX_STR` characters or nesting deeper
+    than :data:`MAX_DEPTH` raises ValueError or TypeError, which servers answer with a 400.
     :meth:`from_wire` keeps ignoring unknown fields, for records an older version stored.
     """
 
