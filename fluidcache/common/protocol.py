@@ -154,29 +154,28 @@ def _plan(cls: type) -> tuple[Convert, Convert, Convert]:
     hints = get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     encoders = [(name, _encoder(hints[name])) for name in fields]
-    decoders = [(name, _decoder(hints[name], strict=False)) for name in fields]
-    strict = {name: _decoder(hints[name], strict=True) for name in fields}
 
     def encode(obj: Any) -> dict[str, Any]:
         return {name: enc(getattr(obj, name)) for name, enc in encoders}
 
-    def decode(data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
-        return cls(**{name: dec(data[name]) for name, dec in decoders if name in data})
+    def decoding(strict: bool) -> Convert:
+        decoders = {name: _decoder(hints[name], strict) for name in fields}
 
-    def decode_strict(data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
-        values = {}
-        for name, value in data.items():
-            dec = strict.get(name)
-            if dec is None:
-                raise ValueError(f"{cls.__name__}: unknown field {name!r}")
-            values[name] = dec(value)
-        return cls(**values)
+        def decode(data: Any) -> Any:
+            if not isinstance(data, Mapping):
+                raise TypeError(f"{cls.__name__}: expected a map, got {type(data).__name__}")
+            values = {}
+            for name, value in data.items():
+                dec = decoders.get(name)
+                if dec is not None:
+                    values[name] = dec(value)
+                elif strict:
+                    raise ValueError(f"{cls.__name__}: unknown field {name!r}")
+            return cls(**values)
 
-    return encode, decode, decode_strict
+        return decode
+
+    return encode, decoding(strict=False), decoding(strict=True)
 
 
 def _identity(value: Any) -> Any:
