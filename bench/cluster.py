@@ -101,7 +101,7 @@ def up(
     *,
     workers: int = 2,
     mem_quota_mib: int = 1024,
-    block_size: str = "4Mi",
+    block_size: str = "",
     env: dict[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """``fluidcache up SOURCES`` with a fresh data dir under ``root``; stopped with SIGINT.
@@ -118,7 +118,7 @@ def up(
     # then writes into pages that are there, as on a cache node that has been running a while.
     argv += ["--mem-prealloc", f"{mem_quota_mib}Mi"]
     argv += ["--ssd-quota", "0"]  # the scenarios size the cache by MEM alone, as measured so far
-    argv += ["--data-dir", str(data), "--block-size", block_size, "--no-listing"]
+    argv += ["--data-dir", str(data), f"--block-size={block_size}", "--no-listing"]
     proc = Proc(argv, log=root / "up.log", env={**os.environ, **(env or {})})
     try:
         master = proc.wait_for("master:", timeout=90).split()[-1]
@@ -172,9 +172,9 @@ class Manual:
             time.sleep(0.05)
         return ready.read_text().strip()
 
-    def start_master(self, *sources: str, block_size: str = "4Mi") -> str:
+    def start_master(self, *sources: str, block_size: str = "") -> str:
         data_dir = str(self.root / "master")
-        args = ["master", *sources, "--data-dir", data_dir, "--block-size", block_size]
+        args = ["master", *sources, "--data-dir", data_dir, f"--block-size={block_size}"]
         self.cluster.master_url = self._start("master", [*args, "--heartbeat-interval", "0.5"])
         return self.cluster.master_url
 

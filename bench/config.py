@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from fluidcache.common.config import parse_size
+from fluidcache.ufs.http import HttpUfs
+
 MiB = 1 << 20
 KiB = 1 << 10
 
@@ -36,7 +39,12 @@ class Sizes:
     evict_file_mib: int
     cap_file_mib: int = 256  # the cold read against per-connection caps (scenario "caps")
     caps_mbps: tuple[int, ...] = (25, 50, 100, 200)
-    block_size: str = "4Mi"
+    block_size: str = ""  # "": each source's own (4 MiB for HTTP, 16 MiB for S3)
+
+    def http_block_bytes(self) -> int:
+        """The block size of an HTTP source's files: the unit the block-counting scenarios
+        (eviction, p2p, both over nginx) count in."""
+        return parse_size(self.block_size, "block size") if self.block_size else HttpUfs.block_size
 
 
 FULL = Sizes(

@@ -30,6 +30,10 @@ MEM_PREALLOC_HELP = (
     "memory of each worker's MEM level allocated before it serves, up to the level's low "
     "watermark, so that a cold read does not allocate its pages (default 0)"
 )
+BLOCK_SIZE_HELP = (
+    "the dataset's block size, one ranged read of its source (default: each source's own, "
+    f"{DEFAULT_BLOCK_SIZE // 2**20}Mi, or 16Mi for s3://)"
+)
 
 
 def _ready_writer(path: str | None, log_format: str = "text") -> Callable[[str], None]:
@@ -88,7 +92,7 @@ def cmd_master(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         token=load_token(args.token_file),
-        block_size=parse_size(args.block_size, "block-size"),
+        block_size=parse_size(args.block_size, "block-size") if args.block_size else 0,
         dataset=args.dataset,
         sync_ttl=args.ttl,
         heartbeat_interval=args.heartbeat_interval,
@@ -595,7 +599,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--dataset", default="default", help="dataset name (default: default)")
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    m.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    m.add_argument("--block-size", default="", help=BLOCK_SIZE_HELP)
     m.add_argument(
         "--ttl",
         type=float,
@@ -822,7 +826,7 @@ def parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--master-port", type=int, default=0, help="master port (default: free)")
     u.add_argument("--worker-port", type=int, default=0, help="first worker port, next ones follow")
-    u.add_argument("--block-size", default=f"{DEFAULT_BLOCK_SIZE // 2**20}Mi")
+    u.add_argument("--block-size", default="", help=BLOCK_SIZE_HELP)
     u.add_argument("--dataset", default="default", help="dataset name (default: default)")
     u.add_argument(
         "--ttl",

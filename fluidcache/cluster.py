@@ -248,7 +248,7 @@ class LocalCluster:
     data_dir: Path | None = None
     master_port: int = 0
     worker_port: int = 0
-    block_size: str = "4Mi"
+    block_size: str = ""  # "": each source's own
     dataset: str = "default"
     ttl: float = 0.0
     list_at_start: bool = True  # list the whole dataset once up, to say whether it fits
@@ -338,7 +338,8 @@ class LocalCluster:
         parse_size(self.mem_prealloc, "mem-prealloc")
         if self.ssd_quota is not None:
             parse_size(self.ssd_quota, "ssd-quota")
-        parse_size(self.block_size, "block-size")
+        if self.block_size:
+            parse_size(self.block_size, "block-size")
         check_port(self.host, self.master_port, "master-port")
         for i in range(self.workers if self.worker_port else 0):
             check_port(self.host, self.worker_port + i, "worker-port")
@@ -457,8 +458,7 @@ class LocalCluster:
                     self.host,
                     "--port",
                     str(self.master_port),
-                    "--block-size",
-                    self.block_size,
+                    f"--block-size={self.block_size}",
                     "--dataset",
                     self.dataset,
                     "--ttl",

@@ -31,7 +31,6 @@ from bench.config import MiB
 from bench.context import Bench
 from bench.results import Result
 from fluidcache.client import AsyncClient
-from fluidcache.common.config import parse_size
 
 NAME = "eviction"
 TITLE = "7. Eviction under pressure (working set = 2x cache)"
@@ -61,7 +60,7 @@ def run(b: Bench) -> Result:
     s = b.sizes
     r = Result(NAME, TITLE)
     r.extra["headline_metric"] = "hit %"
-    block = parse_size(s.block_size, "block size")
+    block = s.http_block_bytes()
     quota = s.evict_cache_mib * MiB
     files = [str(p.relative_to(b.data.root)) for p in b.data.files("evict")]
     file_bytes = s.evict_file_mib * MiB
@@ -84,7 +83,7 @@ def run(b: Bench) -> Result:
         "cache_bytes": quota,
         "working_set_bytes": len(files) * file_bytes,
         "file_bytes": file_bytes,
-        "block_size": s.block_size,
+        "block_bytes": block,
         "watermarks": f"high {HIGH}, low {LOW}",
         "hot_set_files": hot_n,
         "client": "short_circuit=False, buffer_bytes=0, readahead_blocks=0, block-sized reads",

@@ -34,7 +34,7 @@ def run(b: Bench) -> Result:
         "file_bytes": size,
         "read_size": rd.CHUNK,
         "workers": 2,
-        "block_size": b.sizes.block_size,
+        "block_size": b.sizes.block_size or "the source's own (4Mi HTTP, 16Mi S3)",
         "repetitions": b.reps,
     }
     client_rel = b.view("large", "client-large") + "/big.bin"

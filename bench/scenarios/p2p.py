@@ -28,7 +28,6 @@ from bench.config import MiB
 from bench.context import Bench
 from bench.results import Result
 from fluidcache.client import AsyncClient
-from fluidcache.common.config import parse_size
 from fluidcache.common.protocol import BLOCK_CACHE
 
 NAME = "p2p"
@@ -44,7 +43,7 @@ def run(b: Bench) -> Result:
     r = Result(NAME, TITLE)
     r.params = {
         "file_bytes": size,
-        "block_size": b.sizes.block_size,
+        "block_bytes": b.sizes.http_block_bytes(),
         "replicate_concurrency": REPLICATE_CONCURRENCY,
         "workers": "A (node-a), then B (node-b)",
         "client_node": "node-b",
@@ -112,7 +111,7 @@ def run(b: Bench) -> Result:
                     mbps(n, t),
                     vs_case=BASE,
                 )
-    block = parse_size(b.sizes.block_size, "block size")
+    block = b.sizes.http_block_bytes()
     blocks = (size + block - 1) // block
     r.extra["blocks_per_file"] = blocks
     r.extra["blocks_B_fetched_from_peer_per_rep"] = peer_blocks

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from fluidcache.common.config import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, refuse_secret_options
+from fluidcache.common.config import MAX_BLOCK_SIZE, refuse_secret_options
 from fluidcache.common.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -26,7 +26,7 @@ class MasterConfig:
     host: str = "127.0.0.1"
     port: int = 0
     token: str = ""
-    block_size: int = DEFAULT_BLOCK_SIZE
+    block_size: int = 0  # 0: each source's own (UnderFileSystem.block_size)
     dataset: str = "default"
     mount_options: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     sync_ttl: float = 0.0
@@ -68,7 +68,7 @@ class MasterConfig:
             raise ConfigError(f"port: {self.port} is out of range")
         if not self.token:
             raise ConfigError("token: the cluster token is empty")
-        if not 4096 <= self.block_size <= MAX_BLOCK_SIZE:
+        if self.block_size and not 4096 <= self.block_size <= MAX_BLOCK_SIZE:
             raise ConfigError(f"block_size: {self.block_size} is outside 4Ki..1Gi")
         if self.sync_ttl < 0:
             raise ConfigError(f"sync_ttl: {self.sync_ttl} is negative (0 means never re-check)")

@@ -206,7 +206,8 @@ class Namespace:
             prefix = f"/{m.dataset}/{m.name}" if m.name else f"/{m.dataset}"
             ufs = adapters.get((m.dataset, m.name)) or create_ufs(m.uri, m.options)
             ufs.keep_snapshot(snapshot or None, ttl)
-            self.mounts[prefix] = Mount(prefix, m, ufs, block_size, ttl, snapshot)
+            size = block_size or ufs.block_size  # 0: the source's own
+            self.mounts[prefix] = Mount(prefix, m, ufs, size, ttl, snapshot)
 
     async def close(self) -> None:
         for mount in self.mounts.values():

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, Self, TypeAlias
 
+from fluidcache.common.config import DEFAULT_BLOCK_SIZE
 from fluidcache.common.errors import InvalidArgument, IsADirectory
 
 
@@ -98,6 +99,9 @@ class UnderFileSystem(abc.ABC):
     """The option keys this adapter reads; ``check_options`` refuses any other."""
     empty_directories: ClassVar[bool] = True
     """Whether the source can hold an empty directory (a git tree cannot)."""
+    block_size: ClassVar[int] = DEFAULT_BLOCK_SIZE
+    """The block size of a dataset that mounts this source and sets none: a block is one
+    ranged read of the source, so a source whose every request is costly reads larger ones."""
 
     def __init__(self, root_uri: str, options: Mapping[str, str] | None = None) -> None:
         self.root_uri = root_uri.rstrip("/") if not root_uri.endswith(":///") else root_uri

@@ -160,6 +160,10 @@ class S3Ufs(UnderFileSystem):
     """Objects under a bucket prefix, seen as a directory tree."""
 
     schemes = ("s3",)
+    # AWS's performance guidelines for S3 name 8 or 16 MB as the typical size of a ranged GET:
+    # every request costs the store (and the bill) alike. Against the bench's s3rver, a cold
+    # GiB through the mount took 810-1,038 MB/s with 16 MiB blocks and 845-931 with 4 MiB.
+    block_size = 16 * 1024 * 1024
     option_keys = frozenset(
         {
             "endpoint_url",

@@ -320,11 +320,13 @@ class BlockStore:
         return made
 
     def open_spare(self, index: int, size: int, path: Path) -> int:
-        """A spare file of level ``index`` renamed to ``path`` and cut to ``size`` bytes, open
-        for writing (a block's room is reserved already: the spare's is given back); -1 if
-        none is in that directory or the block needs no more than half of one."""
+        """A spare file of level ``index`` renamed to ``path`` and cut (or grown) to ``size``
+        bytes, open for writing (a block's room is reserved already: the spare's is given
+        back); -1 if none is in that directory or the block needs no more than half of one.
+        A block larger than a spare (a dataset of 16 MiB blocks) finds its first
+        :data:`SPARE_BYTES` ready."""
         level = self.levels[index]
-        if not SPARE_BYTES // 2 < size <= SPARE_BYTES:
+        if size <= SPARE_BYTES // 2:
             return -1
         for i, spare in enumerate(level.spares):
             if spare.parent != path.parent:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fluidcache.common import errors
+from fluidcache.common.config import DEFAULT_BLOCK_SIZE
 from fluidcache.common.protocol import (
     ROOT_INO,
     ListRequest,
@@ -42,13 +43,35 @@ async def test_lazy_listing_lists_only_the_parents_on_the_path(tmp_path: Path) -
         assert info.path == "/default/a/b/deep.txt"
         assert info.name == "deep.txt" and info.size == 1000 and not info.is_dir
         assert info.uri == f"local://{src}/a/b/deep.txt"
-        assert info.version and info.block_size == svc.config.block_size
+        assert info.version and info.block_size == DEFAULT_BLOCK_SIZE  # a local source's own
         parent = await svc.stat(StatRequest(ino=info.parent))
         assert parent.path == "/default/a/b"
         again = await svc.stat(StatRequest(path="/default/a/b/deep.txt"))
         assert again == info and svc.sync.listings == 3
         looked = await svc.lookup(LookupRequest(parent.ino, "deep.txt"))
         assert looked == info
+
+
+@pytest.mark.parametrize(
+    ("block_size", "local", "s3"),
+    [(0, DEFAULT_BLOCK_SIZE, 16 << 20), (1 << 20, 1 << 20, 1 << 20)],
+)
+async def test_block_size_is_each_sources_own_unless_the_dataset_sets_one(
+    tmp_path: Path, block_size: int, local: int, s3: int
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    mounts = [("files", f"local://{src}"), ("objects", "s3://bucket/prefix")]
+    # Nothing listens there: the S3 mount's root is in the namespace without a listing.
+    options = {"objects": {"endpoint_url": "http://127.0.0.1:9"}}
+    cfg = config(
+        tmp_path / "data", src, mounts=mounts, mount_options=options, block_size=block_size
+    )
+    for _ in range(2):  # and again from the stored dataset, after a restart
+        async with open_service(cfg) as svc:
+            info = await svc.stat(StatRequest(path="/default/files/top.txt"))
+            objects = await svc.stat(StatRequest(path="/default/objects"))
+            assert (info.block_size, objects.block_size) == (local, s3)
 
 
 async def test_listing_sorted_with_dataset_at_the_root(tmp_path: Path) -> None:

@@ -237,11 +237,15 @@ async def test_a_block_is_written_into_a_spare(tmp_path: Path) -> None:
     store = open_store(levels(tmp_path, 40 * MIB))
     assert await store.prefill(8 * MIB) == 8 * MIB
     big, small = payload(1, SPARE_BYTES - 100), payload(2, 64 * KIB)
+    larger = payload(3, 4 * SPARE_BYTES)  # a block of 16 MiB grows one
     await written_through(store, bid(1), big)
     await written_through(store, bid(2), small)  # too small to take one
     assert len(spares_on_disk(tmp_path / "mem")) == 1
     assert store.levels[0].used == SPARE_BYTES + len(big) + len(small)
-    for i, data in ((1, big), (2, small)):
+    await written_through(store, bid(3), larger)
+    assert spares_on_disk(tmp_path / "mem") == []
+    assert store.levels[0].used == len(big) + len(small) + len(larger)
+    for i, data in ((1, big), (2, small), (3, larger)):
         block = store.get(bid(i))
         assert block is not None and block.path.read_bytes() == data
         assert await store.verify(block)
