@@ -161,8 +161,11 @@ class S3Ufs(UnderFileSystem):
 
     schemes = ("s3",)
     # AWS's performance guidelines for S3 name 8 or 16 MB as the typical size of a ranged GET:
-    # every request costs the store (and the bill) alike. Against the bench's s3rver, a cold
-    # GiB through the mount took 810-1,038 MB/s with 16 MiB blocks and 845-931 with 4 MiB.
+    # every request costs the store (and the bill) alike. Against the bench's s3rver on
+    # loopback, a cold GiB through the mount took 810-1,100 MB/s with 16 MiB blocks and 845-931
+    # with 4 MiB; behind a cap of 50 MB/s per connection the two were alike (a GiB 738-772 MB/s
+    # against 702-789, a model's cold load 2.42-2.46 s against 2.29-2.54). Not for a hub: its
+    # model loads took 2.77-2.80 s with 16 MiB blocks, 2.25 s with 4 MiB.
     block_size = 16 * 1024 * 1024
     option_keys = frozenset(
         {
