@@ -4,7 +4,7 @@ One environment in the data dir holds everything; every change is one write tran
 
     inodes         ino (8 bytes BE)             -> Inode record (msgpack)
     dentries       parent ino + name (UTF-8)    -> child ino, listing stamp, is_dir
-    datasets       dataset name                 -> [block_size, sync_ttl, root ino]
+    datasets       dataset name                 -> [block_size (0: each source's own), sync_ttl]
     mounts         dataset NUL mount name       -> [uri, options, snapshot served]
     locations      block id (16 bytes) + worker -> b""
     worker_blocks  worker NUL block id          -> b""
