@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--warm",
         action="store_true",
-        help="with --fuse: read it again, warm; with --hub: load it warm, and from the local "
-        f"page cache (the loader's own time), {WARM_LOADS} times each",
+        help="with --fuse: read it (a DIR: the epoch) again, warm, with its CPU seconds; with "
+        "--hub: load it warm, and from the local page cache (the loader's own time), "
+        f"{WARM_LOADS} times each",
     )
     ap.add_argument("--work", type=Path, default=Path("/tmp/fluidcache-coldprof"))
     ap.add_argument("--hub", action="store_true", help="FILE is a model directory: load it")
@@ -152,22 +153,33 @@ def _epoch(args: argparse.Namespace) -> int:
     ):
         urls = [url + n for n in names]
         start = time.monotonic()
-        n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
+        with _used():
+            n, t = asyncio.run(rd.atimed(rd.http_read(urls, args.readers)))
+            print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
         spans["nginx directly"] = (start, time.monotonic())
-        print(f"nginx directly, {args.readers} readers: {len(names) / t:.0f} files/s")
-        with _cluster(args, url, size) as c, _watched(c, args) as spies:
-            assert c.mountpoint is not None
-            start = time.monotonic()
-            if args.fuse:
+        with _cluster(args, url, size) as c:
+            with _watched(c, args) as spies:
+                assert c.mountpoint is not None
                 paths = [c.mountpoint / "web" / n for n in names]
-                n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
-            else:
-                n, t = _client_read(c, args, [f"/web/{n}" for n in names], args.readers, spies)
-            what = "FUSE" if args.fuse else "the client library"
-            spans[f"cold epoch through {what}"] = (start, time.monotonic())
-            print(
-                f"cold epoch through {what}, {args.readers} readers: {len(names) / t:.0f} files/s"
-            )
+                start = time.monotonic()
+                if args.fuse:
+                    n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
+                else:
+                    n, t = _client_read(c, args, [f"/web/{n}" for n in names], args.readers, spies)
+                what = "FUSE" if args.fuse else "the client library"
+                spans[f"cold epoch through {what}"] = (start, time.monotonic())
+                print(
+                    f"cold epoch through {what}, {args.readers} readers: {len(names) / t:.0f} "
+                    "files/s"
+                )
+            if args.fuse and args.warm:
+                rd.drop_caches()
+                with _watched(c, args):
+                    n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
+                    print(
+                        f"warm epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} "
+                        "files/s"
+                    )
     if args.link:
         _print_link(args.work / LINK_TRACE, spans)
     _print_profiles(args)
@@ -277,12 +289,9 @@ def _cluster(args: argparse.Namespace, url: str, size: int) -> Any:
 @contextlib.contextmanager
 def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]]:
     """py-spy on every process of the cluster (with ``--profile``) while the block runs, and
-    the CPU seconds each process of the run spent (cluster, sources, shaper, readers), printed
-    after it."""
+    the CPU seconds each process of the run spent, printed after it (:func:`_used`)."""
     assert c.proc is not None
     pid = c.proc.popen.pid
-    before = cpu_seconds(os.getpid())
-    busy_before = _machine_busy()
     spies = []
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -291,7 +300,22 @@ def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]
         record = ["perf", "record", "-a", "-g", "-q", "-o", str(args.perf)]
         spies.append(subprocess.Popen(record, stdin=subprocess.DEVNULL))
     try:
-        yield spies
+        with _used():
+            yield spies
+    finally:
+        for spy in spies:
+            spy.send_signal(2)
+            spy.wait(30)
+
+
+@contextlib.contextmanager
+def _used() -> Iterator[None]:
+    """The CPU seconds each process of the run (cluster, sources, shaper, readers) spent while
+    the block ran, and how busy the machine was, printed after it."""
+    before = cpu_seconds(os.getpid())
+    busy_before = _machine_busy()
+    try:
+        yield
     finally:
         used = {k: v - before.get(k, 0.0) for k, v in cpu_seconds(os.getpid()).items()}
         print("CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(used.items())))
@@ -301,9 +325,6 @@ def _watched(c: cluster.Cluster, args: argparse.Namespace) -> Iterator[list[Any]
             f"machine: {os.cpu_count()} CPUs {busy / total:.0%} busy, "
             f"{steal / total:.0%} taken by the hypervisor (steal), meanwhile"
         )
-        for spy in spies:
-            spy.send_signal(2)
-            spy.wait(30)
 
 
 def _print_profiles(args: argparse.Namespace) -> None:
