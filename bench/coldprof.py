@@ -174,7 +174,7 @@ def _epoch(args: argparse.Namespace) -> int:
                 )
             if args.fuse and args.warm:
                 rd.drop_caches()
-                with _watched(c, args):
+                with _used():  # not sampled: --profile and --perf are of the cold epoch
                     n, t = rd.timed(lambda: rd.read_files(paths, args.readers))
                     print(
                         f"warm epoch through FUSE, {args.readers} readers: {len(names) / t:.0f} "
